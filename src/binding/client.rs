@@ -1,0 +1,151 @@
+//! `NativeClient` and `CancelToken`: what `index.js` wraps into the public `Client`.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use napi::bindgen_prelude::{ClassInstance, PromiseRaw};
+use napi::{Env, Result};
+use napi_derive::napi;
+use tokio_util::sync::CancellationToken;
+
+use super::outcome::{ChatOutcome, ErrorInfo, PoolStats};
+use super::{guard, invalid_arg};
+use crate::chat::{CallOptions, Client};
+use crate::config::{parse_headers, Config};
+
+/// Cancels one call; `index.js` wires an `AbortSignal` to it.
+#[napi]
+pub struct CancelToken {
+    token: CancellationToken,
+}
+
+#[napi]
+impl CancelToken {
+    #[napi(constructor)]
+    pub fn new() -> Self {
+        CancelToken {
+            token: CancellationToken::new(),
+        }
+    }
+
+    #[napi]
+    pub fn cancel(&self) {
+        self.token.cancel();
+    }
+}
+
+impl Default for CancelToken {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[napi]
+pub struct NativeClient {
+    inner: Arc<Client>,
+}
+
+/// Runs `work` on the runtime; a panic inside becomes an `ERR_INTERNAL` outcome, never a hang.
+fn spawn_outcome<F>(env: &Env, work: F) -> Result<PromiseRaw<'_, ChatOutcome>>
+where
+    F: Future<Output = ChatOutcome> + Send + 'static,
+{
+    env.spawn_future(async move {
+        Ok(AssertUnwindSafe(work)
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| ChatOutcome::err(ErrorInfo::internal())))
+    })
+}
+
+#[napi]
+impl NativeClient {
+    /// `options` is the JS options object as JSON text (`index.js` serialises it).
+    #[napi(constructor)]
+    pub fn new(options: String) -> Result<Self> {
+        guard(|| {
+            let value: serde_json::Value = serde_json::from_str(&options)
+                .map_err(|_| invalid_arg("options must be a plain object"))?;
+            let config = Config::from_json(&value).map_err(|e| invalid_arg(e.0))?;
+            let client = Client::new(config).map_err(|e| invalid_arg(e.0))?;
+            Ok(NativeClient {
+                inner: Arc::new(client),
+            })
+        })
+    }
+
+    /// One chat completion. `body` is JSON text; `timeout` in ms (0 = none); `headers` is JSON
+    /// text of an object. Resolves with the body text or an error description, never rejects.
+    #[napi(ts_return_type = "Promise<ChatOutcome>")]
+    pub fn chat<'env>(
+        &self,
+        env: &'env Env,
+        body: String,
+        timeout: Option<f64>,
+        headers: Option<String>,
+        cancel: Option<ClassInstance<'env, CancelToken>>,
+    ) -> Result<PromiseRaw<'env, ChatOutcome>> {
+        let call = guard(|| call_options(timeout, headers.as_deref()))?;
+        let cancel = cancel.map(|c| c.token.clone()).unwrap_or_default();
+        let client = self.inner.clone();
+        spawn_outcome(env, async move {
+            let origin = client.config().endpoint.origin.clone();
+            match client.chat(Bytes::from(body), call, cancel).await {
+                Ok(bytes) => match String::from_utf8(bytes.into()) {
+                    Ok(text) => ChatOutcome::ok(text),
+                    Err(_) => ChatOutcome::err(ErrorInfo::invalid_response(
+                        &origin,
+                        "the body is not UTF-8",
+                    )),
+                },
+                Err(e) => ChatOutcome::err(ErrorInfo::from(&e)),
+            }
+        })
+    }
+
+    #[napi]
+    pub fn stats(&self) -> Result<PoolStats> {
+        guard(|| Ok(self.inner.stats().into()))
+    }
+
+    /// Graceful close: resolves once in-flight calls finished and connections are closed.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn close<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
+        let client = self.inner.clone();
+        env.spawn_future(async move {
+            let _ = AssertUnwindSafe(client.close()).catch_unwind().await;
+            Ok(())
+        })
+    }
+
+    /// Aborts in-flight calls with `ERR_CLOSED` and closes every connection.
+    #[napi]
+    pub fn destroy(&self) -> Result<()> {
+        guard(|| {
+            napi::bindgen_prelude::within_runtime_if_available(|| self.inner.destroy());
+            Ok(())
+        })
+    }
+}
+
+fn call_options(timeout: Option<f64>, headers: Option<&str>) -> Result<CallOptions> {
+    let mut call = CallOptions::default();
+    if let Some(ms) = timeout {
+        if !(ms.is_finite() && ms >= 0.0 && ms.fract() == 0.0) {
+            return Err(invalid_arg(
+                "timeout must be a non-negative integer number of milliseconds (0 disables it)",
+            ));
+        }
+        call.timeout = Some((ms > 0.0).then(|| Duration::from_millis(ms as u64)));
+    }
+    if let Some(json) = headers {
+        let value: serde_json::Value =
+            serde_json::from_str(json).map_err(|_| invalid_arg("headers must be an object"))?;
+        call.headers = parse_headers(&value, "headers").map_err(|e| invalid_arg(e.0))?;
+    }
+    Ok(call)
+}

@@ -1,0 +1,140 @@
+//! How results cross into JS: resolved plain objects, never rejections, so that `errors.js` can
+//! build real `Error`s with a stable `code` in the caller's realm.
+
+use std::collections::HashMap;
+
+use napi_derive::napi;
+
+use crate::chat::ClientStats;
+use crate::error::Error;
+
+/// The failure of a call as plain data.
+#[napi(object)]
+pub struct ErrorInfo {
+    pub code: String,
+    pub message: String,
+    pub status: Option<u32>,
+    pub headers: Option<HashMap<String, String>>,
+    /// The provider's response body (redacted), for HTTP errors.
+    pub body: Option<String>,
+}
+
+/// Either the response body text or the error.
+#[napi(object)]
+pub struct ChatOutcome {
+    pub body: Option<String>,
+    pub error: Option<ErrorInfo>,
+}
+
+impl ChatOutcome {
+    pub fn ok(body: String) -> Self {
+        ChatOutcome {
+            body: Some(body),
+            error: None,
+        }
+    }
+
+    pub fn err(error: ErrorInfo) -> Self {
+        ChatOutcome {
+            body: None,
+            error: Some(error),
+        }
+    }
+}
+
+impl From<&Error> for ErrorInfo {
+    fn from(e: &Error) -> Self {
+        let http = e.http_failure();
+        ErrorInfo {
+            code: e.code().to_owned(),
+            message: e.message().to_owned(),
+            status: http.map(|h| u32::from(h.status)),
+            headers: http.map(|h| {
+                let mut map: HashMap<String, String> = HashMap::new();
+                for (k, v) in &h.headers {
+                    map.entry(k.clone())
+                        .and_modify(|existing| {
+                            existing.push_str(", ");
+                            existing.push_str(v);
+                        })
+                        .or_insert_with(|| v.clone());
+                }
+                map
+            }),
+            body: http.map(|h| h.body.clone()),
+        }
+    }
+}
+
+impl ErrorInfo {
+    pub fn internal() -> Self {
+        ErrorInfo {
+            code: "ERR_INTERNAL".into(),
+            message: "llmpool internal error (a bug: please report it)".into(),
+            status: None,
+            headers: None,
+            body: None,
+        }
+    }
+
+    pub fn invalid_response(origin: &str, why: &str) -> Self {
+        ErrorInfo {
+            code: "ERR_INVALID_RESPONSE".into(),
+            message: format!("{origin} sent an invalid response: {why}"),
+            status: None,
+            headers: None,
+            body: None,
+        }
+    }
+}
+
+/// `client.stats()`: undici's `PoolStats` plus counters.
+#[napi(object)]
+pub struct PoolStats {
+    /// Open connections.
+    pub connected: u32,
+    /// Open connections without a request.
+    pub free: u32,
+    /// Requests waiting for their new connection to open.
+    pub pending: u32,
+    /// Requests waiting for a free connection.
+    pub queued: u32,
+    /// Requests holding a connection.
+    pub running: u32,
+    /// `pending + queued + running`.
+    pub size: u32,
+    /// Calls started.
+    pub requests: i64,
+    /// Calls that failed.
+    pub errors: i64,
+    pub connections_opened: i64,
+    pub connections_closed: i64,
+    /// Requests served by an already open connection.
+    pub reused: i64,
+}
+
+fn clamp(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+fn count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl From<ClientStats> for PoolStats {
+    fn from(s: ClientStats) -> Self {
+        PoolStats {
+            connected: clamp(s.pool.connected),
+            free: clamp(s.pool.free),
+            pending: clamp(s.pool.pending),
+            queued: clamp(s.pool.queued),
+            running: clamp(s.pool.running),
+            size: clamp(s.pool.size),
+            requests: count(s.requests),
+            errors: count(s.errors),
+            connections_opened: count(s.pool.connections_opened),
+            connections_closed: count(s.pool.connections_closed),
+            reused: count(s.pool.reused),
+        }
+    }
+}

@@ -1,0 +1,497 @@
+//! One client: builds chat requests, sends them through the pool, enforces the timeouts and turns
+//! every outcome into either the response body or one [`Error`].
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{
+    HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, USER_AGENT,
+};
+use hyper::{Method, Request, Response, Uri};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, ConfigError};
+use crate::connect::HttpConnector;
+use crate::error::{Error, HttpFailure, Kind, Redactor};
+use crate::pool::keep_alive::KeepAlivePolicy;
+use crate::pool::{Lease, Pool, PoolLimits, PoolStats};
+
+/// Error bodies are read up to this size; a larger one is cut (and its connection closed).
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+const USER_AGENT_VALUE: &str = concat!("llmpool/", env!("CARGO_PKG_VERSION"));
+
+/// Per-call overrides (`client.chat(body, { timeout, headers })`).
+#[derive(Debug, Default, Clone)]
+pub struct CallOptions {
+    /// `Some(None)` turns the attempt deadline off for this call.
+    pub timeout: Option<Option<Duration>>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// Counters and gauges of one client.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    pub pool: PoolStats,
+    /// Calls started.
+    pub requests: u64,
+    /// Calls that ended in an error (including aborts).
+    pub errors: u64,
+}
+
+/// A chat client bound to one OpenAI-compatible endpoint.
+pub struct Client {
+    config: Config,
+    pool: Pool<HttpConnector>,
+    keep_alive: KeepAlivePolicy,
+    chat_uri: Uri,
+    /// Host, content type, auth and default headers, built once.
+    base_headers: HeaderMap,
+    redactor: Redactor,
+    /// Cancelled by `destroy()`: every in-flight call ends with `ERR_CLOSED`.
+    shutdown: CancellationToken,
+    /// Counts in-flight calls so that `close()` can wait for them.
+    in_flight: TaskTracker,
+    closing: AtomicBool,
+    requests: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// Why one attempt failed: `Stale` failures happened on a reused connection before any response
+/// byte, so the request can be sent again on a fresh connection without any risk of doing it twice.
+enum AttemptError {
+    Stale(Error),
+    Fatal(Error),
+}
+
+impl From<Error> for AttemptError {
+    fn from(e: Error) -> Self {
+        AttemptError::Fatal(e)
+    }
+}
+
+impl Client {
+    pub fn new(config: Config) -> Result<Self, ConfigError> {
+        let connector = HttpConnector::new(config.endpoint.clone(), config.connect.clone())?;
+        let pool = Pool::new(
+            connector,
+            PoolLimits {
+                max_connections: config.connections,
+                pool_timeout: config.pool_timeout,
+                origin: config.endpoint.origin.clone(),
+            },
+        );
+        let chat_uri: Uri = config
+            .endpoint
+            .path("/chat/completions")
+            .parse()
+            .map_err(|_| ConfigError("baseUrl has a path that is not a valid URL path".into()))?;
+        let mut base_headers = HeaderMap::new();
+        base_headers.insert(
+            HOST,
+            HeaderValue::from_str(&config.endpoint.authority)
+                .map_err(|_| ConfigError("baseUrl has an invalid host".into()))?,
+        );
+        base_headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        base_headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        base_headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+        if let Some(key) = &config.api_key {
+            let mut auth =
+                HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| {
+                    ConfigError("apiKey must contain only visible ASCII characters".into())
+                })?;
+            auth.set_sensitive(true);
+            base_headers.insert(AUTHORIZATION, auth);
+        }
+        for (name, value) in &config.headers {
+            base_headers.insert(name.clone(), value.clone());
+        }
+        let redactor = Redactor::new(config.api_key.iter().map(|k| k.expose().to_owned()));
+        let keep_alive = KeepAlivePolicy {
+            enabled: config.keep_alive,
+            timeout: config.keep_alive_timeout,
+            max_timeout: config.keep_alive_max_timeout,
+            threshold: config.keep_alive_timeout_threshold,
+        };
+        Ok(Client {
+            config,
+            pool,
+            keep_alive,
+            chat_uri,
+            base_headers,
+            redactor,
+            shutdown: CancellationToken::new(),
+            in_flight: TaskTracker::new(),
+            closing: AtomicBool::new(false),
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn origin(&self) -> &str {
+        &self.config.endpoint.origin
+    }
+
+    /// Sends one chat completion request (`body` is the JSON text) and returns the response body.
+    pub async fn chat(
+        &self,
+        body: Bytes,
+        call: CallOptions,
+        cancel: CancellationToken,
+    ) -> Result<Bytes, Error> {
+        self.run(cancel, self.chat_attempts(body, &call)).await
+    }
+
+    /// Wraps one call: refuses it after close, counts it, and ends it at once on abort or destroy.
+    async fn run<T>(
+        &self,
+        cancel: CancellationToken,
+        work: impl std::future::Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        if self.closing.load(Ordering::Acquire) {
+            return Err(self.closed_error());
+        }
+        let _in_flight = self.in_flight.token();
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let result = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => Err(Error::new(
+                Kind::Aborted,
+                format!("request to {} was aborted", self.origin()),
+            )),
+            _ = self.shutdown.cancelled() => Err(self.closed_error()),
+            result = work => result,
+        };
+        if result.is_err() {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn chat_attempts(&self, body: Bytes, call: &CallOptions) -> Result<Bytes, Error> {
+        let limit = call.timeout.unwrap_or(self.config.timeout);
+        let attempt = self.one_attempt(body, call);
+        match limit {
+            None => attempt.await,
+            Some(limit) => tokio::time::timeout(limit, attempt)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Error::timed_out(
+                        Kind::Timeout,
+                        self.origin(),
+                        "before the response was complete",
+                        limit,
+                    ))
+                }),
+        }
+    }
+
+    /// One attempt: send (resending once on a fresh connection if a reused one turned out to be
+    /// dead), then read the whole body and give the connection back.
+    async fn one_attempt(&self, body: Bytes, call: &CallOptions) -> Result<Bytes, Error> {
+        let (response, lease) = self.send(body, call).await?;
+        let (parts, incoming) = response.into_parts();
+        if parts.status.is_success() {
+            let text = self.read_body(incoming, usize::MAX).await?.0;
+            lease.release(self.keep_alive.idle_lifetime(&parts.headers));
+            Ok(text)
+        } else {
+            let (text, complete) = self.read_body(incoming, MAX_ERROR_BODY).await?;
+            if complete {
+                lease.release(self.keep_alive.idle_lifetime(&parts.headers));
+            }
+            Err(self.http_error(parts.status, &parts.headers, &text))
+        }
+    }
+
+    /// Sends the request and waits for the response headers.
+    async fn send(
+        &self,
+        body: Bytes,
+        call: &CallOptions,
+    ) -> Result<(Response<Incoming>, Lease<HttpConnector>), Error> {
+        match self.send_once(body.clone(), call, false).await {
+            Ok(sent) => Ok(sent),
+            Err(AttemptError::Fatal(e)) => Err(e),
+            Err(AttemptError::Stale(_)) => match self.send_once(body, call, true).await {
+                Ok(sent) => Ok(sent),
+                Err(AttemptError::Fatal(e) | AttemptError::Stale(e)) => Err(e),
+            },
+        }
+    }
+
+    async fn send_once(
+        &self,
+        body: Bytes,
+        call: &CallOptions,
+        fresh: bool,
+    ) -> Result<(Response<Incoming>, Lease<HttpConnector>), AttemptError> {
+        let mut lease = self.pool.checkout(fresh).await?;
+        let reused = lease.is_reused();
+        let sender = lease.conn();
+        if sender.ready().await.is_err() {
+            let e = Error::new(
+                Kind::Socket,
+                format!(
+                    "connection to {} closed before the request was sent",
+                    self.origin()
+                ),
+            );
+            return Err(if reused {
+                AttemptError::Stale(e)
+            } else {
+                AttemptError::Fatal(e)
+            });
+        }
+        let request = self.build_request(body, call);
+        let sent = sender.send_request(request);
+        let result = match self.config.headers_timeout {
+            None => sent.await,
+            Some(limit) => tokio::time::timeout(limit, sent).await.map_err(|_| {
+                Error::timed_out(
+                    Kind::HeadersTimeout,
+                    self.origin(),
+                    "waiting for response headers",
+                    limit,
+                )
+            })?,
+        };
+        match result {
+            Ok(response) => Ok((response, lease)),
+            Err(e) => {
+                let stale = reused && closed_before_response(&e);
+                let e = Error::new(
+                    Kind::Socket,
+                    format!(
+                        "connection to {} failed before the response: {}",
+                        self.origin(),
+                        describe(&e)
+                    ),
+                );
+                Err(if stale {
+                    AttemptError::Stale(e)
+                } else {
+                    AttemptError::Fatal(e)
+                })
+            }
+        }
+    }
+
+    fn build_request(&self, body: Bytes, call: &CallOptions) -> Request<Full<Bytes>> {
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = self.chat_uri.clone();
+        let headers = request.headers_mut();
+        *headers = self.base_headers.clone();
+        for (name, value) in &call.headers {
+            headers.insert(name.clone(), value.clone());
+        }
+        request
+    }
+
+    /// Reads a body up to `limit` bytes, each chunk within `bodyTimeout` of the previous one.
+    /// Returns the bytes and whether the body was read to its end.
+    async fn read_body(&self, mut body: Incoming, limit: usize) -> Result<(Bytes, bool), Error> {
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut size = 0usize;
+        loop {
+            let next = body.frame();
+            let frame = match self.config.body_timeout {
+                None => next.await,
+                Some(gap) => tokio::time::timeout(gap, next).await.map_err(|_| {
+                    Error::timed_out(
+                        Kind::BodyTimeout,
+                        self.origin(),
+                        "reading the response body",
+                        gap,
+                    )
+                })?,
+            };
+            match frame {
+                None => return Ok((concat(chunks, size), true)),
+                Some(Err(e)) => {
+                    return Err(Error::new(
+                        Kind::Socket,
+                        format!(
+                            "connection to {} failed while reading the response: {}",
+                            self.origin(),
+                            describe(&e)
+                        ),
+                    ))
+                }
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        size += data.len();
+                        chunks.push(data);
+                        if size >= limit {
+                            return Ok((concat(chunks, size), false));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn http_error(&self, status: hyper::StatusCode, headers: &HeaderMap, body: &[u8]) -> Error {
+        let body = self.redactor.redact(&String::from_utf8_lossy(body));
+        let reason = status.canonical_reason().unwrap_or("error");
+        let message = match provider_message(&body) {
+            Some(m) => format!(
+                "{} answered {} {reason}: {m}",
+                self.origin(),
+                status.as_u16()
+            ),
+            None => format!("{} answered {} {reason}", self.origin(), status.as_u16()),
+        };
+        let headers = headers
+            .iter()
+            .map(|(k, v)| {
+                let value = self.redactor.redact(&String::from_utf8_lossy(v.as_bytes()));
+                (k.as_str().to_owned(), value)
+            })
+            .collect();
+        Error::http(
+            message,
+            HttpFailure {
+                status: status.as_u16(),
+                headers,
+                body,
+            },
+        )
+    }
+
+    fn closed_error(&self) -> Error {
+        Error::new(
+            Kind::Closed,
+            format!("client for {} is closed", self.origin()),
+        )
+    }
+
+    pub fn stats(&self) -> ClientStats {
+        ClientStats {
+            pool: self.pool.stats(),
+            requests: self.requests.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Graceful: refuses new calls, waits for in-flight ones, then closes every connection.
+    pub async fn close(&self) {
+        self.closing.store(true, Ordering::Release);
+        self.in_flight.close();
+        self.in_flight.wait().await;
+        self.pool.close();
+    }
+
+    /// Abrupt: in-flight calls end at once with `ERR_CLOSED`, every connection is closed.
+    pub fn destroy(&self) {
+        self.closing.store(true, Ordering::Release);
+        self.in_flight.close();
+        self.shutdown.cancel();
+        self.pool.close();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+}
+
+fn concat(chunks: Vec<Bytes>, size: usize) -> Bytes {
+    match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.into_iter().next().expect("one chunk"),
+        _ => {
+            let mut out = Vec::with_capacity(size);
+            for c in chunks {
+                out.extend_from_slice(&c);
+            }
+            Bytes::from(out)
+        }
+    }
+}
+
+/// The provider's own words from an OpenAI-style error body: `{"error":{"message":…}}`,
+/// `{"error":"…"}` or `{"message":…}`.
+pub(crate) fn provider_message(body: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(body).ok()?;
+    let error = value.get("error").unwrap_or(&value);
+    let message = match error {
+        serde_json::Value::String(s) => s.as_str(),
+        other => other.get("message")?.as_str()?,
+    };
+    let message = message.trim();
+    (!message.is_empty()).then(|| message.chars().take(500).collect())
+}
+
+/// The request did not get a single response byte because the connection was closed or reset:
+/// safe to send again on a new connection.
+fn closed_before_response(e: &hyper::Error) -> bool {
+    if e.is_canceled() || e.is_incomplete_message() {
+        return true;
+    }
+    io_error_kind(e).is_some_and(|kind| {
+        matches!(
+            kind,
+            io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::BrokenPipe
+                | io::ErrorKind::UnexpectedEof
+        )
+    })
+}
+
+fn io_error_kind(e: &(dyn std::error::Error + 'static)) -> Option<io::ErrorKind> {
+    let mut source = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            return Some(io.kind());
+        }
+        source = err.source();
+    }
+    None
+}
+
+/// hyper's own message plus its innermost cause ("connection reset by peer").
+fn describe(e: &hyper::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(inner) = source {
+        if inner.source().is_none() {
+            text = format!("{text} ({inner})");
+        }
+        source = inner.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_message_shapes() {
+        assert_eq!(
+            provider_message(r#"{"error":{"message":"Rate limit reached","type":"x"}}"#).as_deref(),
+            Some("Rate limit reached")
+        );
+        assert_eq!(
+            provider_message(r#"{"error":"model not found"}"#).as_deref(),
+            Some("model not found")
+        );
+        assert_eq!(
+            provider_message(r#"{"message":"bad"}"#).as_deref(),
+            Some("bad")
+        );
+        assert_eq!(provider_message("<html>"), None);
+        assert_eq!(provider_message(r#"{"error":{"message":""}}"#), None);
+    }
+}

@@ -1,0 +1,787 @@
+//! Typed, validated client configuration.
+//!
+//! The JS options object arrives as JSON (see the binding); [`Config::from_json`] checks every
+//! option once, one rule per option, and says which option broke which rule. Every default lives
+//! here as a `DEFAULT_*` constant, in milliseconds where it is a duration, with undici's meaning
+//! where undici has the same option.
+
+use std::time::Duration;
+
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::Uri;
+use serde_json::{Map, Value};
+
+/// Default per-origin connection cap. undici's own default is unlimited; an LLM service wants a cap.
+pub const DEFAULT_CONNECTIONS: usize = 100;
+/// Idle time after which a kept-alive connection is dropped when the server gives no hint (undici: 4 s;
+/// LLM calls are minutes apart under light load, and providers keep idle sockets ~90 s or more).
+pub const DEFAULT_KEEP_ALIVE_TIMEOUT_MS: u64 = 90_000;
+/// Upper bound on a server's `Keep-Alive: timeout=` hint (undici: 600 s).
+pub const DEFAULT_KEEP_ALIVE_MAX_TIMEOUT_MS: u64 = 120_000;
+/// Taken off a server's hint so that we stop reusing a socket before the server closes it (undici: 2 s).
+pub const DEFAULT_KEEP_ALIVE_TIMEOUT_THRESHOLD_MS: u64 = 1_000;
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 10_000;
+/// Request sent → response headers. LLM servers may hold headers until generation starts.
+pub const DEFAULT_HEADERS_TIMEOUT_MS: u64 = 300_000;
+/// Longest gap between two body chunks.
+pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 300_000;
+pub const DEFAULT_AUTO_SELECT_FAMILY: bool = true;
+/// Happy-eyeballs delay before the next address family is tried (RFC 8305 suggests 250 ms).
+pub const DEFAULT_AUTO_SELECT_FAMILY_ATTEMPT_TIMEOUT_MS: u64 = 250;
+pub const DEFAULT_TCP_KEEP_ALIVE: bool = true;
+pub const DEFAULT_TCP_KEEP_ALIVE_INITIAL_DELAY_MS: u64 = 60_000;
+pub const DEFAULT_POOL_TIMEOUT_MS: u64 = 10_000;
+/// Deadline of one attempt, start to last byte.
+pub const DEFAULT_TIMEOUT_MS: u64 = 600_000;
+pub const DEFAULT_FIRST_TOKEN_TIMEOUT_MS: u64 = 60_000;
+pub const DEFAULT_TOKEN_TIMEOUT_MS: u64 = 30_000;
+pub const DEFAULT_MAX_EVENT_SIZE: usize = 16 * 1024 * 1024;
+pub const DEFAULT_MAX_RETRIES: u32 = 3;
+pub const DEFAULT_RETRY_MIN_TIMEOUT_MS: u64 = 1_000;
+pub const DEFAULT_RETRY_MAX_TIMEOUT_MS: u64 = 30_000;
+pub const DEFAULT_RETRY_TIMEOUT_FACTOR: f64 = 2.0;
+pub const DEFAULT_RETRY_AFTER: bool = true;
+pub const DEFAULT_RETRY_STATUS_CODES: [u16; 7] = [408, 409, 429, 500, 502, 503, 504];
+
+/// The largest duration accepted, in ms: about 24.8 days, the same bound as Node's timers.
+const MAX_DURATION_MS: u64 = i32::MAX as u64;
+
+/// An option that broke its rule. The message names the option and the rule; never its value,
+/// which may be a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+type Result<T> = std::result::Result<T, ConfigError>;
+
+fn rule(name: &str, rule: &str) -> ConfigError {
+    ConfigError(format!("{name} {rule}"))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+/// Where requests go: scheme, host, port and the path prefix kept from `baseUrl`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub scheme: Scheme,
+    /// Host name or IP literal, without IPv6 brackets.
+    pub host: String,
+    pub port: u16,
+    /// The `Host` header value (`host` or `host:port`).
+    pub authority: String,
+    /// `/v1` for `http://h/v1` and `http://h/v1/`; empty for `http://h`.
+    pub path_prefix: String,
+    /// `scheme://authority`, used in error messages.
+    pub origin: String,
+}
+
+impl Endpoint {
+    pub fn parse(base_url: &str) -> Result<Self> {
+        let bad = || rule("baseUrl", "must be an absolute http:// or https:// URL");
+        let uri: Uri = base_url.parse().map_err(|_| bad())?;
+        let scheme = match uri.scheme_str() {
+            Some("http") => Scheme::Http,
+            Some("https") => Scheme::Https,
+            _ => return Err(bad()),
+        };
+        let authority = uri.authority().ok_or_else(bad)?;
+        if authority.as_str().contains('@') {
+            return Err(rule(
+                "baseUrl",
+                "must not carry credentials; use apiKey or headers",
+            ));
+        }
+        if uri.query().is_some() {
+            return Err(rule("baseUrl", "must not have a query string"));
+        }
+        let host = authority.host();
+        if host.is_empty() {
+            return Err(bad());
+        }
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let default_port = match scheme {
+            Scheme::Http => 80,
+            Scheme::Https => 443,
+        };
+        let port = authority.port_u16().unwrap_or(default_port);
+        let path_prefix = uri.path().trim_end_matches('/').to_owned();
+        let scheme_str = if scheme == Scheme::Http {
+            "http"
+        } else {
+            "https"
+        };
+        Ok(Endpoint {
+            scheme,
+            origin: format!("{scheme_str}://{}", authority.as_str()),
+            authority: authority.as_str().to_owned(),
+            host,
+            port,
+            path_prefix,
+        })
+    }
+
+    /// The request target for an API path such as `/chat/completions`.
+    pub fn path(&self, api_path: &str) -> String {
+        format!("{}{}", self.path_prefix, api_path)
+    }
+}
+
+/// TCP and TLS settings of new connections (`connect: {…}` in JS).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectConfig {
+    pub timeout: Duration,
+    pub auto_select_family: bool,
+    pub auto_select_family_attempt_timeout: Duration,
+    /// TCP keep-alive probes; `None` = off.
+    pub tcp_keep_alive: Option<Duration>,
+    /// Extra trusted roots, PEM text, added to the webpki roots.
+    pub ca: Vec<String>,
+    /// `false` accepts any server certificate. Dangerous: for tests and private networks only.
+    pub reject_unauthorized: bool,
+}
+
+/// Retry policy settings (undici `RetryHandler` names). `retry: false` gives `max_retries = 0`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryConfig {
+    pub max_retries: u32,
+    pub min_timeout: Duration,
+    pub max_timeout: Duration,
+    pub timeout_factor: f64,
+    pub retry_after: bool,
+    pub status_codes: Vec<u16>,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_retries: DEFAULT_MAX_RETRIES,
+            min_timeout: ms(DEFAULT_RETRY_MIN_TIMEOUT_MS),
+            max_timeout: ms(DEFAULT_RETRY_MAX_TIMEOUT_MS),
+            timeout_factor: DEFAULT_RETRY_TIMEOUT_FACTOR,
+            retry_after: DEFAULT_RETRY_AFTER,
+            status_codes: DEFAULT_RETRY_STATUS_CODES.to_vec(),
+        }
+    }
+}
+
+/// The whole validated configuration of one client.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub endpoint: Endpoint,
+    /// Kept only to build the Authorization header and to redact it; never printed (see `Debug`).
+    pub api_key: Option<ApiKey>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// `None` = unlimited.
+    pub connections: Option<usize>,
+    /// `false` (pipelining: 0) = a new connection per request, none kept alive.
+    pub keep_alive: bool,
+    pub keep_alive_timeout: Duration,
+    pub keep_alive_max_timeout: Duration,
+    pub keep_alive_timeout_threshold: Duration,
+    pub connect: ConnectConfig,
+    /// `None` (0 in JS) = no limit, as in undici.
+    pub headers_timeout: Option<Duration>,
+    pub body_timeout: Option<Duration>,
+    pub pool_timeout: Option<Duration>,
+    pub timeout: Option<Duration>,
+    pub first_token_timeout: Option<Duration>,
+    pub token_timeout: Option<Duration>,
+    pub max_event_size: usize,
+    pub retry: RetryConfig,
+}
+
+/// The API key. Its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey([REDACTED])")
+    }
+}
+
+const KNOWN_OPTIONS: &[&str] = &[
+    "baseUrl",
+    "apiKey",
+    "headers",
+    "connections",
+    "pipelining",
+    "keepAliveTimeout",
+    "keepAliveMaxTimeout",
+    "keepAliveTimeoutThreshold",
+    "connectTimeout",
+    "headersTimeout",
+    "bodyTimeout",
+    "autoSelectFamily",
+    "autoSelectFamilyAttemptTimeout",
+    "connect",
+    "poolTimeout",
+    "timeout",
+    "firstTokenTimeout",
+    "tokenTimeout",
+    "maxEventSize",
+    "retry",
+];
+const KNOWN_CONNECT_OPTIONS: &[&str] = &[
+    "keepAlive",
+    "keepAliveInitialDelay",
+    "ca",
+    "rejectUnauthorized",
+];
+const KNOWN_RETRY_OPTIONS: &[&str] = &[
+    "maxRetries",
+    "minTimeout",
+    "maxTimeout",
+    "timeoutFactor",
+    "retryAfter",
+    "statusCodes",
+];
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Reads one object of options; absent and `null` mean "default" unless the option says otherwise.
+struct Options<'a> {
+    map: &'a Map<String, Value>,
+    prefix: &'static str,
+}
+
+impl<'a> Options<'a> {
+    fn new(value: &'a Value, prefix: &'static str, what: &str, known: &[&str]) -> Result<Self> {
+        let map = value
+            .as_object()
+            .ok_or_else(|| ConfigError(format!("{what} must be an object")))?;
+        if let Some(unknown) = map.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(ConfigError(format!(
+                "{prefix}{unknown} is not a known option"
+            )));
+        }
+        Ok(Options { map, prefix })
+    }
+
+    fn name(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    /// The value, or `None` when absent or null.
+    fn get(&self, key: &str) -> Option<&'a Value> {
+        self.map.get(key).filter(|v| !v.is_null())
+    }
+
+    fn has_null(&self, key: &str) -> bool {
+        matches!(self.map.get(key), Some(Value::Null))
+    }
+
+    fn uint(&self, key: &str, what: &str, max: u64) -> Result<Option<u64>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => match v.as_u64() {
+                Some(n) if n <= max => Ok(Some(n)),
+                _ => match v.as_f64() {
+                    // 3.0 arrives as a float from some serialisers; accept whole numbers.
+                    Some(f) if f >= 0.0 && f.fract() == 0.0 && f <= max as f64 => {
+                        Ok(Some(f as u64))
+                    }
+                    _ => Err(rule(&self.name(key), what)),
+                },
+            },
+        }
+    }
+
+    /// A duration in ms where 0 turns the limit off.
+    fn limit_ms(&self, key: &str, default: u64) -> Result<Option<Duration>> {
+        let n = self
+            .uint(
+                key,
+                "must be a non-negative integer number of milliseconds (0 disables it)",
+                MAX_DURATION_MS,
+            )?
+            .unwrap_or(default);
+        Ok((n > 0).then(|| ms(n)))
+    }
+
+    /// A duration in ms that must be positive.
+    fn positive_ms(&self, key: &str, default: u64) -> Result<Duration> {
+        match self.uint(
+            key,
+            "must be a positive integer number of milliseconds",
+            MAX_DURATION_MS,
+        )? {
+            Some(0) => Err(rule(
+                &self.name(key),
+                "must be a positive integer number of milliseconds",
+            )),
+            Some(n) => Ok(ms(n)),
+            None => Ok(ms(default)),
+        }
+    }
+
+    /// A duration in ms that may be zero.
+    fn non_negative_ms(&self, key: &str, default: u64) -> Result<Duration> {
+        Ok(ms(self
+            .uint(
+                key,
+                "must be a non-negative integer number of milliseconds",
+                MAX_DURATION_MS,
+            )?
+            .unwrap_or(default)))
+    }
+
+    fn bool(&self, key: &str, default: bool) -> Result<bool> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(_) => Err(rule(&self.name(key), "must be a boolean")),
+        }
+    }
+}
+
+impl Config {
+    /// Validates the JS options object (as JSON) and fills in the defaults.
+    pub fn from_json(value: &Value) -> Result<Config> {
+        let o = Options::new(value, "", "options", KNOWN_OPTIONS)?;
+
+        let endpoint = match o.get("baseUrl") {
+            Some(Value::String(s)) => Endpoint::parse(s)?,
+            Some(_) => return Err(rule("baseUrl", "must be a string")),
+            None => return Err(rule("baseUrl", "is required")),
+        };
+
+        let api_key = match o.get("apiKey") {
+            None => None,
+            Some(Value::String(s)) if s.is_empty() => None,
+            Some(Value::String(s)) => {
+                HeaderValue::from_str(&format!("Bearer {s}"))
+                    .map_err(|_| rule("apiKey", "must contain only visible ASCII characters"))?;
+                Some(ApiKey(s.clone()))
+            }
+            Some(_) => return Err(rule("apiKey", "must be a string")),
+        };
+
+        let headers = match o.get("headers") {
+            None => Vec::new(),
+            Some(v) => parse_headers(v, "headers")?,
+        };
+
+        // undici: `connections: null` means no limit; absent means our default.
+        let connections = if o.has_null("connections") {
+            None
+        } else {
+            match o.uint(
+                "connections",
+                "must be a positive integer or null",
+                u32::MAX as u64,
+            )? {
+                Some(0) => return Err(rule("connections", "must be a positive integer or null")),
+                Some(n) => Some(n as usize),
+                None => Some(DEFAULT_CONNECTIONS),
+            }
+        };
+
+        let keep_alive = match o.uint(
+            "pipelining",
+            "must be 0 or 1 (HTTP/1.1 pipelining is not supported)",
+            1,
+        )? {
+            Some(0) => false,
+            Some(_) | None => true,
+        };
+
+        let keep_alive_timeout =
+            o.positive_ms("keepAliveTimeout", DEFAULT_KEEP_ALIVE_TIMEOUT_MS)?;
+        let keep_alive_max_timeout =
+            o.positive_ms("keepAliveMaxTimeout", DEFAULT_KEEP_ALIVE_MAX_TIMEOUT_MS)?;
+        let keep_alive_timeout_threshold = o.non_negative_ms(
+            "keepAliveTimeoutThreshold",
+            DEFAULT_KEEP_ALIVE_TIMEOUT_THRESHOLD_MS,
+        )?;
+
+        let connect_timeout = o.positive_ms("connectTimeout", DEFAULT_CONNECT_TIMEOUT_MS)?;
+        let auto_select_family = o.bool("autoSelectFamily", DEFAULT_AUTO_SELECT_FAMILY)?;
+        let auto_select_family_attempt_timeout = o.positive_ms(
+            "autoSelectFamilyAttemptTimeout",
+            DEFAULT_AUTO_SELECT_FAMILY_ATTEMPT_TIMEOUT_MS,
+        )?;
+        let connect = parse_connect(
+            o.get("connect"),
+            ConnectConfig {
+                timeout: connect_timeout,
+                auto_select_family,
+                auto_select_family_attempt_timeout,
+                tcp_keep_alive: Some(ms(DEFAULT_TCP_KEEP_ALIVE_INITIAL_DELAY_MS)),
+                ca: Vec::new(),
+                reject_unauthorized: true,
+            },
+        )?;
+
+        let max_event_size = match o.uint(
+            "maxEventSize",
+            "must be a positive integer number of bytes",
+            u32::MAX as u64,
+        )? {
+            Some(0) => {
+                return Err(rule(
+                    "maxEventSize",
+                    "must be a positive integer number of bytes",
+                ))
+            }
+            Some(n) => n as usize,
+            None => DEFAULT_MAX_EVENT_SIZE,
+        };
+
+        Ok(Config {
+            endpoint,
+            api_key,
+            headers,
+            connections,
+            keep_alive,
+            keep_alive_timeout,
+            keep_alive_max_timeout,
+            keep_alive_timeout_threshold,
+            connect,
+            headers_timeout: o.limit_ms("headersTimeout", DEFAULT_HEADERS_TIMEOUT_MS)?,
+            body_timeout: o.limit_ms("bodyTimeout", DEFAULT_BODY_TIMEOUT_MS)?,
+            pool_timeout: o.limit_ms("poolTimeout", DEFAULT_POOL_TIMEOUT_MS)?,
+            timeout: o.limit_ms("timeout", DEFAULT_TIMEOUT_MS)?,
+            first_token_timeout: o.limit_ms("firstTokenTimeout", DEFAULT_FIRST_TOKEN_TIMEOUT_MS)?,
+            token_timeout: o.limit_ms("tokenTimeout", DEFAULT_TOKEN_TIMEOUT_MS)?,
+            max_event_size,
+            retry: parse_retry(o.map.get("retry"))?,
+        })
+    }
+}
+
+fn parse_connect(value: Option<&Value>, mut out: ConnectConfig) -> Result<ConnectConfig> {
+    let Some(value) = value else {
+        return Ok(out);
+    };
+    let o = Options::new(value, "connect.", "connect", KNOWN_CONNECT_OPTIONS)?;
+    let keep_alive = o.bool("keepAlive", DEFAULT_TCP_KEEP_ALIVE)?;
+    let delay = o.positive_ms(
+        "keepAliveInitialDelay",
+        DEFAULT_TCP_KEEP_ALIVE_INITIAL_DELAY_MS,
+    )?;
+    out.tcp_keep_alive = keep_alive.then_some(delay);
+    out.reject_unauthorized = o.bool("rejectUnauthorized", true)?;
+    let ca_rule = "must be a PEM string or an array of PEM strings";
+    out.ca = match o.get("ca") {
+        None => Vec::new(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| rule("connect.ca", ca_rule))
+            })
+            .collect::<Result<_>>()?,
+        Some(_) => return Err(rule("connect.ca", ca_rule)),
+    };
+    if out
+        .ca
+        .iter()
+        .any(|pem| !pem.contains("-----BEGIN CERTIFICATE-----"))
+    {
+        return Err(rule("connect.ca", ca_rule));
+    }
+    Ok(out)
+}
+
+fn parse_retry(value: Option<&Value>) -> Result<RetryConfig> {
+    let value = match value {
+        None | Some(Value::Null) | Some(Value::Bool(true)) => return Ok(RetryConfig::default()),
+        Some(Value::Bool(false)) => {
+            return Ok(RetryConfig {
+                max_retries: 0,
+                ..RetryConfig::default()
+            })
+        }
+        Some(v @ Value::Object(_)) => v,
+        Some(_) => return Err(rule("retry", "must be an object or false")),
+    };
+    let o = Options::new(value, "retry.", "retry", KNOWN_RETRY_OPTIONS)?;
+    let d = RetryConfig::default();
+    let max_retries = o
+        .uint("maxRetries", "must be a non-negative integer", 100)?
+        .map_or(d.max_retries, |n| n as u32);
+    let min_timeout = o.non_negative_ms("minTimeout", DEFAULT_RETRY_MIN_TIMEOUT_MS)?;
+    let max_timeout = o.non_negative_ms("maxTimeout", DEFAULT_RETRY_MAX_TIMEOUT_MS)?;
+    if max_timeout < min_timeout {
+        return Err(rule(
+            "retry.maxTimeout",
+            "must not be less than retry.minTimeout",
+        ));
+    }
+    let timeout_factor = match o.get("timeoutFactor") {
+        None => d.timeout_factor,
+        Some(v) => match v.as_f64() {
+            Some(f) if (1.0..=100.0).contains(&f) => f,
+            _ => {
+                return Err(rule(
+                    "retry.timeoutFactor",
+                    "must be a number from 1 to 100",
+                ))
+            }
+        },
+    };
+    let retry_after = o.bool("retryAfter", DEFAULT_RETRY_AFTER)?;
+    let status_codes = match o.get("statusCodes") {
+        None => d.status_codes,
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| match v.as_u64() {
+                Some(n @ 100..=599) => Ok(n as u16),
+                _ => Err(rule(
+                    "retry.statusCodes",
+                    "must be an array of HTTP status codes",
+                )),
+            })
+            .collect::<Result<_>>()?,
+        Some(_) => {
+            return Err(rule(
+                "retry.statusCodes",
+                "must be an array of HTTP status codes",
+            ))
+        }
+    };
+    Ok(RetryConfig {
+        max_retries,
+        min_timeout,
+        max_timeout,
+        timeout_factor,
+        retry_after,
+        status_codes,
+    })
+}
+
+/// Checks a `{ name: value }` header object; names and values must be valid HTTP.
+pub fn parse_headers(value: &Value, option: &str) -> Result<Vec<(HeaderName, HeaderValue)>> {
+    let map = value
+        .as_object()
+        .ok_or_else(|| rule(option, "must be an object of header names to string values"))?;
+    map.iter()
+        .map(|(name, value)| {
+            let header = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| ConfigError(format!("{option} has an invalid header name")))?;
+            let text = value
+                .as_str()
+                .ok_or_else(|| ConfigError(format!("{option}.{name} must be a string")))?;
+            let value = HeaderValue::from_str(text)
+                .map_err(|_| ConfigError(format!("{option}.{name} is not a valid header value")))?;
+            Ok((header, value))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn err(v: Value) -> String {
+        Config::from_json(&v).unwrap_err().0
+    }
+
+    #[test]
+    fn defaults_fill_in() {
+        let c = Config::from_json(&json!({ "baseUrl": "http://127.0.0.1:8080/v1/" })).unwrap();
+        assert_eq!(c.connections, Some(DEFAULT_CONNECTIONS));
+        assert!(c.keep_alive);
+        assert_eq!(c.keep_alive_timeout, ms(DEFAULT_KEEP_ALIVE_TIMEOUT_MS));
+        assert_eq!(c.headers_timeout, Some(ms(DEFAULT_HEADERS_TIMEOUT_MS)));
+        assert_eq!(c.pool_timeout, Some(ms(DEFAULT_POOL_TIMEOUT_MS)));
+        assert_eq!(c.connect.tcp_keep_alive, Some(ms(60_000)));
+        assert!(c.connect.reject_unauthorized);
+        assert_eq!(c.retry, RetryConfig::default());
+        assert_eq!(c.endpoint.path("/chat/completions"), "/v1/chat/completions");
+        assert_eq!(c.endpoint.origin, "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn base_url_path_prefix_is_kept_with_or_without_slash() {
+        for (url, path) in [
+            ("http://h/v1", "/v1/chat/completions"),
+            ("http://h/v1/", "/v1/chat/completions"),
+            ("http://h", "/chat/completions"),
+            (
+                "https://h:8443/api/openai/v1",
+                "/api/openai/v1/chat/completions",
+            ),
+        ] {
+            assert_eq!(
+                Endpoint::parse(url).unwrap().path("/chat/completions"),
+                path,
+                "{url}"
+            );
+        }
+        let e = Endpoint::parse("https://[::1]/v1").unwrap();
+        assert_eq!((e.host.as_str(), e.port), ("::1", 443));
+    }
+
+    #[test]
+    fn null_connections_means_unlimited() {
+        let c = Config::from_json(&json!({ "baseUrl": "http://h", "connections": null })).unwrap();
+        assert_eq!(c.connections, None);
+    }
+
+    #[test]
+    fn zero_disables_limits_and_pipelining_zero_disables_keep_alive() {
+        let c = Config::from_json(
+            &json!({ "baseUrl": "http://h", "headersTimeout": 0, "pipelining": 0 }),
+        )
+        .unwrap();
+        assert_eq!(c.headers_timeout, None);
+        assert!(!c.keep_alive);
+    }
+
+    #[test]
+    fn every_rule_names_its_option() {
+        let cases = [
+            (json!({}), "baseUrl is required"),
+            (json!({ "baseUrl": 5 }), "baseUrl must be a string"),
+            (
+                json!({ "baseUrl": "ftp://h" }),
+                "baseUrl must be an absolute",
+            ),
+            (
+                json!({ "baseUrl": "http://u:p@h" }),
+                "baseUrl must not carry credentials",
+            ),
+            (
+                json!({ "baseUrl": "http://h", "connections": 0 }),
+                "connections must be a positive integer or null",
+            ),
+            (
+                json!({ "baseUrl": "http://h", "connections": -1 }),
+                "connections must be a positive integer or null",
+            ),
+            (
+                json!({ "baseUrl": "http://h", "connections": 1.5 }),
+                "connections must be a positive integer or null",
+            ),
+            (
+                json!({ "baseUrl": "http://h", "connections": "NaN" }),
+                "connections must be a positive integer or null",
+            ),
+            (
+                json!({ "baseUrl": "http://h", "pipelining": 2 }),
+                "pipelining must be 0 or 1",
+            ),
+            (
+                json!({ "baseUrl": "http://h", "keepAliveTimeout": 0 }),
+                "keepAliveTimeout must be a positive integer",
+            ),
+            (
+                json!({ "baseUrl": "http://h", "headersTimeout": -5 }),
+                "headersTimeout must be a non-negative integer",
+            ),
+            (
+                json!({ "baseUrl": "http://h", "autoSelectFamily": "yes" }),
+                "autoSelectFamily must be a boolean",
+            ),
+            (
+                json!({ "baseUrl": "http://h", "apiKey": 42 }),
+                "apiKey must be a string",
+            ),
+            (
+                json!({ "baseUrl": "http://h", "headers": [] }),
+                "headers must be an object",
+            ),
+            (
+                json!({ "baseUrl": "http://h", "headers": { "x-a": 1 } }),
+                "headers.x-a must be a string",
+            ),
+            (
+                json!({ "baseUrl": "http://h", "headers": { "bad name": "v" } }),
+                "headers has an invalid header name",
+            ),
+            (
+                json!({ "baseUrl": "http://h", "conections": 5 }),
+                "conections is not a known option",
+            ),
+            (
+                json!({ "baseUrl": "http://h", "connect": { "ca": 5 } }),
+                "connect.ca must be a PEM string",
+            ),
+            (
+                json!({ "baseUrl": "http://h", "connect": { "ca": "not pem" } }),
+                "connect.ca must be a PEM string",
+            ),
+            (
+                json!({ "baseUrl": "http://h", "connect": { "keepAlive": 1 } }),
+                "connect.keepAlive must be a boolean",
+            ),
+            (
+                json!({ "baseUrl": "http://h", "connect": { "nope": 1 } }),
+                "connect.nope is not a known option",
+            ),
+            (
+                json!({ "baseUrl": "http://h", "retry": 3 }),
+                "retry must be an object or false",
+            ),
+            (
+                json!({ "baseUrl": "http://h", "retry": { "maxRetries": -1 } }),
+                "retry.maxRetries must be a non-negative integer",
+            ),
+            (
+                json!({ "baseUrl": "http://h", "retry": { "minTimeout": 10, "maxTimeout": 5 } }),
+                "retry.maxTimeout must not be less than retry.minTimeout",
+            ),
+            (
+                json!({ "baseUrl": "http://h", "retry": { "timeoutFactor": 0.5 } }),
+                "retry.timeoutFactor must be a number from 1 to 100",
+            ),
+            (
+                json!({ "baseUrl": "http://h", "retry": { "statusCodes": [99] } }),
+                "retry.statusCodes must be an array of HTTP status codes",
+            ),
+            (
+                json!({ "baseUrl": "http://h", "maxEventSize": 0 }),
+                "maxEventSize must be a positive integer",
+            ),
+        ];
+        for (input, expected) in cases {
+            let message = err(input.clone());
+            assert!(
+                message.starts_with(expected),
+                "{input}: got {message:?}, want {expected:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn retry_false_means_no_retries() {
+        let c = Config::from_json(&json!({ "baseUrl": "http://h", "retry": false })).unwrap();
+        assert_eq!(c.retry.max_retries, 0);
+    }
+
+    #[test]
+    fn api_key_never_in_debug_or_errors() {
+        let c = Config::from_json(&json!({ "baseUrl": "http://h", "apiKey": "sk-very-secret" }))
+            .unwrap();
+        assert!(!format!("{c:?}").contains("sk-very-secret"));
+        let e = err(json!({ "baseUrl": "http://h", "apiKey": "sk-very-secret\n" }));
+        assert!(!e.contains("sk-very-secret"), "{e}");
+    }
+}

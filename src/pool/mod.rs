@@ -1,0 +1,536 @@
+//! A per-origin connection pool: checkout/checkin, a connection cap, a FIFO of waiters, idle
+//! expiry and stats.
+//!
+//! The pool is generic over [`Connect`] so its bookkeeping is tested with fake connections and
+//! paused time; the real connector (TCP, TLS, hyper handshake) lives in `connect.rs`.
+//!
+//! Invariant, under the one lock: `idle.len() + busy + connecting <= cap`. Every slot is owned by
+//! exactly one thing: an idle entry, a [`Lease`] (busy) or a [`Permit`] (connecting). Leases and
+//! permits give their slot back in `Drop`, so a cancelled future can never leak one. When a slot
+//! frees and someone is waiting, it is handed to the first waiter directly (a live connection, or
+//! a permit to open one): waiters wake the moment capacity appears, with no polling.
+
+pub mod keep_alive;
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::error::{Error, Kind};
+
+/// Opens connections for a pool and tells whether one is still usable.
+pub trait Connect: Send + Sync + 'static {
+    type Conn: Send + 'static;
+
+    fn connect(&self) -> impl Future<Output = Result<Self::Conn, Error>> + Send;
+
+    /// True once the connection can no longer carry a request (the peer closed it, or it broke).
+    fn is_closed(conn: &Self::Conn) -> bool;
+}
+
+/// Limits of one pool.
+#[derive(Debug, Clone)]
+pub struct PoolLimits {
+    /// Most connections at once, idle + busy + connecting; `None` = unlimited.
+    pub max_connections: Option<usize>,
+    /// Longest wait for a connection; `None` = wait forever.
+    pub pool_timeout: Option<Duration>,
+    /// Used in error messages.
+    pub origin: String,
+}
+
+/// A snapshot of the pool, with undici's `PoolStats` meanings where they exist.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Open connections (idle + busy).
+    pub connected: usize,
+    /// Open connections without a request.
+    pub free: usize,
+    /// Requests that have a slot and are waiting for their new connection to open.
+    pub pending: usize,
+    /// Requests waiting for a slot.
+    pub queued: usize,
+    /// Requests holding a connection.
+    pub running: usize,
+    /// `pending + queued + running`.
+    pub size: usize,
+    pub connections_opened: u64,
+    pub connections_closed: u64,
+    /// Checkouts served by an already open connection.
+    pub reused: u64,
+}
+
+struct Idle<C> {
+    conn: C,
+    expires: Instant,
+}
+
+struct State<K: Connect> {
+    /// Oldest first; checkout pops from the back so the most recently used is reused first.
+    idle: Vec<Idle<K::Conn>>,
+    busy: usize,
+    connecting: usize,
+    waiters: VecDeque<oneshot::Sender<Grant<K>>>,
+    closed: bool,
+    reaper_running: bool,
+}
+
+impl<K: Connect> State<K> {
+    fn total(&self) -> usize {
+        self.idle.len() + self.busy + self.connecting
+    }
+}
+
+struct Shared<K: Connect> {
+    connector: K,
+    limits: PoolLimits,
+    state: Mutex<State<K>>,
+    queued: AtomicUsize,
+    opened: AtomicU64,
+    closed: AtomicU64,
+    reused: AtomicU64,
+}
+
+/// What a waiter receives: a live connection or the right to open one. Both are guards, so a
+/// grant dropped unread (its waiter was cancelled in the same instant) still frees its slot.
+enum Grant<K: Connect> {
+    Conn(Lease<K>),
+    Permit(Permit<K>),
+}
+
+/// A per-origin pool. Cheap to clone (one `Arc`).
+pub struct Pool<K: Connect> {
+    shared: Arc<Shared<K>>,
+}
+
+impl<K: Connect> Clone for Pool<K> {
+    fn clone(&self) -> Self {
+        Pool {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// What `checkout` does next, decided under the lock and carried out after it is released.
+enum Step<K: Connect> {
+    Ready(Lease<K>),
+    Connect(Permit<K>),
+    Wait(oneshot::Receiver<Grant<K>>),
+}
+
+impl<K: Connect> Pool<K> {
+    pub fn new(connector: K, limits: PoolLimits) -> Self {
+        Pool {
+            shared: Arc::new(Shared {
+                connector,
+                limits,
+                state: Mutex::new(State {
+                    idle: Vec::new(),
+                    busy: 0,
+                    connecting: 0,
+                    waiters: VecDeque::new(),
+                    closed: false,
+                    reaper_running: false,
+                }),
+                queued: AtomicUsize::new(0),
+                opened: AtomicU64::new(0),
+                closed: AtomicU64::new(0),
+                reused: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    pub fn connector(&self) -> &K {
+        &self.shared.connector
+    }
+
+    /// A connection for one request: a live idle one (most recent first), a new one if the cap
+    /// allows, or the next one to free up, waiting at most `pool_timeout`.
+    ///
+    /// `fresh` skips idle connections (used to resend on a new socket after a reused one failed).
+    pub async fn checkout(&self, fresh: bool) -> Result<Lease<K>, Error> {
+        let (step, dead) = {
+            let mut state = self.shared.lock();
+            self.shared.next_step(&mut state, fresh)?
+        };
+        drop(dead);
+        match step {
+            Step::Ready(lease) => Ok(lease),
+            Step::Connect(permit) => permit.open().await,
+            Step::Wait(rx) => self.wait(rx).await,
+        }
+    }
+
+    async fn wait(&self, mut rx: oneshot::Receiver<Grant<K>>) -> Result<Lease<K>, Error> {
+        let _queued = QueuedGuard::new(&self.shared);
+        let received = match self.shared.limits.pool_timeout {
+            None => (&mut rx).await,
+            Some(limit) => match tokio::time::timeout(limit, &mut rx).await {
+                Ok(received) => received,
+                Err(_) => {
+                    // A grant may have been sent in the instant the timer fired: take it rather
+                    // than lose it; otherwise no grant can arrive any more.
+                    rx.close();
+                    match rx.try_recv() {
+                        Ok(grant) => Ok(grant),
+                        Err(_) => {
+                            return Err(Error::timed_out(
+                                Kind::PoolTimeout,
+                                &self.shared.limits.origin,
+                                "waiting for a free connection",
+                                limit,
+                            ))
+                        }
+                    }
+                }
+            },
+        };
+        match received {
+            Ok(Grant::Conn(lease)) => {
+                self.shared.reused.fetch_add(1, Ordering::Relaxed);
+                Ok(lease)
+            }
+            Ok(Grant::Permit(permit)) => permit.open().await,
+            Err(_) => Err(self.shared.closed_error()),
+        }
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        let state = self.shared.lock();
+        let queued = self.shared.queued.load(Ordering::Relaxed);
+        PoolStats {
+            connected: state.idle.len() + state.busy,
+            free: state.idle.len(),
+            pending: state.connecting,
+            queued,
+            running: state.busy,
+            size: state.connecting + queued + state.busy,
+            connections_opened: self.shared.opened.load(Ordering::Relaxed),
+            connections_closed: self.shared.closed.load(Ordering::Relaxed),
+            reused: self.shared.reused.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops handing out connections: idle ones are closed, waiters fail with `ERR_CLOSED`, and
+    /// leases still out are closed when they come back.
+    pub fn close(&self) {
+        let (idle, waiters) = {
+            let mut state = self.shared.lock();
+            state.closed = true;
+            (
+                std::mem::take(&mut state.idle),
+                std::mem::take(&mut state.waiters),
+            )
+        };
+        self.shared
+            .closed
+            .fetch_add(idle.len() as u64, Ordering::Relaxed);
+        drop(idle);
+        drop(waiters);
+    }
+}
+
+impl<K: Connect> Shared<K> {
+    fn lock(&self) -> MutexGuard<'_, State<K>> {
+        // Nothing panics while holding the lock, but a poisoned pool must still not panic.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn closed_error(&self) -> Error {
+        Error::new(
+            Kind::Closed,
+            format!("client for {} is closed", self.limits.origin),
+        )
+    }
+
+    fn at_cap(&self, state: &State<K>) -> bool {
+        self.limits
+            .max_connections
+            .is_some_and(|cap| state.total() >= cap)
+    }
+
+    /// Decides the next step of a checkout. Connections found dead are returned to be dropped
+    /// after the lock is released.
+    #[allow(clippy::type_complexity)]
+    fn next_step(
+        self: &Arc<Self>,
+        state: &mut State<K>,
+        fresh: bool,
+    ) -> Result<(Step<K>, Vec<K::Conn>), Error> {
+        if state.closed {
+            return Err(self.closed_error());
+        }
+        let mut dead = Vec::new();
+        let now = Instant::now();
+        if !fresh {
+            while let Some(idle) = state.idle.pop() {
+                if idle.expires <= now || K::is_closed(&idle.conn) {
+                    dead.push(idle.conn);
+                    continue;
+                }
+                state.busy += 1;
+                self.reused.fetch_add(1, Ordering::Relaxed);
+                self.closed.fetch_add(dead.len() as u64, Ordering::Relaxed);
+                return Ok((Step::Ready(Lease::new(idle.conn, self.clone(), true)), dead));
+            }
+        } else if self.at_cap(state) && !state.idle.is_empty() {
+            // Make room for the fresh connection by closing the oldest idle one.
+            dead.push(state.idle.remove(0).conn);
+        }
+        self.closed.fetch_add(dead.len() as u64, Ordering::Relaxed);
+        if !self.at_cap(state) {
+            state.connecting += 1;
+            return Ok((Step::Connect(Permit::armed(self.clone())), dead));
+        }
+        let (tx, rx) = oneshot::channel();
+        state.waiters.push_back(tx);
+        Ok((Step::Wait(rx), dead))
+    }
+
+    /// A slot just freed (under the lock): give the right to connect to the first live waiter.
+    fn hand_permit_to_waiter(self: &Arc<Self>, state: &mut State<K>) {
+        while let Some(tx) = state.waiters.pop_front() {
+            state.connecting += 1;
+            match tx.send(Grant::Permit(Permit::armed(self.clone()))) {
+                Ok(()) => return,
+                Err(grant) => {
+                    // The waiter is gone: take the slot back here, under the lock we hold.
+                    grant.disarm();
+                    state.connecting -= 1;
+                }
+            }
+        }
+    }
+
+    /// A lease comes back with a connection that must not be reused.
+    fn discard(self: &Arc<Self>, conn: K::Conn) {
+        {
+            let mut state = self.lock();
+            state.busy -= 1;
+            self.closed.fetch_add(1, Ordering::Relaxed);
+            if !state.closed {
+                self.hand_permit_to_waiter(&mut state);
+            }
+        }
+        drop(conn);
+    }
+
+    /// A lease comes back with a healthy connection, reusable for `lifetime`.
+    fn check_in(self: &Arc<Self>, conn: K::Conn, lifetime: Duration) {
+        let mut conn = Some(conn);
+        {
+            let mut state = self.lock();
+            if !state.closed {
+                while let Some(tx) = state.waiters.pop_front() {
+                    // The connection stays counted busy: it moves straight to the waiter.
+                    let lease = Lease::new(conn.take().expect("conn present"), self.clone(), true);
+                    match tx.send(Grant::Conn(lease)) {
+                        Ok(()) => return,
+                        Err(grant) => conn = grant.disarm(),
+                    }
+                }
+                state.busy -= 1;
+                state.idle.push(Idle {
+                    conn: conn.take().expect("conn present"),
+                    expires: Instant::now() + lifetime,
+                });
+                self.ensure_reaper(&mut state);
+                return;
+            }
+            state.busy -= 1;
+            self.closed.fetch_add(1, Ordering::Relaxed);
+        }
+        drop(conn);
+    }
+
+    /// Idle connections expire even when nobody checks one out: one task per pool sleeps until
+    /// the next expiry (or at most a second, to notice sockets the server closed) and exits when
+    /// nothing is idle. It holds only a weak reference, so it never keeps a dropped pool alive.
+    fn ensure_reaper(self: &Arc<Self>, state: &mut State<K>) {
+        if state.reaper_running {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        state.reaper_running = true;
+        let weak = Arc::downgrade(self);
+        handle.spawn(reap_idle::<K>(weak));
+    }
+}
+
+impl<K: Connect> Grant<K> {
+    /// Takes the guard apart without its `Drop` bookkeeping (the caller holds the lock and does
+    /// the bookkeeping itself). Returns the connection of a `Conn` grant.
+    fn disarm(self) -> Option<K::Conn> {
+        match self {
+            Grant::Conn(mut lease) => lease.conn.take(),
+            Grant::Permit(mut permit) => {
+                permit.shared = None;
+                None
+            }
+        }
+    }
+}
+
+const REAPER_MAX_SLEEP: Duration = Duration::from_secs(1);
+
+async fn reap_idle<K: Connect>(weak: Weak<Shared<K>>) {
+    loop {
+        let wake_at = {
+            let Some(shared) = weak.upgrade() else {
+                return;
+            };
+            let now = Instant::now();
+            let mut dead = Vec::new();
+            let next = {
+                let mut state = shared.lock();
+                let mut i = 0;
+                while i < state.idle.len() {
+                    let entry = &state.idle[i];
+                    if entry.expires <= now || K::is_closed(&entry.conn) {
+                        dead.push(state.idle.remove(i).conn);
+                    } else {
+                        i += 1;
+                    }
+                }
+                if !dead.is_empty() {
+                    shared
+                        .closed
+                        .fetch_add(dead.len() as u64, Ordering::Relaxed);
+                }
+                let next = state.idle.iter().map(|e| e.expires).min();
+                if next.is_none() {
+                    state.reaper_running = false;
+                }
+                next
+            };
+            drop(dead);
+            match next {
+                None => return,
+                Some(at) => at.min(now + REAPER_MAX_SLEEP),
+            }
+        };
+        tokio::time::sleep_until(wake_at).await;
+    }
+}
+
+/// Counts a waiter in `stats().queued` for as long as it waits.
+struct QueuedGuard<'a, K: Connect>(&'a Shared<K>);
+
+impl<'a, K: Connect> QueuedGuard<'a, K> {
+    fn new(shared: &'a Shared<K>) -> Self {
+        shared.queued.fetch_add(1, Ordering::Relaxed);
+        QueuedGuard(shared)
+    }
+}
+
+impl<K: Connect> Drop for QueuedGuard<'_, K> {
+    fn drop(&mut self) {
+        self.0.queued.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The right to open one connection: a slot counted as `connecting`. Dropping it unused (a
+/// failed or cancelled connect) frees the slot for the next waiter.
+pub struct Permit<K: Connect> {
+    shared: Option<Arc<Shared<K>>>,
+}
+
+impl<K: Connect> Permit<K> {
+    fn armed(shared: Arc<Shared<K>>) -> Self {
+        Permit {
+            shared: Some(shared),
+        }
+    }
+
+    async fn open(mut self) -> Result<Lease<K>, Error> {
+        let shared = self.shared.clone().expect("armed permit");
+        let conn = shared.connector.connect().await?;
+        // Disarm: the slot moves from `connecting` to `busy` below.
+        self.shared = None;
+        let closed = {
+            let mut state = shared.lock();
+            state.connecting -= 1;
+            state.busy += 1;
+            state.closed
+        };
+        shared.opened.fetch_add(1, Ordering::Relaxed);
+        let lease = Lease::new(conn, shared.clone(), false);
+        if closed {
+            drop(lease);
+            return Err(shared.closed_error());
+        }
+        Ok(lease)
+    }
+}
+
+impl<K: Connect> Drop for Permit<K> {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.take() {
+            let mut state = shared.lock();
+            state.connecting -= 1;
+            if !state.closed {
+                shared.hand_permit_to_waiter(&mut state);
+            }
+        }
+    }
+}
+
+/// A connection checked out for one request. Give it back with [`Lease::release`] once the
+/// response was read to the end; dropping it closes the connection (an abandoned body must never
+/// be reused) and frees the slot.
+pub struct Lease<K: Connect> {
+    conn: Option<K::Conn>,
+    shared: Arc<Shared<K>>,
+    reused: bool,
+}
+
+impl<K: Connect> Lease<K> {
+    fn new(conn: K::Conn, shared: Arc<Shared<K>>, reused: bool) -> Self {
+        Lease {
+            conn: Some(conn),
+            shared,
+            reused,
+        }
+    }
+
+    pub fn conn(&mut self) -> &mut K::Conn {
+        self.conn
+            .as_mut()
+            .expect("lease holds a connection until released")
+    }
+
+    /// Whether this connection carried an earlier request.
+    pub fn is_reused(&self) -> bool {
+        self.reused
+    }
+
+    /// Returns the connection for reuse within `lifetime`, or closes it when `lifetime` is `None`
+    /// or the connection is no longer usable.
+    pub fn release(mut self, lifetime: Option<Duration>) {
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        match lifetime {
+            Some(lifetime) if !K::is_closed(&conn) => self.shared.check_in(conn, lifetime),
+            _ => self.shared.discard(conn),
+        }
+    }
+}
+
+impl<K: Connect> Drop for Lease<K> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.shared.discard(conn);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
