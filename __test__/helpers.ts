@@ -1,0 +1,62 @@
+// Shared test helpers: the mock server, a client factory that closes what it made, and waits.
+import { Client } from '../index.js'
+import type { ClientOptions } from '../index.js'
+
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const mock = require('../mock/server.js')
+
+export const { startMockServer, sendJson, completion, openaiHandler, chunk, pieces } = mock
+
+export type MockServer = {
+  url: string
+  origin: string
+  port: number
+  accepted: number
+  requests: Array<{ method: string; url: string; headers: Record<string, string>; raw: string; body: any }>
+  sockets: Set<import('node:net').Socket>
+  setHandler(handler: (ctx: { req: any; res: any; body: any; raw: string; index: number }) => unknown): void
+  close(): Promise<void>
+}
+
+const opened: Array<{ close(): Promise<unknown> }> = []
+
+/** Starts a mock server that is closed after the test file. */
+export async function server(options: Record<string, unknown> = {}): Promise<MockServer> {
+  const s = await startMockServer(options)
+  opened.push(s)
+  return s
+}
+
+/** A client for `s` that is destroyed after the test file. */
+export function client(s: { url: string }, options: Partial<ClientOptions> = {}): Client {
+  const c = new Client({ baseUrl: s.url, retry: false, ...options } as ClientOptions)
+  opened.push({ close: () => c.destroy() })
+  return c
+}
+
+afterAll(async () => {
+  while (opened.length) await opened.pop()!.close()
+})
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+/** Polls `check` until it is true (at most `ms`), for state that settles asynchronously. */
+export async function eventually(check: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms
+  while (!check()) {
+    if (Date.now() > end) throw new Error('condition not reached in time')
+    await sleep(10)
+  }
+}
+
+export const body = (text = 'hi') => ({ model: 'mock-model', messages: [{ role: 'user' as const, content: text }] })
+
+/** Settles a promise into its error (or fails the test if it resolved). */
+export async function rejection(p: Promise<unknown>): Promise<any> {
+  try {
+    await p
+  } catch (e) {
+    return e
+  }
+  throw new Error('expected a rejection')
+}

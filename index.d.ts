@@ -1,0 +1,346 @@
+// Types of llmpool's public API. Every option is documented here, once, with its unit and default.
+
+/** TCP and TLS settings of new connections. */
+export interface ConnectOptions {
+  /** Send TCP keep-alive probes on idle sockets. Default `true`. */
+  keepAlive?: boolean
+  /** Idle time before the first TCP keep-alive probe, in ms. Default `60000`. */
+  keepAliveInitialDelay?: number
+  /** Extra trusted CA certificates (PEM), added to the built-in web PKI roots. Default none. */
+  ca?: string | Buffer | Array<string | Buffer>
+  /**
+   * Verify the server's certificate. Default `true`. **Dangerous** when `false`: any server can
+   * pretend to be the endpoint; only for tests and closed networks.
+   */
+  rejectUnauthorized?: boolean
+}
+
+/** Retry policy; names and meanings follow undici's `RetryHandler`. */
+export interface RetryOptions {
+  /** Retries after the first attempt. Default `3`. */
+  maxRetries?: number
+  /** First backoff delay, in ms. Default `1000`. */
+  minTimeout?: number
+  /** Longest backoff delay, in ms. Default `30000`. */
+  maxTimeout?: number
+  /** Growth factor of the delay between retries. Default `2`. */
+  timeoutFactor?: number
+  /** Honour `Retry-After` / `retry-after-ms`. Default `true`. */
+  retryAfter?: boolean
+  /** Statuses that are retried. Default `[408, 409, 429, 500, 502, 503, 504]`. */
+  statusCodes?: number[]
+}
+
+/** Options of `new Client(options)`. Durations are in milliseconds. */
+export interface ClientOptions {
+  /** The API root, e.g. `https://api.openai.com/v1`. Required. Its path prefix is kept. */
+  baseUrl: string
+  /** Sent as `Authorization: Bearer …`. Never logged, never in errors or stats. */
+  apiKey?: string
+  /** Extra headers sent with every request. */
+  headers?: Record<string, string>
+  /** Most connections to the origin at once; `null` = unlimited. Default `100`. */
+  connections?: number | null
+  /** `1` keeps connections alive; `0` opens a new connection per request. Default `1`. */
+  pipelining?: 0 | 1
+  /** Idle time after which a kept-alive connection is closed when the server gives no hint. Default `90000`. */
+  keepAliveTimeout?: number
+  /** Upper bound of a server's `Keep-Alive: timeout=` hint. Default `120000`. */
+  keepAliveMaxTimeout?: number
+  /** Taken off a server's `Keep-Alive` hint so that we stop before the server does. Default `1000`. */
+  keepAliveTimeoutThreshold?: number
+  /** TCP connect plus TLS handshake. Default `10000`. */
+  connectTimeout?: number
+  /** Request sent → response headers; `0` = none. Default `300000`. */
+  headersTimeout?: number
+  /** Longest gap between two body chunks; `0` = none. Default `300000`. */
+  bodyTimeout?: number
+  /** Race IPv6 and IPv4 addresses (happy eyeballs). Default `true`. */
+  autoSelectFamily?: boolean
+  /** Delay before the next address is tried while one is still connecting. Default `250`. */
+  autoSelectFamilyAttemptTimeout?: number
+  /** TCP and TLS settings. */
+  connect?: ConnectOptions
+  /** Longest wait for a free connection, then `ERR_POOL_TIMEOUT`; `0` = none. Default `10000`. */
+  poolTimeout?: number
+  /** Deadline of one attempt, start to last byte; `0` = none. Default `600000`. */
+  timeout?: number
+  /** Streaming: request start → first data event; `0` = none. Default `60000`. */
+  firstTokenTimeout?: number
+  /** Streaming: longest gap between data events (comments do not count); `0` = none. Default `30000`. */
+  tokenTimeout?: number
+  /** Streaming: largest SSE event, in bytes, then `ERR_SSE_EVENT_TOO_LARGE`. Default `16777216` (16 MiB). */
+  maxEventSize?: number
+  /** Retry policy, or `false` for none. */
+  retry?: RetryOptions | false
+}
+
+/** Per-call options of `chat()` and `chatStream()`. */
+export interface CallOptions {
+  /** Aborts the call at any stage with `ERR_ABORTED`. */
+  signal?: AbortSignal
+  /** Overrides `timeout` for this call, in ms; `0` = none. */
+  timeout?: number
+  /** Extra headers for this call; they override the client's. */
+  headers?: Record<string, string>
+}
+
+// ---- Requests (OpenAI Chat Completions compatible; unknown fields are sent as given) ----
+
+export type ChatRole = 'system' | 'developer' | 'user' | 'assistant' | 'tool' | 'function'
+
+export interface TextContentPart {
+  type: 'text'
+  text: string
+}
+
+export interface ImageContentPart {
+  type: 'image_url'
+  image_url: { url: string; detail?: 'auto' | 'low' | 'high' }
+}
+
+export interface InputAudioContentPart {
+  type: 'input_audio'
+  input_audio: { data: string; format: 'wav' | 'mp3' }
+}
+
+export interface FileContentPart {
+  type: 'file'
+  file: { file_data?: string; file_id?: string; filename?: string }
+}
+
+export interface RefusalContentPart {
+  type: 'refusal'
+  refusal: string
+}
+
+export type UserContentPart = TextContentPart | ImageContentPart | InputAudioContentPart | FileContentPart
+
+export interface ToolCall {
+  id: string
+  type: 'function'
+  function: { name: string; arguments: string }
+}
+
+export interface SystemMessage {
+  role: 'system'
+  content: string | TextContentPart[]
+  name?: string
+}
+
+export interface DeveloperMessage {
+  role: 'developer'
+  content: string | TextContentPart[]
+  name?: string
+}
+
+export interface UserMessage {
+  role: 'user'
+  content: string | UserContentPart[]
+  name?: string
+}
+
+export interface AssistantMessage {
+  role: 'assistant'
+  content?: string | Array<TextContentPart | RefusalContentPart> | null
+  refusal?: string | null
+  name?: string
+  tool_calls?: ToolCall[]
+  audio?: { id: string } | null
+  /** Deprecated by OpenAI in favour of `tool_calls`. */
+  function_call?: { name: string; arguments: string } | null
+}
+
+export interface ToolMessage {
+  role: 'tool'
+  content: string | TextContentPart[]
+  tool_call_id: string
+}
+
+/** Deprecated by OpenAI in favour of tool messages. */
+export interface FunctionMessage {
+  role: 'function'
+  content: string | null
+  name: string
+}
+
+export type ChatMessage =
+  | SystemMessage
+  | DeveloperMessage
+  | UserMessage
+  | AssistantMessage
+  | ToolMessage
+  | FunctionMessage
+
+export interface FunctionDefinition {
+  name: string
+  description?: string
+  /** A JSON Schema object. */
+  parameters?: Record<string, unknown>
+  strict?: boolean | null
+}
+
+export interface Tool {
+  type: 'function'
+  function: FunctionDefinition
+}
+
+export type ToolChoice =
+  | 'none'
+  | 'auto'
+  | 'required'
+  | { type: 'function'; function: { name: string } }
+
+export type ResponseFormat =
+  | { type: 'text' }
+  | { type: 'json_object' }
+  | {
+      type: 'json_schema'
+      json_schema: { name: string; description?: string; schema?: Record<string, unknown>; strict?: boolean | null }
+    }
+
+/** The body of `POST /chat/completions`. Fields not listed here are passed through untouched. */
+export interface ChatCompletionCreateParams {
+  model: string
+  messages: ChatMessage[]
+  max_tokens?: number | null
+  max_completion_tokens?: number | null
+  temperature?: number | null
+  top_p?: number | null
+  n?: number | null
+  stop?: string | string[] | null
+  presence_penalty?: number | null
+  frequency_penalty?: number | null
+  logit_bias?: Record<string, number> | null
+  logprobs?: boolean | null
+  top_logprobs?: number | null
+  seed?: number | null
+  user?: string
+  tools?: Tool[]
+  tool_choice?: ToolChoice
+  parallel_tool_calls?: boolean
+  response_format?: ResponseFormat
+  reasoning_effort?: 'minimal' | 'low' | 'medium' | 'high' | null
+  metadata?: Record<string, string> | null
+  store?: boolean | null
+  service_tier?: 'auto' | 'default' | 'flex' | 'priority' | null
+  modalities?: Array<'text' | 'audio'> | null
+  /** `chat()` sends the body as given (and refuses `stream: true`); `chatStream()` sets `stream: true`. */
+  stream?: boolean | null
+  stream_options?: { include_usage?: boolean } | null
+  [extra: string]: unknown
+}
+
+// ---- Responses ----
+
+export interface CompletionUsage {
+  prompt_tokens: number
+  completion_tokens: number
+  total_tokens: number
+  prompt_tokens_details?: { cached_tokens?: number; audio_tokens?: number; [k: string]: unknown }
+  completion_tokens_details?: { reasoning_tokens?: number; audio_tokens?: number; [k: string]: unknown }
+  [extra: string]: unknown
+}
+
+export type FinishReason = 'stop' | 'length' | 'tool_calls' | 'content_filter' | 'function_call'
+
+export interface ChatCompletionMessage {
+  role: 'assistant'
+  content: string | null
+  refusal?: string | null
+  tool_calls?: ToolCall[]
+  function_call?: { name: string; arguments: string } | null
+  [extra: string]: unknown
+}
+
+export interface ChatCompletionChoice {
+  index: number
+  message: ChatCompletionMessage
+  finish_reason: FinishReason | null
+  logprobs?: unknown
+  [extra: string]: unknown
+}
+
+/** The response of `POST /chat/completions`. Fields not listed are kept as the server sent them. */
+export interface ChatCompletion {
+  id: string
+  object: 'chat.completion'
+  created: number
+  model: string
+  choices: ChatCompletionChoice[]
+  usage?: CompletionUsage
+  system_fingerprint?: string | null
+  service_tier?: string | null
+  [extra: string]: unknown
+}
+
+// ---- Errors and stats ----
+
+/** Stable error codes; match on `err.code`. */
+export type ErrorCode =
+  | 'ERR_POOL_TIMEOUT'
+  | 'ERR_CONNECT_TIMEOUT'
+  | 'ERR_HEADERS_TIMEOUT'
+  | 'ERR_BODY_TIMEOUT'
+  | 'ERR_TIMEOUT'
+  | 'ERR_FIRST_TOKEN_TIMEOUT'
+  | 'ERR_TOKEN_TIMEOUT'
+  | 'ERR_ABORTED'
+  | 'ERR_CLOSED'
+  | 'ERR_CONNECT'
+  | 'ERR_SOCKET'
+  | 'ERR_TLS'
+  | 'ERR_HTTP_STATUS'
+  | 'ERR_INVALID_RESPONSE'
+  | 'ERR_STREAM_ERROR'
+  | 'ERR_STREAM_TRUNCATED'
+  | 'ERR_SSE_EVENT_TOO_LARGE'
+  | 'ERR_INTERNAL'
+
+/** Every rejection of llmpool. */
+export declare class LlmpoolError extends Error {
+  name: 'LlmpoolError'
+  code: ErrorCode
+  /** HTTP status, for `ERR_HTTP_STATUS`. */
+  status?: number
+  /** Response headers (lowercase names), for `ERR_HTTP_STATUS`. */
+  headers?: Record<string, string>
+  /** The provider's error: the `error` member of its JSON body, the parsed body, or its text. */
+  error?: unknown
+}
+
+/** `client.stats()`: undici's `PoolStats` meanings plus counters since the client was made. */
+export interface PoolStats {
+  /** Open connections. */
+  connected: number
+  /** Open connections without a request. */
+  free: number
+  /** Requests whose new connection is being opened. */
+  pending: number
+  /** Requests waiting for a free connection. */
+  queued: number
+  /** Requests holding a connection. */
+  running: number
+  /** `pending + queued + running`. */
+  size: number
+  /** Calls started. */
+  requests: number
+  /** Calls that failed (aborts included). */
+  errors: number
+  connectionsOpened: number
+  connectionsClosed: number
+  /** Requests served by an already open connection. */
+  reused: number
+}
+
+export declare class Client {
+  /** Throws a `TypeError` naming the option when an option is invalid. */
+  constructor(options: ClientOptions)
+  /** One chat completion. Rejects with an `LlmpoolError`. */
+  chat(body: ChatCompletionCreateParams, options?: CallOptions): Promise<ChatCompletion>
+  stats(): PoolStats
+  /** Graceful: refuses new calls, waits for in-flight ones, then closes every connection. */
+  close(): Promise<void>
+  /** Abrupt: in-flight calls reject with `ERR_CLOSED`, every connection closes. */
+  destroy(): Promise<void>
+}

@@ -1,0 +1,150 @@
+'use strict'
+// An OpenAI-compatible mock server for the demo and the tests. It answers
+// POST …/chat/completions (JSON, or SSE when the body asks for `stream: true`), counts the
+// connections it accepted, records requests, and lets a test replace the handler to inject faults.
+
+const http = require('node:http')
+const https = require('node:https')
+
+/** The completion text the default handler answers with, from the last user message. */
+function replyText(body) {
+  const messages = Array.isArray(body?.messages) ? body.messages : []
+  const last = [...messages].reverse().find((m) => m && m.role === 'user')
+  const text = typeof last?.content === 'string' ? last.content : ''
+  return `Hello from the mock! You said: ${text}`
+}
+
+function completion(body, content, extra = {}) {
+  return {
+    id: 'chatcmpl-mock',
+    object: 'chat.completion',
+    created: 1_700_000_000,
+    model: body?.model ?? 'mock-model',
+    choices: [{ index: 0, message: { role: 'assistant', content }, logprobs: null, finish_reason: 'stop' }],
+    usage: { prompt_tokens: 5, completion_tokens: content.split(' ').length, total_tokens: 5 + content.split(' ').length },
+    ...extra,
+  }
+}
+
+function chunk(body, delta, finishReason = null) {
+  return {
+    id: 'chatcmpl-mock',
+    object: 'chat.completion.chunk',
+    created: 1_700_000_000,
+    model: body?.model ?? 'mock-model',
+    choices: [{ index: 0, delta, logprobs: null, finish_reason: finishReason }],
+  }
+}
+
+/** Splits text into word-sized pieces that join back into the same text. */
+function pieces(text) {
+  return text.match(/\S+\s*|\s+/g) ?? []
+}
+
+function sendJson(res, status, value, headers = {}) {
+  const text = JSON.stringify(value)
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...headers })
+  res.end(text)
+}
+
+/** The default behaviour: a completion, or an SSE stream of it. */
+async function openaiHandler({ body, res }) {
+  const content = replyText(body)
+  if (!body?.stream) return sendJson(res, 200, completion(body, content))
+  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' })
+  res.write(`data: ${JSON.stringify(chunk(body, { role: 'assistant', content: '' }))}\n\n`)
+  for (const piece of pieces(content)) res.write(`data: ${JSON.stringify(chunk(body, { content: piece }))}\n\n`)
+  res.write(`data: ${JSON.stringify(chunk(body, {}, 'stop'))}\n\n`)
+  res.end('data: [DONE]\n\n')
+}
+
+class MockServer {
+  /**
+   * @param {object} [options]
+   * @param {number} [options.idleClose] ms after a response after which the server closes (FIN) an
+   *   idle socket; default: never (Node's own keep-alive timer is turned off)
+   * @param {string|null} [options.keepAliveHint] the `Keep-Alive` header to send; null sends none
+   * @param {{key: string, cert: string}} [options.tls] serve https with this key and certificate
+   * @param {Function} [options.handler] replaces the default handler
+   */
+  constructor(options = {}) {
+    this.options = options
+    this.handler = options.handler ?? openaiHandler
+    this.accepted = 0
+    this.requests = []
+    this.sockets = new Set()
+    const listener = (req, res) => this.#onRequest(req, res)
+    this.server = options.tls ? https.createServer({ key: options.tls.key, cert: options.tls.cert }, listener) : http.createServer(listener)
+    // Node adds its own slack to keepAliveTimeout; the mock closes idle sockets itself, on time.
+    this.server.keepAliveTimeout = 0
+    this.server.headersTimeout = 0
+    this.server.requestTimeout = 0
+    const onSocket = (socket) => {
+      this.accepted += 1
+      this.sockets.add(socket)
+      socket.on('close', () => this.sockets.delete(socket))
+    }
+    this.server.on(options.tls ? 'secureConnection' : 'connection', onSocket)
+  }
+
+  async #onRequest(req, res) {
+    const socket = req.socket
+    clearTimeout(socket.idleTimer)
+    if (this.options.idleClose) {
+      res.on('finish', () => {
+        socket.idleTimer = setTimeout(() => socket.end(), this.options.idleClose)
+      })
+    }
+    const chunks = []
+    for await (const c of req) chunks.push(c)
+    const raw = Buffer.concat(chunks).toString('utf8')
+    let body
+    try {
+      body = JSON.parse(raw)
+    } catch {
+      body = undefined
+    }
+    const record = { method: req.method, url: req.url, headers: req.headers, raw, body }
+    this.requests.push(record)
+    if ('keepAliveHint' in this.options) {
+      // Setting Connection ourselves stops Node adding its own Keep-Alive header.
+      res.setHeader('connection', 'keep-alive')
+      if (this.options.keepAliveHint !== null) res.setHeader('keep-alive', this.options.keepAliveHint)
+    }
+    try {
+      await this.handler({ req, res, body, raw, server: this, index: this.requests.length - 1 })
+    } catch (e) {
+      if (!res.headersSent) sendJson(res, 500, { error: { message: `mock handler failed: ${e.message}` } })
+      else res.destroy()
+    }
+  }
+
+  listen() {
+    return new Promise((resolve) => {
+      this.server.listen(0, '127.0.0.1', () => {
+        const { port } = this.server.address()
+        this.port = port
+        this.origin = `${this.options.tls ? 'https' : 'http'}://127.0.0.1:${port}`
+        this.url = `${this.origin}/v1`
+        resolve(this)
+      })
+    })
+  }
+
+  /** Replaces the handler (fault injection). */
+  setHandler(handler) {
+    this.handler = handler
+  }
+
+  close() {
+    for (const socket of this.sockets) socket.destroy()
+    return new Promise((resolve) => this.server.close(() => resolve()))
+  }
+}
+
+/** Starts a mock server on 127.0.0.1 and a free port. */
+function startMockServer(options) {
+  return new MockServer(options).listen()
+}
+
+module.exports = { startMockServer, MockServer, openaiHandler, sendJson, completion, chunk, pieces, replyText }
