@@ -1,0 +1,71 @@
+// close() and destroy(), and a process that never closes its client still exits by itself.
+import { execFile } from 'node:child_process'
+import { join } from 'node:path'
+import { body, client, completion, eventually, rejection, sendJson, server, sleep } from './helpers'
+
+describe('close()', () => {
+  test('lets in-flight calls finish, closes every socket, then refuses new calls without sending', async () => {
+    const s = await server()
+    s.setHandler(async ({ res, body: b }) => {
+      await sleep(200)
+      sendJson(res, 200, completion(b, 'done'))
+    })
+    const c = client(s, { connections: 2 })
+    const inFlight = [c.chat(body('a')), c.chat(body('b')), c.chat(body('c'))]
+    await sleep(50)
+    const closed = c.close()
+    const results = await Promise.all(inFlight)
+    expect(results.map((r) => r.choices[0].message.content)).toEqual(['done', 'done', 'done'])
+    await closed
+    await eventually(() => s.sockets.size === 0)
+    expect(c.stats()).toMatchObject({ connected: 0, running: 0, queued: 0 })
+    const err = await rejection(c.chat(body('after')))
+    expect(err.code).toBe('ERR_CLOSED')
+    expect(s.requests).toHaveLength(3)
+  })
+
+  test('close() twice resolves both times', async () => {
+    const s = await server()
+    const c = client(s)
+    await c.chat(body())
+    await c.close()
+    await expect(c.close()).resolves.toBeUndefined()
+  })
+})
+
+describe('destroy()', () => {
+  test('aborts in-flight calls with ERR_CLOSED and closes their sockets', async () => {
+    const s = await server()
+    s.setHandler(() => new Promise(() => {}))
+    const c = client(s, { connections: 1 })
+    const running = c.chat(body('running'))
+    const queued = c.chat(body('queued'))
+    await eventually(() => s.requests.length === 1 && c.stats().queued === 1)
+    await c.destroy()
+    expect(await rejection(running)).toMatchObject({ code: 'ERR_CLOSED' })
+    expect(await rejection(queued)).toMatchObject({ code: 'ERR_CLOSED' })
+    await eventually(() => s.sockets.size === 0)
+    expect(await rejection(c.chat(body()))).toMatchObject({ code: 'ERR_CLOSED' })
+    expect(s.requests).toHaveLength(1)
+  })
+})
+
+describe('process exit', () => {
+  test('a script that makes one call and never closes the client exits by itself', async () => {
+    const s = await server()
+    const script = `
+      const { Client } = require(${JSON.stringify(join(__dirname, '..', 'index.js'))})
+      const c = new Client({ baseUrl: process.argv[1] })
+      c.chat({ model: 'm', messages: [{ role: 'user', content: 'bye' }] }).then((r) => console.log(r.choices[0].message.content))
+    `
+    // The child is killed (and fails) if it is still alive after 20 s; the idle connection it
+    // leaves behind would be kept for 90 s.
+    const { failed, stdout } = await new Promise<{ failed: boolean; stdout: string }>((resolve) => {
+      execFile(process.execPath, ['-e', script, s.url], { timeout: 20_000 }, (error, out) =>
+        resolve({ failed: error !== null, stdout: out }),
+      )
+    })
+    expect(failed).toBe(false)
+    expect(stdout.trim()).toBe('Hello from the mock! You said: bye')
+  })
+})

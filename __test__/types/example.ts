@@ -1,0 +1,83 @@
+// A TypeScript consumer of llmpool, type-checked with `tsc --noEmit --strict` by types.spec.ts.
+// Lines marked @ts-expect-error must fail to type-check; tsc reports an error if they do not.
+import { Client, LlmpoolError } from '../../index.js'
+import type { ChatCompletion, ChatCompletionCreateParams, ClientOptions, PoolStats, ErrorCode } from '../../index.js'
+
+const options: ClientOptions = {
+  baseUrl: 'https://api.openai.com/v1',
+  apiKey: process.env.OPENAI_API_KEY,
+  headers: { 'OpenAI-Organization': 'org' },
+  connections: 100,
+  pipelining: 1,
+  keepAliveTimeout: 90_000,
+  keepAliveMaxTimeout: 120_000,
+  keepAliveTimeoutThreshold: 1_000,
+  connectTimeout: 10_000,
+  headersTimeout: 300_000,
+  bodyTimeout: 300_000,
+  autoSelectFamily: true,
+  autoSelectFamilyAttemptTimeout: 250,
+  connect: { keepAlive: true, keepAliveInitialDelay: 60_000, ca: undefined, rejectUnauthorized: true },
+  poolTimeout: 10_000,
+  timeout: 600_000,
+  firstTokenTimeout: 60_000,
+  tokenTimeout: 30_000,
+  retry: { maxRetries: 3, minTimeout: 1_000, maxTimeout: 30_000, timeoutFactor: 2, retryAfter: true, statusCodes: [429] },
+}
+
+const unlimited: ClientOptions = { baseUrl: 'http://localhost:8000/v1', connections: null, retry: false }
+
+const request: ChatCompletionCreateParams = {
+  model: 'gpt-4o-mini',
+  messages: [
+    { role: 'system', content: 'You are terse.' },
+    { role: 'developer', content: [{ type: 'text', text: 'Answer in French.' }] },
+    { role: 'user', content: [{ type: 'text', text: 'What is in this image?' }, { type: 'image_url', image_url: { url: 'data:image/png;base64,AAAA' } }] },
+    { role: 'assistant', content: null, tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'weather', arguments: '{"city":"Paris"}' } }] },
+    { role: 'tool', tool_call_id: 'call_1', content: '{"temp":21}' },
+  ],
+  tools: [{ type: 'function', function: { name: 'weather', description: 'Weather by city', parameters: { type: 'object', properties: { city: { type: 'string' } } } } }],
+  tool_choice: { type: 'function', function: { name: 'weather' } },
+  response_format: { type: 'json_schema', json_schema: { name: 'answer', schema: { type: 'object' }, strict: true } },
+  stream_options: { include_usage: true },
+  max_tokens: 100,
+  temperature: 0,
+  // Unknown, provider-specific fields pass through.
+  top_k: 40,
+}
+
+async function main(): Promise<void> {
+  const client = new Client(options)
+  const controller = new AbortController()
+  const completion: ChatCompletion = await client.chat(request, { signal: controller.signal, timeout: 30_000, headers: { 'x-trace': '1' } })
+  const text: string | null = completion.choices[0].message.content
+  const toolName: string | undefined = completion.choices[0].message.tool_calls?.[0].function.name
+  const tokens: number | undefined = completion.usage?.total_tokens
+  console.log(text, toolName, tokens)
+
+  const stats: PoolStats = client.stats()
+  console.log(stats.connected, stats.free, stats.pending, stats.queued, stats.running, stats.size, stats.reused)
+
+  try {
+    await client.chat({ model: 'm', messages: [{ role: 'user', content: 'hi' }] })
+  } catch (e) {
+    if (e instanceof LlmpoolError) {
+      const code: ErrorCode = e.code
+      if (code === 'ERR_HTTP_STATUS') console.log(e.status, e.headers?.['retry-after'], e.error)
+    }
+  }
+
+  // @ts-expect-error baseUrl is required
+  new Client({ apiKey: 'x' })
+  // @ts-expect-error pipelining above 1 is not supported
+  new Client({ baseUrl: 'http://h', pipelining: 2 })
+  // @ts-expect-error a message needs a known role
+  await client.chat({ model: 'm', messages: [{ role: 'robot', content: 'x' }] })
+  // @ts-expect-error a tool message needs its tool_call_id
+  await client.chat({ model: 'm', messages: [{ role: 'tool', content: 'x' }] })
+
+  await client.close()
+  await new Client(unlimited).destroy()
+}
+
+void main
