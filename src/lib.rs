@@ -12,6 +12,7 @@ pub mod config;
 pub mod connect;
 pub mod error;
 pub mod pool;
+pub mod sse;
 
 #[cfg(feature = "napi")]
 mod binding;

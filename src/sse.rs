@@ -1,0 +1,375 @@
+//! An incremental Server-Sent Events decoder following the WHATWG EventSource parsing rules.
+//!
+//! Push bytes in with [`SseDecoder::feed`] as they arrive; complete events come out. It does no
+//! I/O, never rescans bytes it has seen (each byte is looked at once and copied at most once), and
+//! refuses an event larger than its limit instead of growing without bound.
+//!
+//! Rules implemented: LF, CR and CRLF line ends (a CR that ends one chunk and the LF that starts
+//! the next are one line end); a UTF-8 BOM at the very start is dropped; lines starting with `:`
+//! are comments; `field: value` with one leading space stripped from the value; a line without a
+//! colon is a field with an empty value; `data` lines join with `\n`; `event`, `id` (ignored if it
+//! contains NUL) and `retry` (digits only); unknown fields are ignored; an empty line dispatches
+//! the event unless no `data` was seen; an unfinished event at end of stream is discarded.
+//! Lines are decoded as UTF-8 only once complete, so a character split across reads stays intact.
+
+/// One dispatched event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    /// The `event:` field; `None` means the default type, `message`.
+    pub event: Option<String>,
+    pub data: String,
+    /// The last event ID seen so far in the stream (it persists across events, per the spec).
+    pub id: Option<String>,
+}
+
+/// The stream broke the decoder's limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventTooLarge {
+    pub limit: usize,
+}
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+#[derive(Debug)]
+pub struct SseDecoder {
+    /// Bytes of the current, unfinished line.
+    line: Vec<u8>,
+    /// The previous chunk ended with CR: a leading LF in the next chunk belongs to that line end.
+    after_cr: bool,
+    /// Still at the start of the stream, where a BOM may be (possibly split across chunks).
+    at_start: bool,
+    data: String,
+    has_data: bool,
+    event: Option<String>,
+    last_id: Option<String>,
+    retry: Option<u64>,
+    max_event_size: usize,
+    /// Bytes examined by the line scanner, to show the decoder works in linear time.
+    scanned: u64,
+}
+
+impl SseDecoder {
+    pub fn new(max_event_size: usize) -> Self {
+        SseDecoder {
+            line: Vec::new(),
+            after_cr: false,
+            at_start: true,
+            data: String::new(),
+            has_data: false,
+            event: None,
+            last_id: None,
+            retry: None,
+            max_event_size,
+            scanned: 0,
+        }
+    }
+
+    /// The last `retry:` value, in ms.
+    pub fn retry(&self) -> Option<u64> {
+        self.retry
+    }
+
+    /// Total bytes the line scanner examined.
+    pub fn scanned(&self) -> u64 {
+        self.scanned
+    }
+
+    /// Decodes `chunk`, appending every event it completes to `out`.
+    pub fn feed(&mut self, mut chunk: &[u8], out: &mut Vec<SseEvent>) -> Result<(), EventTooLarge> {
+        if self.at_start {
+            chunk = self.skip_bom(chunk);
+            if self.at_start {
+                return Ok(());
+            }
+        }
+        if self.after_cr {
+            self.after_cr = false;
+            if let Some(rest) = chunk.strip_prefix(b"\n") {
+                chunk = rest;
+            }
+        }
+        while !chunk.is_empty() {
+            let Some(end) = chunk.iter().position(|&b| b == b'\n' || b == b'\r') else {
+                self.scanned += chunk.len() as u64;
+                self.line.extend_from_slice(chunk);
+                self.check_size()?;
+                return Ok(());
+            };
+            self.scanned += end as u64 + 1;
+            let terminator = chunk[end];
+            if self.line.is_empty() {
+                self.process_line(&chunk[..end], out)?;
+            } else {
+                self.line.extend_from_slice(&chunk[..end]);
+                self.check_size()?;
+                let line = std::mem::take(&mut self.line);
+                self.process_line(&line, out)?;
+                // Keep the allocation for the next long line.
+                self.line = line;
+                self.line.clear();
+            }
+            chunk = &chunk[end + 1..];
+            if terminator == b'\r' {
+                match chunk.first() {
+                    Some(b'\n') => chunk = &chunk[1..],
+                    Some(_) => {}
+                    None => self.after_cr = true,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// End of stream: an event without its closing blank line is discarded (per the spec).
+    pub fn finish(&mut self) {
+        self.line.clear();
+        self.data.clear();
+        self.has_data = false;
+        self.event = None;
+    }
+
+    /// Holds back up to three leading bytes until it is known whether they are a BOM.
+    fn skip_bom<'a>(&mut self, chunk: &'a [u8]) -> &'a [u8] {
+        let seen = self.line.len();
+        let wanted = BOM.len() - seen;
+        let take = wanted.min(chunk.len());
+        if chunk[..take] != BOM[seen..seen + take] {
+            // Not a BOM: whatever was held back is ordinary line content.
+            self.at_start = false;
+            return chunk;
+        }
+        if take < wanted {
+            self.line.extend_from_slice(&chunk[..take]);
+            return &chunk[take..];
+        }
+        self.line.clear();
+        self.at_start = false;
+        &chunk[take..]
+    }
+
+    fn check_size(&self) -> Result<(), EventTooLarge> {
+        if self.line.len() + self.data.len() > self.max_event_size {
+            Err(EventTooLarge {
+                limit: self.max_event_size,
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    fn process_line(&mut self, line: &[u8], out: &mut Vec<SseEvent>) -> Result<(), EventTooLarge> {
+        if line.is_empty() {
+            self.dispatch(out);
+            return Ok(());
+        }
+        if line[0] == b':' {
+            return Ok(());
+        }
+        let (field, value) = match line.iter().position(|&b| b == b':') {
+            Some(colon) => {
+                let value = &line[colon + 1..];
+                (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
+            }
+            None => (line, &line[line.len()..]),
+        };
+        match field {
+            b"data" => {
+                if self.has_data {
+                    self.data.push('\n');
+                }
+                self.has_data = true;
+                self.data.push_str(&String::from_utf8_lossy(value));
+                self.check_size()?;
+            }
+            b"event" => self.event = Some(String::from_utf8_lossy(value).into_owned()),
+            b"id" => {
+                if !value.contains(&0) {
+                    self.last_id = Some(String::from_utf8_lossy(value).into_owned());
+                }
+            }
+            b"retry" => {
+                if !value.is_empty() && value.iter().all(u8::is_ascii_digit) {
+                    self.retry = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn dispatch(&mut self, out: &mut Vec<SseEvent>) {
+        let event = self.event.take();
+        if !self.has_data {
+            return;
+        }
+        self.has_data = false;
+        out.push(SseEvent {
+            event: event.filter(|e| !e.is_empty()),
+            data: std::mem::take(&mut self.data),
+            id: self.last_id.clone(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: usize = 16 * 1024 * 1024;
+
+    fn decode_chunks(chunks: &[&[u8]]) -> Vec<SseEvent> {
+        let mut d = SseDecoder::new(LIMIT);
+        let mut out = Vec::new();
+        for c in chunks {
+            d.feed(c, &mut out).unwrap();
+        }
+        d.finish();
+        out
+    }
+
+    fn decode(input: &[u8]) -> Vec<SseEvent> {
+        decode_chunks(&[input])
+    }
+
+    /// Decodes `input` split at every byte offset (two chunks) and one byte at a time; every way
+    /// must give the same events as one chunk.
+    fn decode_every_split(input: &[u8]) -> Vec<SseEvent> {
+        let whole = decode(input);
+        for i in 0..=input.len() {
+            assert_eq!(decode_chunks(&[&input[..i], &input[i..]]), whole, "split at {i} of {:?}", String::from_utf8_lossy(input));
+        }
+        let bytes: Vec<&[u8]> = input.chunks(1).collect();
+        assert_eq!(decode_chunks(&bytes), whole, "byte by byte");
+        whole
+    }
+
+    fn data(events: &[SseEvent]) -> Vec<&str> {
+        events.iter().map(|e| e.data.as_str()).collect()
+    }
+
+    #[test]
+    fn lf_crlf_and_lone_cr_line_ends() {
+        for input in [
+            &b"data: a\n\ndata: b\n\n"[..],
+            b"data: a\r\n\r\ndata: b\r\n\r\n",
+            b"data: a\r\rdata: b\r\r",
+            b"data: a\r\n\ndata: b\n\r\n",
+        ] {
+            assert_eq!(data(&decode_every_split(input)), ["a", "b"], "{:?}", String::from_utf8_lossy(input));
+        }
+    }
+
+    #[test]
+    fn cr_at_the_end_of_one_chunk_and_lf_at_the_start_of_the_next_is_one_line_end() {
+        // If the LF were a second line end, the empty line would dispatch "a" early and "b"
+        // would become a separate event.
+        let events = decode_chunks(&[b"data: a\r", b"\ndata: b\r", b"\n\r", b"\n"]);
+        assert_eq!(data(&events), ["a\nb"]);
+    }
+
+    #[test]
+    fn bom_at_start_is_dropped_even_when_split() {
+        let input = b"\xEF\xBB\xBFdata: x\n\n";
+        assert_eq!(data(&decode_every_split(input)), ["x"]);
+        // A BOM later in the stream is not special: it makes an unknown field here.
+        assert_eq!(data(&decode(b"data: x\n\n\xEF\xBB\xBFdata: y\n\n")), ["x"]);
+        // Bytes that only start like a BOM are kept.
+        assert_eq!(decode(b"\xEFdata: x\n\n").len(), 0);
+    }
+
+    #[test]
+    fn comments_are_ignored() {
+        let events = decode_every_split(b": ping\n\n:\ndata: a\n: mid-event comment\ndata: b\n\n");
+        assert_eq!(data(&events), ["a\nb"]);
+    }
+
+    #[test]
+    fn multi_line_data_joins_with_newline_and_one_leading_space_is_stripped() {
+        let events = decode_every_split(b"data:no space\ndata:  two spaces\ndata\ndata: \n\n");
+        assert_eq!(data(&events), ["no space\n two spaces\n\n"]);
+    }
+
+    #[test]
+    fn event_id_retry_and_unknown_fields() {
+        let events = decode_every_split(b"event: delta\nid: 7\nretry: 1500\nfoo: bar\ndata: x\n\ndata: y\n\n");
+        assert_eq!(events[0], SseEvent { event: Some("delta".into()), data: "x".into(), id: Some("7".into()) });
+        // The event type resets after dispatch; the last ID persists.
+        assert_eq!(events[1], SseEvent { event: None, data: "y".into(), id: Some("7".into()) });
+        let mut d = SseDecoder::new(LIMIT);
+        d.feed(b"retry: 12a\nretry: 300\nretry: x\n", &mut Vec::new()).unwrap();
+        assert_eq!(d.retry(), Some(300));
+    }
+
+    #[test]
+    fn id_with_nul_is_ignored() {
+        let events = decode(b"id: 1\n\nid: a\0b\ndata: x\n\n");
+        assert_eq!(events[0].id.as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn empty_data_is_an_event_but_no_data_is_not() {
+        let events = decode_every_split(b"data:\n\nevent: only-type\n\n\n\ndata\n\n");
+        assert_eq!(data(&events), ["", ""]);
+        assert_eq!(events[0].event, None);
+    }
+
+    #[test]
+    fn unfinished_event_at_end_of_stream_is_discarded() {
+        assert_eq!(data(&decode(b"data: a\n\ndata: b\n")), ["a"]);
+        assert_eq!(data(&decode(b"data: a\n\ndata: b")), ["a"]);
+    }
+
+    #[test]
+    fn multibyte_utf8_split_at_every_byte_stays_intact() {
+        let input = "data: héllo wörld — 你好 🌍\n\ndata: {\"content\":\"ünïcödé\"}\n\n".as_bytes();
+        assert_eq!(data(&decode_every_split(input)), ["héllo wörld — 你好 🌍", "{\"content\":\"ünïcödé\"}"]);
+    }
+
+    #[test]
+    fn openai_style_stream() {
+        let input = b"data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\n: keep-alive\n\ndata: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+        let events = decode_every_split(input);
+        assert_eq!(events.len(), 3);
+        assert_eq!(events[2].data, "[DONE]");
+    }
+
+    #[test]
+    fn a_one_mebibyte_event_fed_one_byte_at_a_time_is_decoded_in_linear_time() {
+        let payload = "x".repeat(1024 * 1024);
+        let input = format!("data: {payload}\n\n");
+        let mut d = SseDecoder::new(LIMIT);
+        let mut out = Vec::new();
+        for b in input.as_bytes().chunks(1) {
+            d.feed(b, &mut out).unwrap();
+        }
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].data.len(), payload.len());
+        // Every byte is scanned once: a decoder that rescanned its buffer on each feed would
+        // examine ~n²/2 = 5.5e11 bytes here.
+        assert!(d.scanned() <= input.len() as u64, "scanned {} bytes of {}", d.scanned(), input.len());
+    }
+
+    #[test]
+    fn an_event_over_the_limit_is_refused() {
+        let mut d = SseDecoder::new(1000);
+        let mut out = Vec::new();
+        let big = format!("data: {}\n", "y".repeat(600));
+        d.feed(big.as_bytes(), &mut out).unwrap();
+        // The second data line takes the event over 1000 bytes.
+        assert_eq!(d.feed(big.as_bytes(), &mut out), Err(EventTooLarge { limit: 1000 }));
+        // A single unterminated line is refused as it grows, before its end arrives.
+        let mut d = SseDecoder::new(1000);
+        let err = (0..100).try_for_each(|_| d.feed(&[b'z'; 100], &mut out));
+        assert_eq!(err, Err(EventTooLarge { limit: 1000 }));
+    }
+
+    #[test]
+    fn events_under_the_limit_pass() {
+        let mut d = SseDecoder::new(1000);
+        let mut out = Vec::new();
+        for _ in 0..100 {
+            d.feed(format!("data: {}\n\n", "k".repeat(900)).as_bytes(), &mut out).unwrap();
+        }
+        assert_eq!(out.len(), 100);
+    }
+}
