@@ -28,8 +28,8 @@ function fromInfo(info) {
   if (info.status != null) {
     err.status = info.status
     err.headers = info.headers ?? {}
-    err.error = providerError(info.body)
   }
+  if (info.body != null) err.error = providerError(info.body)
   return err
 }
 

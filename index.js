@@ -7,6 +7,7 @@ const { NativeClient, CancelToken } = require('./binding.js')
 const { LlmpoolError, fromInfo, llmpoolError } = require('./errors.js')
 
 const CALL_OPTIONS = new Set(['signal', 'timeout', 'headers'])
+const STREAM_CALL_OPTIONS = new Set([...CALL_OPTIONS, 'firstTokenTimeout', 'tokenTimeout'])
 
 /**
  * Serialises the options for the native validator. JSON cannot say NaN, Infinity, functions or
@@ -54,27 +55,47 @@ function isAbortSignal(value) {
   )
 }
 
-function readCallOptions(options) {
-  if (options === undefined || options === null) return {}
+function checkLimit(name, value) {
+  if (value !== undefined && !(Number.isInteger(value) && value >= 0)) {
+    throw new TypeError(`${name} must be a non-negative integer number of milliseconds (0 disables it)`)
+  }
+}
+
+/** Checks per-call options; returns the signal and the options the native layer takes. */
+function readCallOptions(options, known) {
+  if (options === undefined || options === null) return { signal: undefined, native: undefined }
   if (typeof options !== 'object') throw new TypeError('call options must be an object')
   for (const key of Object.keys(options)) {
-    if (!CALL_OPTIONS.has(key)) throw new TypeError(`${key} is not a known call option`)
+    if (!known.has(key)) throw new TypeError(`${key} is not a known call option`)
   }
-  const { signal, timeout, headers } = options
+  const { signal, timeout, headers, firstTokenTimeout, tokenTimeout } = options
   if (signal !== undefined && !isAbortSignal(signal)) {
     throw new TypeError('signal must be an AbortSignal')
   }
-  if (timeout !== undefined && !(Number.isInteger(timeout) && timeout >= 0)) {
-    throw new TypeError('timeout must be a non-negative integer number of milliseconds (0 disables it)')
-  }
+  checkLimit('timeout', timeout)
+  checkLimit('firstTokenTimeout', firstTokenTimeout)
+  checkLimit('tokenTimeout', tokenTimeout)
   if (headers !== undefined && !isPlainObject(headers)) {
     throw new TypeError('headers must be an object of header names to string values')
   }
   return {
     signal,
-    timeout,
-    headers: headers === undefined ? undefined : JSON.stringify(headers),
+    native: {
+      timeout,
+      firstTokenTimeout,
+      tokenTimeout,
+      headers: headers === undefined ? undefined : JSON.stringify(headers),
+    },
   }
+}
+
+/** Wires an AbortSignal to a native cancel token; returns the token and a detach function. */
+function linkSignal(signal) {
+  if (!signal) return { cancel: undefined, detach: () => {} }
+  const cancel = new CancelToken()
+  const onAbort = () => cancel.cancel()
+  signal.addEventListener('abort', onAbort, { once: true })
+  return { cancel, detach: () => signal.removeEventListener('abort', onAbort) }
 }
 
 function nativeArgumentError(e) {
@@ -108,25 +129,41 @@ class Client {
     if (body.stream === true) {
       throw new TypeError('chat() body.stream must not be true: use chatStream() to stream')
     }
-    const { signal, timeout, headers } = readCallOptions(options)
+    const { signal, native } = readCallOptions(options, CALL_OPTIONS)
     if (signal?.aborted) throw llmpoolError('ERR_ABORTED', `request to ${this.#origin} was aborted`)
-    let cancel
-    let onAbort
-    if (signal) {
-      cancel = new CancelToken()
-      onAbort = () => cancel.cancel()
-      signal.addEventListener('abort', onAbort, { once: true })
-    }
+    const { cancel, detach } = linkSignal(signal)
     let outcome
     try {
-      outcome = await this.#native.chat(json, timeout, headers, cancel)
+      outcome = await this.#native.chat(json, native, cancel)
     } catch (e) {
       throw nativeArgumentError(e)
     } finally {
-      if (signal) signal.removeEventListener('abort', onAbort)
+      detach()
     }
     if (outcome.error) throw fromInfo(outcome.error)
     return this.#parseCompletion(outcome.body)
+  }
+
+  /**
+   * A streaming chat completion: an async iterable of `ChatCompletionChunk`s. The request is sent
+   * when iteration starts (the first `next()`), so a stream that is never iterated costs nothing.
+   * Invalid arguments throw a `TypeError` here, synchronously.
+   */
+  chatStream(body, options) {
+    serializeBody(body, 'chatStream')
+    const { signal, native } = readCallOptions(options, STREAM_CALL_OPTIONS)
+    // A shallow copy: the caller's object is never touched.
+    const json = JSON.stringify({ ...body, stream: true })
+    const { cancel, detach } = linkSignal(signal)
+    let handle
+    try {
+      handle = this.#native.chatStream(json, native, cancel)
+    } catch (e) {
+      detach()
+      throw nativeArgumentError(e)
+    }
+    if (signal?.aborted) cancel.cancel()
+    return new ChatStream(handle, this.#origin, detach)
   }
 
   #parseCompletion(text) {
@@ -167,4 +204,152 @@ class Client {
   }
 }
 
-module.exports = { Client, LlmpoolError }
+/** Merges streamed chunks into one `ChatCompletion`, the way the server would have answered. */
+function accumulate(chunks) {
+  const completion = { id: '', object: 'chat.completion', created: 0, model: '', choices: [] }
+  for (const chunk of chunks) {
+    for (const key of ['id', 'created', 'model', 'system_fingerprint', 'service_tier']) {
+      if (chunk[key] !== undefined && chunk[key] !== null) completion[key] = chunk[key]
+    }
+    if (chunk.usage) completion.usage = chunk.usage
+    for (const delta of chunk.choices ?? []) mergeChoice(completion.choices, delta)
+  }
+  completion.choices = completion.choices.filter(Boolean)
+  return completion
+}
+
+function mergeChoice(choices, { index = 0, delta = {}, finish_reason, logprobs }) {
+  const choice = (choices[index] ??= {
+    index,
+    message: { role: 'assistant', content: null },
+    logprobs: null,
+    finish_reason: null,
+  })
+  const message = choice.message
+  if (delta.role) message.role = delta.role
+  if (typeof delta.content === 'string') message.content = (message.content ?? '') + delta.content
+  if (typeof delta.refusal === 'string') message.refusal = (message.refusal ?? '') + delta.refusal
+  for (const call of delta.tool_calls ?? []) {
+    const calls = (message.tool_calls ??= [])
+    const merged = (calls[call.index ?? calls.length] ??= { id: '', type: 'function', function: { name: '', arguments: '' } })
+    if (call.id) merged.id = call.id
+    if (call.type) merged.type = call.type
+    // Some servers repeat the name in every delta; it is set once, arguments are concatenated.
+    if (call.function?.name && !merged.function.name) merged.function.name = call.function.name
+    if (typeof call.function?.arguments === 'string') merged.function.arguments += call.function.arguments
+  }
+  if (logprobs?.content) {
+    choice.logprobs ??= { content: [] }
+    choice.logprobs.content.push(...logprobs.content)
+  }
+  if (finish_reason) choice.finish_reason = finish_reason
+}
+
+/**
+ * The async iterator of one chat stream. One `next()` into Rust brings every payload that is
+ * ready; they are parsed and yielded one at a time.
+ */
+class ChatStream {
+  #native
+  #origin
+  #detach
+  #payloads = []
+  #position = 0
+  #ended = false
+  #error = null
+
+  constructor(native, origin, detach) {
+    this.#native = native
+    this.#origin = origin
+    this.#detach = detach
+  }
+
+  [Symbol.asyncIterator]() {
+    return this
+  }
+
+  async next() {
+    for (;;) {
+      if (this.#position < this.#payloads.length) {
+        const text = this.#payloads[this.#position]
+        this.#payloads[this.#position++] = undefined
+        return { value: this.#parse(text), done: false }
+      }
+      if (this.#error) {
+        const error = this.#error
+        this.#error = null
+        this.#end()
+        throw error
+      }
+      if (this.#ended) return { value: undefined, done: true }
+      const batch = await this.#native.next()
+      this.#payloads = batch.events
+      this.#position = 0
+      if (batch.error) {
+        this.#error = fromInfo(batch.error)
+      } else if (batch.done) {
+        // The payloads of this batch are still yielded; nothing more will come.
+        this.#ended = true
+        this.#detach()
+      }
+    }
+  }
+
+  /** Called by `break` and by a throw inside `for await`: cancels the request at once. */
+  async return(value) {
+    this.#end()
+    return { value, done: true }
+  }
+
+  async throw(error) {
+    this.#end()
+    throw error
+  }
+
+  /** Consumes the stream and returns one `ChatCompletion` merged from its chunks. */
+  async finalCompletion() {
+    const chunks = []
+    for await (const chunk of this) chunks.push(chunk)
+    return accumulate(chunks)
+  }
+
+  /** A web `ReadableStream` of the chunks; cancelling it cancels the request. */
+  toReadableStream() {
+    return new ReadableStream({
+      pull: async (controller) => {
+        try {
+          const { value, done } = await this.next()
+          if (done) controller.close()
+          else controller.enqueue(value)
+        } catch (e) {
+          controller.error(e)
+        }
+      },
+      cancel: () => this.return(),
+    })
+  }
+
+  #parse(text) {
+    try {
+      return JSON.parse(text)
+    } catch {
+      this.#end()
+      throw llmpoolError('ERR_INVALID_RESPONSE', `stream from ${this.#origin} sent a chunk that is not JSON`)
+    }
+  }
+
+  /** Stops the stream: nothing more is yielded, the request is cancelled (a no-op once ended). */
+  #end() {
+    this.#ended = true
+    this.#payloads = []
+    this.#position = 0
+    this.#native.close()
+    this.#detach()
+  }
+
+  [inspect.custom]() {
+    return `ChatStream { origin: '${this.#origin}' }`
+  }
+}
+
+module.exports = { Client, ChatStream, LlmpoolError }

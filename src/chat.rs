@@ -3,6 +3,7 @@
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,6 +21,7 @@ use crate::connect::HttpConnector;
 use crate::error::{Error, HttpFailure, Kind, Redactor};
 use crate::pool::keep_alive::KeepAlivePolicy;
 use crate::pool::{Lease, Pool, PoolLimits, PoolStats};
+use crate::stream::ChatStream;
 
 /// Error bodies are read up to this size; a larger one is cut (and its connection closed).
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -32,6 +34,10 @@ pub struct CallOptions {
     /// `Some(None)` turns the attempt deadline off for this call.
     pub timeout: Option<Option<Duration>>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Streaming: overrides `firstTokenTimeout`; `Some(None)` turns it off.
+    pub first_token_timeout: Option<Option<Duration>>,
+    /// Streaming: overrides `tokenTimeout`; `Some(None)` turns it off.
+    pub token_timeout: Option<Option<Duration>>,
 }
 
 /// Counters and gauges of one client.
@@ -48,11 +54,11 @@ pub struct ClientStats {
 pub struct Client {
     config: Config,
     pool: Pool<HttpConnector>,
-    keep_alive: KeepAlivePolicy,
+    pub(crate) keep_alive: KeepAlivePolicy,
     chat_uri: Uri,
     /// Host, content type, auth and default headers, built once.
     base_headers: HeaderMap,
-    redactor: Redactor,
+    pub(crate) redactor: Redactor,
     /// Cancelled by `destroy()`: every in-flight call ends with `ERR_CLOSED`.
     shutdown: CancellationToken,
     /// Counts in-flight calls so that `close()` can wait for them.
@@ -137,7 +143,7 @@ impl Client {
         &self.config
     }
 
-    fn origin(&self) -> &str {
+    pub(crate) fn origin(&self) -> &str {
         &self.config.endpoint.origin
     }
 
@@ -151,8 +157,19 @@ impl Client {
         self.run(cancel, self.chat_attempts(body, &call)).await
     }
 
+    /// A chat stream (`body` is the JSON text, with `stream: true`). Nothing is sent until the
+    /// first `next_batch()`.
+    pub fn chat_stream(
+        self: &Arc<Self>,
+        body: Bytes,
+        call: CallOptions,
+        cancel: CancellationToken,
+    ) -> ChatStream {
+        ChatStream::new(self.clone(), body, call, cancel)
+    }
+
     /// Wraps one call: refuses it after close, counts it, and ends it at once on abort or destroy.
-    async fn run<T>(
+    pub(crate) async fn run<T>(
         &self,
         cancel: CancellationToken,
         work: impl std::future::Future<Output = Result<T, Error>>,
@@ -214,7 +231,7 @@ impl Client {
     }
 
     /// Sends the request and waits for the response headers.
-    async fn send(
+    pub(crate) async fn send(
         &self,
         body: Bytes,
         call: &CallOptions,
@@ -300,7 +317,11 @@ impl Client {
 
     /// Reads a body up to `limit` bytes, each chunk within `bodyTimeout` of the previous one.
     /// Returns the bytes and whether the body was read to its end.
-    async fn read_body(&self, mut body: Incoming, limit: usize) -> Result<(Bytes, bool), Error> {
+    pub(crate) async fn read_body(
+        &self,
+        mut body: Incoming,
+        limit: usize,
+    ) -> Result<(Bytes, bool), Error> {
         let mut chunks: Vec<Bytes> = Vec::new();
         let mut size = 0usize;
         loop {
@@ -341,7 +362,12 @@ impl Client {
         }
     }
 
-    fn http_error(&self, status: hyper::StatusCode, headers: &HeaderMap, body: &[u8]) -> Error {
+    pub(crate) fn http_error(
+        &self,
+        status: hyper::StatusCode,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Error {
         let body = self.redactor.redact(&String::from_utf8_lossy(body));
         let reason = status.canonical_reason().unwrap_or("error");
         let message = match provider_message(&body) {
@@ -369,7 +395,7 @@ impl Client {
         )
     }
 
-    fn closed_error(&self) -> Error {
+    pub(crate) fn closed_error(&self) -> Error {
         Error::new(
             Kind::Closed,
             format!("client for {} is closed", self.origin()),

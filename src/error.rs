@@ -11,7 +11,6 @@ use std::time::Duration;
 /// What went wrong, as a closed set. Private to the crate: callers use [`Error::code`] and the
 /// predicates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(dead_code)] // TODO(streaming): the stream codes are produced once chatStream() lands.
 pub(crate) enum Kind {
     PoolTimeout,
     ConnectTimeout,
@@ -30,7 +29,6 @@ pub(crate) enum Kind {
     StreamError,
     StreamTruncated,
     SseEventTooLarge,
-    Internal,
 }
 
 impl Kind {
@@ -53,7 +51,6 @@ impl Kind {
             Kind::StreamError => "ERR_STREAM_ERROR",
             Kind::StreamTruncated => "ERR_STREAM_TRUNCATED",
             Kind::SseEventTooLarge => "ERR_SSE_EVENT_TOO_LARGE",
-            Kind::Internal => "ERR_INTERNAL",
         }
     }
 }
@@ -74,6 +71,8 @@ pub struct Error {
     kind: Kind,
     message: String,
     http: Option<Box<HttpFailure>>,
+    /// The provider's error payload of an SSE error event (redacted).
+    provider_error: Option<String>,
 }
 
 impl Error {
@@ -82,6 +81,7 @@ impl Error {
             kind,
             message: message.into(),
             http: None,
+            provider_error: None,
         }
     }
 
@@ -90,7 +90,23 @@ impl Error {
             kind: Kind::HttpStatus,
             message: message.into(),
             http: Some(Box::new(failure)),
+            provider_error: None,
         }
+    }
+
+    /// An error the provider reported inside a stream (`event: error` or an `error` payload).
+    pub(crate) fn stream(message: impl Into<String>, payload: String) -> Self {
+        Error {
+            kind: Kind::StreamError,
+            message: message.into(),
+            http: None,
+            provider_error: Some(payload),
+        }
+    }
+
+    /// The provider's error payload of a stream error.
+    pub fn provider_error(&self) -> Option<&str> {
+        self.provider_error.as_deref()
     }
 
     /// A timeout with its own code, phrased the same way for every phase.

@@ -13,6 +13,7 @@ pub mod connect;
 pub mod error;
 pub mod pool;
 pub mod sse;
+pub mod stream;
 
 #[cfg(feature = "napi")]
 mod binding;

@@ -236,7 +236,12 @@ mod tests {
     fn decode_every_split(input: &[u8]) -> Vec<SseEvent> {
         let whole = decode(input);
         for i in 0..=input.len() {
-            assert_eq!(decode_chunks(&[&input[..i], &input[i..]]), whole, "split at {i} of {:?}", String::from_utf8_lossy(input));
+            assert_eq!(
+                decode_chunks(&[&input[..i], &input[i..]]),
+                whole,
+                "split at {i} of {:?}",
+                String::from_utf8_lossy(input)
+            );
         }
         let bytes: Vec<&[u8]> = input.chunks(1).collect();
         assert_eq!(decode_chunks(&bytes), whole, "byte by byte");
@@ -255,7 +260,12 @@ mod tests {
             b"data: a\r\rdata: b\r\r",
             b"data: a\r\n\ndata: b\n\r\n",
         ] {
-            assert_eq!(data(&decode_every_split(input)), ["a", "b"], "{:?}", String::from_utf8_lossy(input));
+            assert_eq!(
+                data(&decode_every_split(input)),
+                ["a", "b"],
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
         }
     }
 
@@ -291,12 +301,29 @@ mod tests {
 
     #[test]
     fn event_id_retry_and_unknown_fields() {
-        let events = decode_every_split(b"event: delta\nid: 7\nretry: 1500\nfoo: bar\ndata: x\n\ndata: y\n\n");
-        assert_eq!(events[0], SseEvent { event: Some("delta".into()), data: "x".into(), id: Some("7".into()) });
+        let events = decode_every_split(
+            b"event: delta\nid: 7\nretry: 1500\nfoo: bar\ndata: x\n\ndata: y\n\n",
+        );
+        assert_eq!(
+            events[0],
+            SseEvent {
+                event: Some("delta".into()),
+                data: "x".into(),
+                id: Some("7".into())
+            }
+        );
         // The event type resets after dispatch; the last ID persists.
-        assert_eq!(events[1], SseEvent { event: None, data: "y".into(), id: Some("7".into()) });
+        assert_eq!(
+            events[1],
+            SseEvent {
+                event: None,
+                data: "y".into(),
+                id: Some("7".into())
+            }
+        );
         let mut d = SseDecoder::new(LIMIT);
-        d.feed(b"retry: 12a\nretry: 300\nretry: x\n", &mut Vec::new()).unwrap();
+        d.feed(b"retry: 12a\nretry: 300\nretry: x\n", &mut Vec::new())
+            .unwrap();
         assert_eq!(d.retry(), Some(300));
     }
 
@@ -322,7 +349,10 @@ mod tests {
     #[test]
     fn multibyte_utf8_split_at_every_byte_stays_intact() {
         let input = "data: héllo wörld — 你好 🌍\n\ndata: {\"content\":\"ünïcödé\"}\n\n".as_bytes();
-        assert_eq!(data(&decode_every_split(input)), ["héllo wörld — 你好 🌍", "{\"content\":\"ünïcödé\"}"]);
+        assert_eq!(
+            data(&decode_every_split(input)),
+            ["héllo wörld — 你好 🌍", "{\"content\":\"ünïcödé\"}"]
+        );
     }
 
     #[test]
@@ -346,7 +376,12 @@ mod tests {
         assert_eq!(out[0].data.len(), payload.len());
         // Every byte is scanned once: a decoder that rescanned its buffer on each feed would
         // examine ~n²/2 = 5.5e11 bytes here.
-        assert!(d.scanned() <= input.len() as u64, "scanned {} bytes of {}", d.scanned(), input.len());
+        assert!(
+            d.scanned() <= input.len() as u64,
+            "scanned {} bytes of {}",
+            d.scanned(),
+            input.len()
+        );
     }
 
     #[test]
@@ -356,7 +391,10 @@ mod tests {
         let big = format!("data: {}\n", "y".repeat(600));
         d.feed(big.as_bytes(), &mut out).unwrap();
         // The second data line takes the event over 1000 bytes.
-        assert_eq!(d.feed(big.as_bytes(), &mut out), Err(EventTooLarge { limit: 1000 }));
+        assert_eq!(
+            d.feed(big.as_bytes(), &mut out),
+            Err(EventTooLarge { limit: 1000 })
+        );
         // A single unterminated line is refused as it grows, before its end arrives.
         let mut d = SseDecoder::new(1000);
         let err = (0..100).try_for_each(|_| d.feed(&[b'z'; 100], &mut out));
@@ -368,7 +406,11 @@ mod tests {
         let mut d = SseDecoder::new(1000);
         let mut out = Vec::new();
         for _ in 0..100 {
-            d.feed(format!("data: {}\n\n", "k".repeat(900)).as_bytes(), &mut out).unwrap();
+            d.feed(
+                format!("data: {}\n\n", "k".repeat(900)).as_bytes(),
+                &mut out,
+            )
+            .unwrap();
         }
         assert_eq!(out.len(), 100);
     }

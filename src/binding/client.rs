@@ -12,10 +12,11 @@ use napi::{Env, Result};
 use napi_derive::napi;
 use tokio_util::sync::CancellationToken;
 
-use super::outcome::{ChatOutcome, ErrorInfo, PoolStats};
+use super::outcome::{ChatOutcome, ErrorInfo, PoolStats, StreamBatch};
 use super::{guard, invalid_arg};
 use crate::chat::{CallOptions, Client};
 use crate::config::{parse_headers, Config};
+use crate::stream::ChatStream;
 
 /// Cancels one call; `index.js` wires an `AbortSignal` to it.
 #[napi]
@@ -78,18 +79,17 @@ impl NativeClient {
         })
     }
 
-    /// One chat completion. `body` is JSON text; `timeout` in ms (0 = none); `headers` is JSON
-    /// text of an object. Resolves with the body text or an error description, never rejects.
+    /// One chat completion. `body` is JSON text. Resolves with the body text or an error
+    /// description, never rejects.
     #[napi(ts_return_type = "Promise<ChatOutcome>")]
     pub fn chat<'env>(
         &self,
         env: &'env Env,
         body: String,
-        timeout: Option<f64>,
-        headers: Option<String>,
+        options: Option<NativeCallOptions>,
         cancel: Option<ClassInstance<'env, CancelToken>>,
     ) -> Result<PromiseRaw<'env, ChatOutcome>> {
-        let call = guard(|| call_options(timeout, headers.as_deref()))?;
+        let call = guard(|| call_options(options.unwrap_or_default()))?;
         let cancel = cancel.map(|c| c.token.clone()).unwrap_or_default();
         let client = self.inner.clone();
         spawn_outcome(env, async move {
@@ -104,6 +104,26 @@ impl NativeClient {
                 },
                 Err(e) => ChatOutcome::err(ErrorInfo::from(&e)),
             }
+        })
+    }
+
+    /// A chat stream; nothing is sent until the first `next()`. `body` is JSON text that already
+    /// has `stream: true`.
+    #[napi]
+    pub fn chat_stream(
+        &self,
+        body: String,
+        options: Option<NativeCallOptions>,
+        cancel: Option<ClassInstance<'_, CancelToken>>,
+    ) -> Result<NativeStream> {
+        guard(|| {
+            let call = call_options(options.unwrap_or_default())?;
+            let cancel = cancel.map(|c| c.token.clone()).unwrap_or_default();
+            let stream = self.inner.chat_stream(Bytes::from(body), call, cancel);
+            Ok(NativeStream {
+                closer: stream.closer(),
+                inner: Arc::new(tokio::sync::Mutex::new(stream)),
+            })
         })
     }
 
@@ -132,20 +152,77 @@ impl NativeClient {
     }
 }
 
-fn call_options(timeout: Option<f64>, headers: Option<&str>) -> Result<CallOptions> {
-    let mut call = CallOptions::default();
-    if let Some(ms) = timeout {
-        if !(ms.is_finite() && ms >= 0.0 && ms.fract() == 0.0) {
-            return Err(invalid_arg(
-                "timeout must be a non-negative integer number of milliseconds (0 disables it)",
-            ));
+/// Per-call options as `index.js` passes them (already type-checked there).
+#[napi(object)]
+#[derive(Default)]
+pub struct NativeCallOptions {
+    /// ms; 0 = none.
+    pub timeout: Option<f64>,
+    /// ms; 0 = none.
+    pub first_token_timeout: Option<f64>,
+    /// ms; 0 = none.
+    pub token_timeout: Option<f64>,
+    /// JSON text of a `{ name: value }` object.
+    pub headers: Option<String>,
+}
+
+fn limit(name: &str, ms: Option<f64>) -> Result<Option<Option<Duration>>> {
+    match ms {
+        None => Ok(None),
+        Some(ms) if ms.is_finite() && ms >= 0.0 && ms.fract() == 0.0 => {
+            Ok(Some((ms > 0.0).then(|| Duration::from_millis(ms as u64))))
         }
-        call.timeout = Some((ms > 0.0).then(|| Duration::from_millis(ms as u64)));
+        Some(_) => Err(invalid_arg(format!(
+            "{name} must be a non-negative integer number of milliseconds (0 disables it)"
+        ))),
     }
-    if let Some(json) = headers {
+}
+
+fn call_options(options: NativeCallOptions) -> Result<CallOptions> {
+    let mut call = CallOptions {
+        timeout: limit("timeout", options.timeout)?,
+        first_token_timeout: limit("firstTokenTimeout", options.first_token_timeout)?,
+        token_timeout: limit("tokenTimeout", options.token_timeout)?,
+        ..CallOptions::default()
+    };
+    if let Some(json) = options.headers {
         let value: serde_json::Value =
-            serde_json::from_str(json).map_err(|_| invalid_arg("headers must be an object"))?;
+            serde_json::from_str(&json).map_err(|_| invalid_arg("headers must be an object"))?;
         call.headers = parse_headers(&value, "headers").map_err(|e| invalid_arg(e.0))?;
     }
     Ok(call)
+}
+
+/// The native side of one `ChatStream`: `index.js` wraps it into the async iterator.
+#[napi]
+pub struct NativeStream {
+    inner: Arc<tokio::sync::Mutex<ChatStream>>,
+    /// Closes the stream without waiting for a pending `next()` to release the lock.
+    closer: CancellationToken,
+}
+
+#[napi]
+impl NativeStream {
+    /// The next payloads (JSON text of chunks), then `done` or an `error`. Never rejects.
+    #[napi(ts_return_type = "Promise<StreamBatch>")]
+    pub fn next<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, StreamBatch>> {
+        let inner = self.inner.clone();
+        env.spawn_future(async move {
+            let work = async move { inner.lock().await.next_batch().await };
+            Ok(match AssertUnwindSafe(work).catch_unwind().await {
+                Ok(batch) => batch.into(),
+                Err(_) => StreamBatch {
+                    events: Vec::new(),
+                    done: true,
+                    error: Some(ErrorInfo::internal()),
+                },
+            })
+        })
+    }
+
+    /// The consumer is done: cancels the request and closes its connection.
+    #[napi]
+    pub fn close(&self) {
+        self.closer.cancel();
+    }
 }

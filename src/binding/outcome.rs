@@ -15,7 +15,8 @@ pub struct ErrorInfo {
     pub message: String,
     pub status: Option<u32>,
     pub headers: Option<HashMap<String, String>>,
-    /// The provider's response body (redacted), for HTTP errors.
+    /// The provider's response body (redacted) for HTTP errors, or its error payload for
+    /// stream errors.
     pub body: Option<String>,
 }
 
@@ -61,7 +62,9 @@ impl From<&Error> for ErrorInfo {
                 }
                 map
             }),
-            body: http.map(|h| h.body.clone()),
+            body: http
+                .map(|h| h.body.clone())
+                .or_else(|| e.provider_error().map(str::to_owned)),
         }
     }
 }
@@ -84,6 +87,25 @@ impl ErrorInfo {
             status: None,
             headers: None,
             body: None,
+        }
+    }
+}
+
+/// What one `next()` of a stream delivers: the data payloads ready now (JSON text), then the end
+/// or an error.
+#[napi(object)]
+pub struct StreamBatch {
+    pub events: Vec<String>,
+    pub done: bool,
+    pub error: Option<ErrorInfo>,
+}
+
+impl From<crate::stream::Batch> for StreamBatch {
+    fn from(b: crate::stream::Batch) -> Self {
+        StreamBatch {
+            events: b.events,
+            done: b.done,
+            error: b.error.as_ref().map(ErrorInfo::from),
         }
     }
 }
