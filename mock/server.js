@@ -14,6 +14,11 @@ function replyText(body) {
   return `Hello from the mock! You said: ${text}`
 }
 
+function usageOf(content) {
+  const completionTokens = content.split(' ').length
+  return { prompt_tokens: 5, completion_tokens: completionTokens, total_tokens: 5 + completionTokens }
+}
+
 function completion(body, content, extra = {}) {
   return {
     id: 'chatcmpl-mock',
@@ -21,7 +26,7 @@ function completion(body, content, extra = {}) {
     created: 1_700_000_000,
     model: body?.model ?? 'mock-model',
     choices: [{ index: 0, message: { role: 'assistant', content }, logprobs: null, finish_reason: 'stop' }],
-    usage: { prompt_tokens: 5, completion_tokens: content.split(' ').length, total_tokens: 5 + content.split(' ').length },
+    usage: usageOf(content),
     ...extra,
   }
 }
@@ -55,6 +60,9 @@ async function openaiHandler({ body, res }) {
   res.write(`data: ${JSON.stringify(chunk(body, { role: 'assistant', content: '' }))}\n\n`)
   for (const piece of pieces(content)) res.write(`data: ${JSON.stringify(chunk(body, { content: piece }))}\n\n`)
   res.write(`data: ${JSON.stringify(chunk(body, {}, 'stop'))}\n\n`)
+  if (body.stream_options?.include_usage) {
+    res.write(`data: ${JSON.stringify({ ...chunk(body, {}), choices: [], usage: usageOf(content) })}\n\n`)
+  }
   res.end('data: [DONE]\n\n')
 }
 

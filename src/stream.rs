@@ -24,15 +24,19 @@ use tokio_util::sync::CancellationToken;
 
 use crate::chat::{CallOptions, Client};
 use crate::error::{Error, Kind};
-use crate::pool::Lease;
 use crate::sse::SseDecoder;
 
 /// Batches of payloads in flight between the reader and the consumer. Small: a slow consumer
 /// holds at most this many socket reads' worth of events in memory.
 const CHANNEL_BATCHES: usize = 16;
 
-/// After `[DONE]`, how long the reader waits for the body to end so that the connection can be
-/// reused; a server that keeps the body open longer has its connection closed instead.
+/// After `[DONE]`, how long the consumer's end of stream waits for the end of the body. Servers
+/// send it right behind `[DONE]`; waiting for it puts the connection back in the pool before the
+/// consumer's next request, so sequential streams share one socket.
+const DONE_GRACE: Duration = Duration::from_millis(50);
+
+/// After that, how long the reader keeps waiting, in the background, for the body to end so that
+/// the connection can be reused; a server that keeps the body open longer has it closed instead.
 const DRAIN_AFTER_DONE: Duration = Duration::from_secs(2);
 
 enum Item {
@@ -355,8 +359,21 @@ async fn stream_attempt(
             deadline = token_gap.map(|gap| Instant::now() + gap);
         }
         if saw_done {
+            let lifetime = client.keep_alive.idle_lifetime(&parts.headers);
+            match tokio::time::timeout(DONE_GRACE, body_end(&mut incoming)).await {
+                Ok(true) => lease.release(lifetime),
+                Ok(false) => drop(lease),
+                Err(_) => {
+                    let _ = tx.send(Item::Done).await;
+                    if let Ok(true) =
+                        tokio::time::timeout(DRAIN_AFTER_DONE, body_end(&mut incoming)).await
+                    {
+                        lease.release(lifetime);
+                    }
+                    return Ok(());
+                }
+            }
             let _ = tx.send(Item::Done).await;
-            drain_for_reuse(client, incoming, lease, &parts.headers).await;
             return Ok(());
         }
     }
@@ -369,26 +386,15 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Reads what follows `[DONE]` (normally just the end of the body) so the connection can go back
-/// to the pool; if the body does not end soon or breaks, the connection is closed instead.
-async fn drain_for_reuse(
-    client: &Client,
-    mut incoming: Incoming,
-    lease: Lease<crate::connect::HttpConnector>,
-    headers: &hyper::HeaderMap,
-) {
-    let drained = tokio::time::timeout(DRAIN_AFTER_DONE, async {
-        loop {
-            match incoming.frame().await {
-                None => return true,
-                Some(Ok(_)) => {}
-                Some(Err(_)) => return false,
-            }
+/// Reads what follows `[DONE]` (normally nothing but the end of the body): true if the body
+/// ended cleanly, false if it broke.
+async fn body_end(incoming: &mut Incoming) -> bool {
+    loop {
+        match incoming.frame().await {
+            None => return true,
+            Some(Ok(_)) => {}
+            Some(Err(_)) => return false,
         }
-    })
-    .await;
-    if drained == Ok(true) {
-        lease.release(client.keep_alive.idle_lifetime(headers));
     }
 }
 
