@@ -85,6 +85,14 @@ export interface CallOptions {
   headers?: Record<string, string>
 }
 
+/** Per-call options of `chatStream()`. */
+export interface StreamCallOptions extends CallOptions {
+  /** Overrides `firstTokenTimeout` for this call, in ms; `0` = none. */
+  firstTokenTimeout?: number
+  /** Overrides `tokenTimeout` for this call, in ms; `0` = none. */
+  tokenTimeout?: number
+}
+
 // ---- Requests (OpenAI Chat Completions compatible; unknown fields are sent as given) ----
 
 export type ChatRole = 'system' | 'developer' | 'user' | 'assistant' | 'tool' | 'function'
@@ -274,6 +282,67 @@ export interface ChatCompletion {
   [extra: string]: unknown
 }
 
+// ---- Streaming ----
+
+export interface ChatCompletionChunkToolCall {
+  /** Position of the tool call in the message; deltas with the same index belong together. */
+  index: number
+  id?: string
+  type?: 'function'
+  function?: { name?: string; arguments?: string }
+  [extra: string]: unknown
+}
+
+export interface ChatCompletionChunkDelta {
+  role?: 'assistant' | 'developer' | 'system' | 'user' | 'tool'
+  content?: string | null
+  refusal?: string | null
+  tool_calls?: ChatCompletionChunkToolCall[]
+  function_call?: { name?: string; arguments?: string }
+  [extra: string]: unknown
+}
+
+export interface ChatCompletionChunkChoice {
+  index: number
+  delta: ChatCompletionChunkDelta
+  finish_reason: FinishReason | null
+  logprobs?: unknown
+  [extra: string]: unknown
+}
+
+/** One SSE data event of a streamed completion. Fields not listed are kept as sent. */
+export interface ChatCompletionChunk {
+  id: string
+  object: 'chat.completion.chunk'
+  created: number
+  model: string
+  choices: ChatCompletionChunkChoice[]
+  /** Present on the last chunk when `stream_options: { include_usage: true }` was sent. */
+  usage?: CompletionUsage | null
+  system_fingerprint?: string | null
+  service_tier?: string | null
+  [extra: string]: unknown
+}
+
+/**
+ * A streamed chat completion. The request is sent when iteration starts (the first `next()`);
+ * a stream that is never iterated sends nothing. `break`, a throw in the loop, the signal, a
+ * timeout or `destroy()` cancel it at once and close its connection.
+ */
+export declare class ChatStream implements AsyncIterableIterator<ChatCompletionChunk> {
+  [Symbol.asyncIterator](): ChatStream
+  next(): Promise<IteratorResult<ChatCompletionChunk, undefined>>
+  return(value?: unknown): Promise<IteratorResult<ChatCompletionChunk, undefined>>
+  throw(error?: unknown): Promise<IteratorResult<ChatCompletionChunk, undefined>>
+  /**
+   * Consumes the stream and returns one `ChatCompletion`: content concatenated, tool-call deltas
+   * merged by index, `finish_reason` and `usage` filled in.
+   */
+  finalCompletion(): Promise<ChatCompletion>
+  /** A web `ReadableStream` of the chunks; cancelling it cancels the request. */
+  toReadableStream(): ReadableStream<ChatCompletionChunk>
+}
+
 // ---- Errors and stats ----
 
 /** Stable error codes; match on `err.code`. */
@@ -305,7 +374,10 @@ export declare class LlmpoolError extends Error {
   status?: number
   /** Response headers (lowercase names), for `ERR_HTTP_STATUS`. */
   headers?: Record<string, string>
-  /** The provider's error: the `error` member of its JSON body, the parsed body, or its text. */
+  /**
+   * The provider's error, for `ERR_HTTP_STATUS` and `ERR_STREAM_ERROR`: the `error` member of its
+   * JSON body, the parsed body, or its text.
+   */
   error?: unknown
 }
 
@@ -338,6 +410,11 @@ export declare class Client {
   constructor(options: ClientOptions)
   /** One chat completion. Rejects with an `LlmpoolError`. */
   chat(body: ChatCompletionCreateParams, options?: CallOptions): Promise<ChatCompletion>
+  /**
+   * A streamed chat completion (`stream: true` is set on the wire; the body object is not
+   * touched). Invalid arguments throw a `TypeError` synchronously; failures reject `next()`.
+   */
+  chatStream(body: ChatCompletionCreateParams, options?: StreamCallOptions): ChatStream
   stats(): PoolStats
   /** Graceful: refuses new calls, waits for in-flight ones, then closes every connection. */
   close(): Promise<void>

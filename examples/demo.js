@@ -1,42 +1,37 @@
 'use strict'
-// The main job: 50 concurrent chat() calls through a pool of 8 connections, with a live progress
-// line and the final stats(). Talks to an embedded mock server unless OPENAI_BASE_URL is set
-// (then it uses that endpoint, OPENAI_API_KEY and OPENAI_MODEL, default gpt-4o-mini).
+// The main job: 50 concurrent chat() calls, then 16 concurrent streams, all through one pool of 8
+// connections, with a live progress line and the final stats(). Talks to an embedded mock server
+// unless OPENAI_BASE_URL is set (then that endpoint, OPENAI_API_KEY and OPENAI_MODEL, default
+// gpt-4o-mini).
 
 const { Client } = require('..')
 const { startMockServer, openaiHandler } = require('../mock/server.js')
 
 const CALLS = 50
+const STREAMS = 16
 const CONNECTIONS = 8
 
-async function main() {
-  let mock
-  let baseUrl = process.env.OPENAI_BASE_URL
-  if (!baseUrl) {
-    // Answers after 20–80 ms, like a (very fast) model.
-    mock = await startMockServer({
-      handler: async (ctx) => {
-        await new Promise((r) => setTimeout(r, 20 + Math.random() * 60))
-        return openaiHandler(ctx)
-      },
-    })
-    baseUrl = mock.url
-  }
-  const model = process.env.OPENAI_MODEL ?? 'gpt-4o-mini'
-  console.log(`llmpool demo: ${CALLS} concurrent chat() calls to ${baseUrl} through ${CONNECTIONS} connections`)
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 
-  const client = new Client({ baseUrl, apiKey: process.env.OPENAI_API_KEY, connections: CONNECTIONS })
+function progressLine(label, done, failed, total, client) {
+  const s = client.stats()
+  return `  ${label}: ${done + failed}/${total} done (${failed} failed) | running ${s.running} queued ${s.queued} connected ${s.connected}`
+}
+
+/** Prints the progress line every so often (in place on a terminal) until stopped. */
+function ticker(render) {
+  const tty = process.stdout.isTTY
+  const timer = setInterval(() => (tty ? process.stdout.write(`\r${render()}`) : console.log(render())), tty ? 50 : 250)
+  return () => {
+    clearInterval(timer)
+    console.log(tty ? `\r${render()}` : render())
+  }
+}
+
+async function chats(client, model) {
   let done = 0
   let failed = 0
-  const started = Date.now()
-  const progress = () => {
-    const s = client.stats()
-    const line = `  ${done + failed}/${CALLS} done (${failed} failed) | running ${s.running} queued ${s.queued} connected ${s.connected}`
-    if (process.stdout.isTTY) process.stdout.write(`\r${line}`)
-    else console.log(line)
-  }
-  const timer = setInterval(progress, process.stdout.isTTY ? 50 : 250)
-
+  const stop = ticker(() => progressLine('chat()', done, failed, CALLS, client))
   let sample
   await Promise.all(
     Array.from({ length: CALLS }, (_, i) =>
@@ -52,10 +47,62 @@ async function main() {
         }),
     ),
   )
-  clearInterval(timer)
-  progress()
-  if (process.stdout.isTTY) process.stdout.write('\n')
-  console.log(`finished in ${Date.now() - started} ms; first answer: ${JSON.stringify(sample)}`)
+  stop()
+  console.log(`  first answer: ${JSON.stringify(sample)}`)
+  return failed
+}
+
+async function streams(client, model) {
+  let done = 0
+  let failed = 0
+  let chunks = 0
+  let shown = ''
+  const stop = ticker(() => `${progressLine('chatStream()', done, failed, STREAMS, client)} | ${chunks} chunks`)
+  await Promise.all(
+    Array.from({ length: STREAMS }, async (_, i) => {
+      try {
+        const stream = client.chatStream({
+          model,
+          max_tokens: 48,
+          messages: [{ role: 'user', content: `tell me a short story, stream #${i + 1}` }],
+        })
+        for await (const chunk of stream) {
+          chunks += 1
+          if (i === 0) shown += chunk.choices[0]?.delta?.content ?? ''
+        }
+        done += 1
+      } catch (err) {
+        failed += 1
+        console.error(`\n  stream ${i + 1} failed: ${err.code}: ${err.message}`)
+      }
+    }),
+  )
+  stop()
+  console.log(`  stream #1 said: ${JSON.stringify(shown)}`)
+  return failed
+}
+
+async function main() {
+  let mock
+  let baseUrl = process.env.OPENAI_BASE_URL
+  if (!baseUrl) {
+    // Answers after 20–80 ms and streams a chunk every 15 ms, like a (very fast) model.
+    mock = await startMockServer({
+      chunkDelay: 15,
+      handler: async (ctx) => {
+        await sleep(20 + Math.random() * 60)
+        return openaiHandler(ctx)
+      },
+    })
+    baseUrl = mock.url
+  }
+  const model = process.env.OPENAI_MODEL ?? 'gpt-4o-mini'
+  console.log(`llmpool demo against ${baseUrl}${mock ? ' (embedded mock server)' : ''}, pool of ${CONNECTIONS} connections`)
+
+  const client = new Client({ baseUrl, apiKey: process.env.OPENAI_API_KEY, connections: CONNECTIONS })
+  const started = Date.now()
+  const failed = (await chats(client, model)) + (await streams(client, model))
+  console.log(`finished in ${Date.now() - started} ms`)
   if (mock) console.log(`the mock server accepted ${mock.accepted} connections`)
   console.log('stats():', client.stats())
   await client.close()

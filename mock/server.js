@@ -52,13 +52,18 @@ function sendJson(res, status, value, headers = {}) {
   res.end(text)
 }
 
-/** The default behaviour: a completion, or an SSE stream of it. */
-async function openaiHandler({ body, res }) {
+/** The default behaviour: a completion, or an SSE stream of it (`chunkDelay` ms apart). */
+async function openaiHandler({ body, res, server }) {
   const content = replyText(body)
   if (!body?.stream) return sendJson(res, 200, completion(body, content))
+  const delay = server?.options.chunkDelay ?? 0
   res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' })
   res.write(`data: ${JSON.stringify(chunk(body, { role: 'assistant', content: '' }))}\n\n`)
-  for (const piece of pieces(content)) res.write(`data: ${JSON.stringify(chunk(body, { content: piece }))}\n\n`)
+  for (const piece of pieces(content)) {
+    if (delay) await new Promise((r) => setTimeout(r, delay))
+    if (res.destroyed) return
+    res.write(`data: ${JSON.stringify(chunk(body, { content: piece }))}\n\n`)
+  }
   res.write(`data: ${JSON.stringify(chunk(body, {}, 'stop'))}\n\n`)
   if (body.stream_options?.include_usage) {
     res.write(`data: ${JSON.stringify({ ...chunk(body, {}), choices: [], usage: usageOf(content) })}\n\n`)
@@ -74,6 +79,7 @@ class MockServer {
    * @param {string|null} [options.keepAliveHint] the `Keep-Alive` header to send; null sends none
    * @param {{key: string, cert: string}} [options.tls] serve https with this key and certificate
    * @param {Function} [options.handler] replaces the default handler
+   * @param {number} [options.chunkDelay] ms between streamed chunks of the default handler
    */
   constructor(options = {}) {
     this.options = options

@@ -1,7 +1,7 @@
 // A TypeScript consumer of llmpool, type-checked with `tsc --noEmit --strict` by types.spec.ts.
 // Lines marked @ts-expect-error must fail to type-check; tsc reports an error if they do not.
 import { Client, LlmpoolError } from '../../index.js'
-import type { ChatCompletion, ChatCompletionCreateParams, ClientOptions, PoolStats, ErrorCode } from '../../index.js'
+import type { ChatCompletion, ChatCompletionChunk, ChatCompletionCreateParams, ClientOptions, PoolStats, ErrorCode, ChatStream } from '../../index.js'
 
 const options: ClientOptions = {
   baseUrl: 'https://api.openai.com/v1',
@@ -54,6 +54,20 @@ async function main(): Promise<void> {
   const toolName: string | undefined = completion.choices[0].message.tool_calls?.[0].function.name
   const tokens: number | undefined = completion.usage?.total_tokens
   console.log(text, toolName, tokens)
+
+  const stream: ChatStream = client.chatStream(request, { signal: controller.signal, firstTokenTimeout: 5_000, tokenTimeout: 1_000 })
+  for await (const chunk of stream) {
+    const c: ChatCompletionChunk = chunk
+    process.stdout.write(c.choices[0]?.delta?.content ?? '')
+    const args: string | undefined = c.choices[0]?.delta?.tool_calls?.[0]?.function?.arguments
+    void args
+  }
+  const merged: ChatCompletion = await client.chatStream(request).finalCompletion()
+  const web: ReadableStream<ChatCompletionChunk> = client.chatStream(request).toReadableStream()
+  void merged
+  void web
+  // @ts-expect-error firstTokenTimeout is a stream option only
+  await client.chat(request, { firstTokenTimeout: 1 })
 
   const stats: PoolStats = client.stats()
   console.log(stats.connected, stats.free, stats.pending, stats.queued, stats.running, stats.size, stats.reused)
