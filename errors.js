@@ -30,6 +30,8 @@ function fromInfo(info) {
     err.headers = info.headers ?? {}
   }
   if (info.body != null) err.error = providerError(info.body)
+  err.attempts = info.attempts
+  if (info.retryAfter != null) err.retryAfter = info.retryAfter
   return err
 }
 

@@ -6,7 +6,7 @@ const { inspect } = require('node:util')
 const { NativeClient, CancelToken } = require('./binding.js')
 const { LlmpoolError, fromInfo, llmpoolError } = require('./errors.js')
 
-const CALL_OPTIONS = new Set(['signal', 'timeout', 'headers'])
+const CALL_OPTIONS = new Set(['signal', 'timeout', 'headers', 'maxRetries'])
 const STREAM_CALL_OPTIONS = new Set([...CALL_OPTIONS, 'firstTokenTimeout', 'tokenTimeout'])
 
 /**
@@ -68,13 +68,16 @@ function readCallOptions(options, known) {
   for (const key of Object.keys(options)) {
     if (!known.has(key)) throw new TypeError(`${key} is not a known call option`)
   }
-  const { signal, timeout, headers, firstTokenTimeout, tokenTimeout } = options
+  const { signal, timeout, headers, firstTokenTimeout, tokenTimeout, maxRetries } = options
   if (signal !== undefined && !isAbortSignal(signal)) {
     throw new TypeError('signal must be an AbortSignal')
   }
   checkLimit('timeout', timeout)
   checkLimit('firstTokenTimeout', firstTokenTimeout)
   checkLimit('tokenTimeout', tokenTimeout)
+  if (maxRetries !== undefined && !(Number.isInteger(maxRetries) && maxRetries >= 0 && maxRetries <= 100)) {
+    throw new TypeError('maxRetries must be an integer from 0 to 100')
+  }
   if (headers !== undefined && !isPlainObject(headers)) {
     throw new TypeError('headers must be an object of header names to string values')
   }
@@ -84,6 +87,7 @@ function readCallOptions(options, known) {
       timeout,
       firstTokenTimeout,
       tokenTimeout,
+      maxRetries,
       headers: headers === undefined ? undefined : JSON.stringify(headers),
     },
   }

@@ -85,6 +85,8 @@ describe('the connection cap', () => {
     })
     const c = client(s, { connections: 2, poolTimeout: 100 })
     const slow = [c.chat(body('a')), c.chat(body('b'))]
+    // Calls run on a multi-threaded runtime: wait until both hold a connection.
+    await eventually(() => s.requests.length === 2)
     const err = await rejection(c.chat(body('late')))
     expect(err).toMatchObject({ code: 'ERR_POOL_TIMEOUT' })
     expect(err.message).toContain(s.origin)

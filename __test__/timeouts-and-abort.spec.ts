@@ -110,6 +110,8 @@ describe('AbortSignal', () => {
     })
     const c = client(s, { connections: 1 })
     const first = c.chat(body('first'))
+    // Calls run on a multi-threaded runtime: wait until the first holds the connection.
+    await eventually(() => s.requests.length === 1)
     const ac = new AbortController()
     const queued = c.chat(body('queued'), { signal: ac.signal })
     await eventually(() => c.stats().queued === 1)

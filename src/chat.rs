@@ -16,11 +16,13 @@ use hyper::{Method, Request, Response, Uri};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::breaker::{Admission, CircuitBreaker, Outcome};
 use crate::config::{Config, ConfigError};
 use crate::connect::HttpConnector;
 use crate::error::{Error, HttpFailure, Kind, Redactor};
 use crate::pool::keep_alive::KeepAlivePolicy;
 use crate::pool::{Lease, Pool, PoolLimits, PoolStats};
+use crate::retry::{Decision, RetryPolicy};
 use crate::stream::ChatStream;
 
 /// Error bodies are read up to this size; a larger one is cut (and its connection closed).
@@ -38,6 +40,8 @@ pub struct CallOptions {
     pub first_token_timeout: Option<Option<Duration>>,
     /// Streaming: overrides `tokenTimeout`; `Some(None)` turns it off.
     pub token_timeout: Option<Option<Duration>>,
+    /// Overrides `retry.maxRetries`.
+    pub max_retries: Option<u32>,
 }
 
 /// Counters and gauges of one client.
@@ -48,6 +52,10 @@ pub struct ClientStats {
     pub requests: u64,
     /// Calls that ended in an error (including aborts).
     pub errors: u64,
+    /// Retries made (attempts after the first).
+    pub retries: u64,
+    /// `closed`, `open` or `half-open`; `None` without a circuit breaker.
+    pub circuit: Option<&'static str>,
 }
 
 /// A chat client bound to one OpenAI-compatible endpoint.
@@ -66,6 +74,9 @@ pub struct Client {
     closing: AtomicBool,
     requests: AtomicU64,
     errors: AtomicU64,
+    retries: AtomicU64,
+    retry: RetryPolicy,
+    breaker: Option<CircuitBreaker>,
 }
 
 /// Why one attempt failed: `Stale` failures happened on a reused connection before any response
@@ -125,7 +136,6 @@ impl Client {
             threshold: config.keep_alive_timeout_threshold,
         };
         Ok(Client {
-            config,
             pool,
             keep_alive,
             chat_uri,
@@ -136,6 +146,10 @@ impl Client {
             closing: AtomicBool::new(false),
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            retry: RetryPolicy::new(config.retry.clone()),
+            breaker: config.circuit_breaker.map(CircuitBreaker::new),
+            config,
         })
     }
 
@@ -195,9 +209,29 @@ impl Client {
     }
 
     async fn chat_attempts(&self, body: Bytes, call: &CallOptions) -> Result<Bytes, Error> {
-        let limit = call.timeout.unwrap_or(self.config.timeout);
-        let attempt = self.one_attempt(body, call);
-        match limit {
+        let mut attempt = 1;
+        loop {
+            let result = self
+                .guarded(self.with_deadline(call, self.one_attempt(body.clone(), call)))
+                .await;
+            match result {
+                Ok(text) => return Ok(text),
+                Err(error) => {
+                    let delay = self.retry_delay(error, attempt, call, false)?;
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// Runs one attempt within the attempt deadline (`timeout`, or the call's override).
+    pub(crate) async fn with_deadline<T>(
+        &self,
+        call: &CallOptions,
+        attempt: impl std::future::Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        match call.timeout.unwrap_or(self.config.timeout) {
             None => attempt.await,
             Some(limit) => tokio::time::timeout(limit, attempt)
                 .await
@@ -209,6 +243,80 @@ impl Client {
                         limit,
                     ))
                 }),
+        }
+    }
+
+    /// Runs one attempt through the circuit breaker, when there is one: refused at once while the
+    /// circuit is open, and its outcome recorded.
+    pub(crate) async fn guarded<T>(
+        &self,
+        attempt: impl std::future::Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        let Some(breaker) = &self.breaker else {
+            return attempt.await;
+        };
+        let probe = match breaker.admit(tokio::time::Instant::now()) {
+            Admission::Allowed { probe } => probe,
+            Admission::Rejected { retry_in } => {
+                return Err(Error::new(
+                    Kind::CircuitOpen,
+                    format!(
+                        "circuit to {} is open after repeated failures; next try in {} ms",
+                        self.origin(),
+                        retry_in.as_millis()
+                    ),
+                ))
+            }
+        };
+        // Records `Abandoned` if the attempt is dropped (abort, destroy) before it ends.
+        let mut record = BreakerRecord {
+            breaker,
+            probe,
+            outcome: Outcome::Abandoned,
+        };
+        let result = attempt.await;
+        record.outcome = match &result {
+            Err(e) if self.retry.is_retryable(e) => Outcome::RetryableFailure,
+            Err(e) if e.is_cancelled() => Outcome::Abandoned,
+            _ => Outcome::Success,
+        };
+        result
+    }
+
+    /// After failed attempt `attempt`: how long to wait before the next one, or the final error
+    /// (carrying the number of attempts).
+    pub(crate) fn retry_delay(
+        &self,
+        error: Error,
+        attempt: u32,
+        call: &CallOptions,
+        stream_before_first_chunk: bool,
+    ) -> Result<Duration, Error> {
+        let max_retries = call.max_retries.unwrap_or(self.retry.max_retries());
+        let retryable = if stream_before_first_chunk {
+            crate::retry::stream_may_retry(&self.retry, &error)
+        } else {
+            self.retry.is_retryable(&error)
+        };
+        if !retryable || error.kind() == Kind::CircuitOpen {
+            return Err(error.with_attempts(attempt));
+        }
+        let decision = self.retry.decide(
+            &error,
+            attempt,
+            max_retries,
+            crate::retry::jitter(),
+            std::time::SystemTime::now(),
+        );
+        match decision {
+            Decision::RetryAfter(delay) => {
+                self.retries.fetch_add(1, Ordering::Relaxed);
+                Ok(delay)
+            }
+            Decision::Stop => Err(error.with_attempts(attempt)),
+            Decision::StopServerAskedTooLong(asked) => {
+                Err(error.with_attempts(attempt).with_retry_after(asked))
+            }
         }
     }
 
@@ -378,21 +486,26 @@ impl Client {
             ),
             None => format!("{} answered {} {reason}", self.origin(), status.as_u16()),
         };
-        let headers = headers
+        let headers: Vec<(String, String)> = headers
             .iter()
             .map(|(k, v)| {
                 let value = self.redactor.redact(&String::from_utf8_lossy(v.as_bytes()));
                 (k.as_str().to_owned(), value)
             })
             .collect();
-        Error::http(
+        let asked = crate::retry::retry_after(&headers, std::time::SystemTime::now());
+        let error = Error::http(
             message,
             HttpFailure {
                 status: status.as_u16(),
                 headers,
                 body,
             },
-        )
+        );
+        match asked {
+            Some(asked) => error.with_retry_after(asked),
+            None => error,
+        }
     }
 
     pub(crate) fn closed_error(&self) -> Error {
@@ -407,6 +520,11 @@ impl Client {
             pool: self.pool.stats(),
             requests: self.requests.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            circuit: self
+                .breaker
+                .as_ref()
+                .map(|b| b.state_name(tokio::time::Instant::now())),
         }
     }
 
@@ -428,6 +546,21 @@ impl Client {
 
     pub fn is_closed(&self) -> bool {
         self.closing.load(Ordering::Acquire)
+    }
+}
+
+/// Records an attempt's outcome in the breaker when dropped, so that a cancelled attempt is
+/// recorded too.
+struct BreakerRecord<'a> {
+    breaker: &'a CircuitBreaker,
+    probe: bool,
+    outcome: Outcome,
+}
+
+impl Drop for BreakerRecord<'_> {
+    fn drop(&mut self) {
+        self.breaker
+            .record(self.probe, self.outcome, tokio::time::Instant::now());
     }
 }
 

@@ -42,6 +42,21 @@ pub const DEFAULT_RETRY_MAX_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_RETRY_TIMEOUT_FACTOR: f64 = 2.0;
 pub const DEFAULT_RETRY_AFTER: bool = true;
 pub const DEFAULT_RETRY_STATUS_CODES: [u16; 7] = [408, 409, 429, 500, 502, 503, 504];
+/// Connection-level failures retried by default: refused, connect timeout, and a connection that
+/// broke (reset, broken pipe, closed before an answer).
+pub const DEFAULT_RETRY_ERROR_CODES: [&str; 3] =
+    ["ERR_CONNECT", "ERR_CONNECT_TIMEOUT", "ERR_SOCKET"];
+/// The codes `retry.errorCodes` may list.
+pub const RETRYABLE_ERROR_CODES: [&str; 8] = [
+    "ERR_CONNECT",
+    "ERR_CONNECT_TIMEOUT",
+    "ERR_SOCKET",
+    "ERR_TLS",
+    "ERR_HEADERS_TIMEOUT",
+    "ERR_BODY_TIMEOUT",
+    "ERR_TIMEOUT",
+    "ERR_FIRST_TOKEN_TIMEOUT",
+];
 
 /// The largest duration accepted, in ms: about 24.8 days, the same bound as Node's timers.
 const MAX_DURATION_MS: u64 = i32::MAX as u64;
@@ -163,6 +178,8 @@ pub struct RetryConfig {
     pub timeout_factor: f64,
     pub retry_after: bool,
     pub status_codes: Vec<u16>,
+    /// Error codes (connection-level failures) that are retried.
+    pub error_codes: Vec<String>,
 }
 
 impl Default for RetryConfig {
@@ -174,9 +191,22 @@ impl Default for RetryConfig {
             timeout_factor: DEFAULT_RETRY_TIMEOUT_FACTOR,
             retry_after: DEFAULT_RETRY_AFTER,
             status_codes: DEFAULT_RETRY_STATUS_CODES.to_vec(),
+            error_codes: DEFAULT_RETRY_ERROR_CODES.map(str::to_owned).to_vec(),
         }
     }
 }
+
+/// Circuit breaker settings (`circuitBreaker: {…}`); absent = no breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerConfig {
+    /// Consecutive retryable failures that open the circuit.
+    pub failure_threshold: u32,
+    /// How long the circuit stays open before one probe goes through.
+    pub reset_timeout: Duration,
+}
+
+pub const DEFAULT_BREAKER_FAILURE_THRESHOLD: u32 = 5;
+pub const DEFAULT_BREAKER_RESET_TIMEOUT_MS: u64 = 30_000;
 
 /// The whole validated configuration of one client.
 #[derive(Debug, Clone)]
@@ -202,6 +232,7 @@ pub struct Config {
     pub token_timeout: Option<Duration>,
     pub max_event_size: usize,
     pub retry: RetryConfig,
+    pub circuit_breaker: Option<BreakerConfig>,
 }
 
 /// The API key. Its `Debug` never shows it.
@@ -241,7 +272,9 @@ const KNOWN_OPTIONS: &[&str] = &[
     "tokenTimeout",
     "maxEventSize",
     "retry",
+    "circuitBreaker",
 ];
+const KNOWN_BREAKER_OPTIONS: &[&str] = &["failureThreshold", "resetTimeout"];
 const KNOWN_CONNECT_OPTIONS: &[&str] = &[
     "keepAlive",
     "keepAliveInitialDelay",
@@ -255,6 +288,7 @@ const KNOWN_RETRY_OPTIONS: &[&str] = &[
     "timeoutFactor",
     "retryAfter",
     "statusCodes",
+    "errorCodes",
 ];
 
 fn ms(n: u64) -> Duration {
@@ -468,6 +502,7 @@ impl Config {
             token_timeout: o.limit_ms("tokenTimeout", DEFAULT_TOKEN_TIMEOUT_MS)?,
             max_event_size,
             retry: parse_retry(o.map.get("retry"))?,
+            circuit_breaker: parse_breaker(o.map.get("circuitBreaker"))?,
         })
     }
 }
@@ -506,6 +541,38 @@ fn parse_connect(value: Option<&Value>, mut out: ConnectConfig) -> Result<Connec
         return Err(rule("connect.ca", ca_rule));
     }
     Ok(out)
+}
+
+fn parse_breaker(value: Option<&Value>) -> Result<Option<BreakerConfig>> {
+    let value = match value {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => return Ok(None),
+        Some(v @ Value::Object(_)) => v,
+        Some(_) => return Err(rule("circuitBreaker", "must be an object or false")),
+    };
+    let o = Options::new(
+        value,
+        "circuitBreaker.",
+        "circuitBreaker",
+        KNOWN_BREAKER_OPTIONS,
+    )?;
+    let failure_threshold = match o.uint(
+        "failureThreshold",
+        "must be a positive integer",
+        u32::MAX as u64,
+    )? {
+        Some(0) => {
+            return Err(rule(
+                "circuitBreaker.failureThreshold",
+                "must be a positive integer",
+            ))
+        }
+        Some(n) => n as u32,
+        None => DEFAULT_BREAKER_FAILURE_THRESHOLD,
+    };
+    Ok(Some(BreakerConfig {
+        failure_threshold,
+        reset_timeout: o.positive_ms("resetTimeout", DEFAULT_BREAKER_RESET_TIMEOUT_MS)?,
+    }))
 }
 
 fn parse_retry(value: Option<&Value>) -> Result<RetryConfig> {
@@ -565,6 +632,26 @@ fn parse_retry(value: Option<&Value>) -> Result<RetryConfig> {
             ))
         }
     };
+    let codes_rule = || {
+        rule(
+            "retry.errorCodes",
+            &format!(
+                "must be an array of these codes: {}",
+                RETRYABLE_ERROR_CODES.join(", ")
+            ),
+        )
+    };
+    let error_codes = match o.get("errorCodes") {
+        None => d.error_codes,
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| match v.as_str() {
+                Some(code) if RETRYABLE_ERROR_CODES.contains(&code) => Ok(code.to_owned()),
+                _ => Err(codes_rule()),
+            })
+            .collect::<Result<_>>()?,
+        Some(_) => return Err(codes_rule()),
+    };
     Ok(RetryConfig {
         max_retries,
         min_timeout,
@@ -572,6 +659,7 @@ fn parse_retry(value: Option<&Value>) -> Result<RetryConfig> {
         timeout_factor,
         retry_after,
         status_codes,
+        error_codes,
     })
 }
 

@@ -29,6 +29,7 @@ pub(crate) enum Kind {
     StreamError,
     StreamTruncated,
     SseEventTooLarge,
+    CircuitOpen,
 }
 
 impl Kind {
@@ -51,6 +52,7 @@ impl Kind {
             Kind::StreamError => "ERR_STREAM_ERROR",
             Kind::StreamTruncated => "ERR_STREAM_TRUNCATED",
             Kind::SseEventTooLarge => "ERR_SSE_EVENT_TOO_LARGE",
+            Kind::CircuitOpen => "ERR_CIRCUIT_OPEN",
         }
     }
 }
@@ -73,6 +75,10 @@ pub struct Error {
     http: Option<Box<HttpFailure>>,
     /// The provider's error payload of an SSE error event (redacted).
     provider_error: Option<String>,
+    /// Attempts made before giving up (1 without retries).
+    attempts: u32,
+    /// How long the server asked us to wait (`Retry-After`), when it asked.
+    retry_after: Option<Duration>,
 }
 
 impl Error {
@@ -82,6 +88,8 @@ impl Error {
             message: message.into(),
             http: None,
             provider_error: None,
+            attempts: 1,
+            retry_after: None,
         }
     }
 
@@ -91,6 +99,8 @@ impl Error {
             message: message.into(),
             http: Some(Box::new(failure)),
             provider_error: None,
+            attempts: 1,
+            retry_after: None,
         }
     }
 
@@ -101,7 +111,33 @@ impl Error {
             message: message.into(),
             http: None,
             provider_error: Some(payload),
+            attempts: 1,
+            retry_after: None,
         }
+    }
+
+    pub(crate) fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    pub(crate) fn with_attempts(mut self, attempts: u32) -> Self {
+        self.attempts = attempts;
+        self
+    }
+
+    pub(crate) fn with_retry_after(mut self, asked: Duration) -> Self {
+        self.retry_after = Some(asked);
+        self
+    }
+
+    /// Attempts made before this error was final.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// The wait the server asked for, when the call failed because it was longer than allowed.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
     }
 
     /// The provider's error payload of a stream error.

@@ -7,11 +7,13 @@
 
 #![deny(unsafe_code)]
 
+pub mod breaker;
 pub mod chat;
 pub mod config;
 pub mod connect;
 pub mod error;
 pub mod pool;
+pub mod retry;
 pub mod sse;
 pub mod stream;
 

@@ -177,31 +177,33 @@ async fn read_stream(request: Request, tx: mpsc::Sender<Item>, closed: Cancellat
     } = request;
     call.headers
         .push((ACCEPT, HeaderValue::from_static("text/event-stream")));
+    // Attempts are retried only while nothing was yielded to the consumer: after the first chunk
+    // a failure surfaces as is.
+    let attempts = async {
+        let mut attempt = 1;
+        loop {
+            let mut yielded = false;
+            let one = stream_attempt(&client, body.clone(), &call, &tx, &mut yielded);
+            match client.guarded(client.with_deadline(&call, one)).await {
+                Ok(()) => return Ok(()),
+                Err(e) if yielded => return Err(e.with_attempts(attempt)),
+                Err(e) => {
+                    let delay = client.retry_delay(e, attempt, &call, true)?;
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+            }
+        }
+    };
     let work = async {
         tokio::select! {
             biased;
             // The consumer left: not an error, nobody is listening.
             _ = closed.cancelled() => Ok(()),
-            result = stream_attempt(&client, body, &call, &tx) => result,
+            result = attempts => result,
         }
     };
-    let limit = call.timeout.unwrap_or(client.config().timeout);
-    let result = client
-        .run(cancel, async {
-            match limit {
-                None => work.await,
-                Some(limit) => tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
-                    Err(Error::timed_out(
-                        Kind::Timeout,
-                        client.origin(),
-                        "before the stream was complete",
-                        limit,
-                    ))
-                }),
-            }
-        })
-        .await;
-    if let Err(e) = result {
+    if let Err(e) = client.run(cancel, work).await {
         let _ = tx.send(Item::Failed(e)).await;
     }
 }
@@ -213,6 +215,7 @@ async fn stream_attempt(
     body: Bytes,
     call: &CallOptions,
     tx: &mpsc::Sender<Item>,
+    yielded: &mut bool,
 ) -> Result<(), Error> {
     let config = client.config();
     let first_token = call
@@ -267,14 +270,13 @@ async fn stream_attempt(
 
     let mut decoder = SseDecoder::new(config.max_event_size);
     let mut events = Vec::new();
-    let mut got_data = false;
     let mut finished = false;
     let mut deadline = first_token_deadline;
     loop {
         let frame = tokio::select! {
             biased;
             _ = sleep_until(deadline) => {
-                return Err(if got_data {
+                return Err(if *yielded {
                     Error::timed_out(
                         Kind::TokenTimeout,
                         client.origin(),
@@ -350,7 +352,7 @@ async fn stream_attempt(
             payloads.push(data);
         }
         if !payloads.is_empty() {
-            got_data = true;
+            *yielded = true;
             if tx.send(Item::Events(payloads)).await.is_err() {
                 return Ok(());
             }

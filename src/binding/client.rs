@@ -164,6 +164,8 @@ pub struct NativeCallOptions {
     pub token_timeout: Option<f64>,
     /// JSON text of a `{ name: value }` object.
     pub headers: Option<String>,
+    /// Overrides `retry.maxRetries`.
+    pub max_retries: Option<f64>,
 }
 
 fn limit(name: &str, ms: Option<f64>) -> Result<Option<Option<Duration>>> {
@@ -185,6 +187,12 @@ fn call_options(options: NativeCallOptions) -> Result<CallOptions> {
         token_timeout: limit("tokenTimeout", options.token_timeout)?,
         ..CallOptions::default()
     };
+    if let Some(n) = options.max_retries {
+        if !(n.is_finite() && n >= 0.0 && n.fract() == 0.0 && n <= 100.0) {
+            return Err(invalid_arg("maxRetries must be an integer from 0 to 100"));
+        }
+        call.max_retries = Some(n as u32);
+    }
     if let Some(json) = options.headers {
         let value: serde_json::Value =
             serde_json::from_str(&json).map_err(|_| invalid_arg("headers must be an object"))?;

@@ -18,6 +18,10 @@ pub struct ErrorInfo {
     /// The provider's response body (redacted) for HTTP errors, or its error payload for
     /// stream errors.
     pub body: Option<String>,
+    /// Attempts made (1 without retries).
+    pub attempts: u32,
+    /// The wait the server asked for (`Retry-After`), in ms.
+    pub retry_after: Option<f64>,
 }
 
 /// Either the response body text or the error.
@@ -65,6 +69,8 @@ impl From<&Error> for ErrorInfo {
             body: http
                 .map(|h| h.body.clone())
                 .or_else(|| e.provider_error().map(str::to_owned)),
+            attempts: e.attempts(),
+            retry_after: e.retry_after().map(|d| d.as_millis() as f64),
         }
     }
 }
@@ -77,6 +83,8 @@ impl ErrorInfo {
             status: None,
             headers: None,
             body: None,
+            attempts: 1,
+            retry_after: None,
         }
     }
 
@@ -87,6 +95,8 @@ impl ErrorInfo {
             status: None,
             headers: None,
             body: None,
+            attempts: 1,
+            retry_after: None,
         }
     }
 }
@@ -133,6 +143,10 @@ pub struct PoolStats {
     pub connections_closed: i64,
     /// Requests served by an already open connection.
     pub reused: i64,
+    /// Retries made (attempts after the first).
+    pub retries: i64,
+    /// Circuit breaker state (`closed`, `open`, `half-open`), when one is configured.
+    pub circuit: Option<String>,
 }
 
 fn clamp(n: usize) -> u32 {
@@ -157,6 +171,8 @@ impl From<ClientStats> for PoolStats {
             connections_opened: count(s.pool.connections_opened),
             connections_closed: count(s.pool.connections_closed),
             reused: count(s.pool.reused),
+            retries: count(s.retries),
+            circuit: s.circuit.map(str::to_owned),
         }
     }
 }
