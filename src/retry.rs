@@ -49,9 +49,10 @@ impl RetryPolicy {
         self.config.max_retries
     }
 
-    /// Decides after failed attempt number `attempt` (1-based). `max_retries` may be overridden
-    /// per call. `jitter` is a uniform random number in [0, 1); `now` is the wall clock (for
-    /// HTTP-date hints).
+    /// Decides after failed attempt number `attempt` (1-based), for a failure the caller has
+    /// already found retryable ([`RetryPolicy::is_retryable`], [`stream_may_retry`]).
+    /// `max_retries` may be overridden per call. `jitter` is a uniform random number in [0, 1);
+    /// `now` is the wall clock (for HTTP-date hints).
     pub fn decide(
         &self,
         error: &Error,
@@ -60,7 +61,7 @@ impl RetryPolicy {
         jitter: f64,
         now: SystemTime,
     ) -> Decision {
-        if attempt > max_retries || !self.is_retryable(error) {
+        if attempt > max_retries {
             return Decision::Stop;
         }
         if self.config.retry_after {
@@ -360,7 +361,6 @@ mod tests {
             no_hints.decide(&long, 1, 3, 0.0, NOW),
             Decision::RetryAfter(Duration::from_secs(1))
         );
-        assert_eq!(p.decide(&http(400, &[]), 1, 3, 0.0, NOW), Decision::Stop);
         assert_eq!(p.decide(&http(500, &[]), 1, 0, 0.0, NOW), Decision::Stop);
     }
 }
