@@ -27,8 +27,35 @@ export interface RetryOptions {
   timeoutFactor?: number
   /** Honour `Retry-After` / `retry-after-ms`. Default `true`. */
   retryAfter?: boolean
-  /** Statuses that are retried. Default `[408, 409, 429, 500, 502, 503, 504]`. */
+  /**
+   * Statuses that are retried. Default `[408, 409, 429, 500, 502, 503, 504]`. 400, 401, 403, 404
+   * and 422 are never retried. A server's `x-should-retry: true|false` overrides this list.
+   */
   statusCodes?: number[]
+  /**
+   * Connection-level failures that are retried. Default
+   * `['ERR_CONNECT', 'ERR_CONNECT_TIMEOUT', 'ERR_SOCKET']` (refused, connect timeout, reset or
+   * closed before an answer).
+   */
+  errorCodes?: RetryableErrorCode[]
+}
+
+export type RetryableErrorCode =
+  | 'ERR_CONNECT'
+  | 'ERR_CONNECT_TIMEOUT'
+  | 'ERR_SOCKET'
+  | 'ERR_TLS'
+  | 'ERR_HEADERS_TIMEOUT'
+  | 'ERR_BODY_TIMEOUT'
+  | 'ERR_TIMEOUT'
+  | 'ERR_FIRST_TOKEN_TIMEOUT'
+
+/** Opt-in circuit breaker for the origin. */
+export interface CircuitBreakerOptions {
+  /** Consecutive retryable failures that open the circuit. Default `5`. */
+  failureThreshold?: number
+  /** How long the circuit stays open (calls fail with `ERR_CIRCUIT_OPEN`) before one probe call goes through, in ms. Default `30000`. */
+  resetTimeout?: number
 }
 
 /** Options of `new Client(options)`. Durations are in milliseconds. */
@@ -71,8 +98,15 @@ export interface ClientOptions {
   tokenTimeout?: number
   /** Streaming: largest SSE event, in bytes, then `ERR_SSE_EVENT_TOO_LARGE`. Default `16777216` (16 MiB). */
   maxEventSize?: number
-  /** Retry policy, or `false` for none. */
+  /**
+   * Retry policy, or `false` for none. Delay before retry n: `min(minTimeout · timeoutFactor^(n−1),
+   * maxTimeout)` times `1 + J` with J uniform in [0, 0.25), capped at `maxTimeout`; or exactly
+   * what `Retry-After` / `retry-after-ms` asks (a longer ask than `maxTimeout` fails at once).
+   * POST chat calls are retried; streams only before their first chunk.
+   */
   retry?: RetryOptions | false
+  /** Opt-in circuit breaker; absent or `false` = none. */
+  circuitBreaker?: CircuitBreakerOptions | false
 }
 
 /** Per-call options of `chat()` and `chatStream()`. */
@@ -83,6 +117,8 @@ export interface CallOptions {
   timeout?: number
   /** Extra headers for this call; they override the client's. */
   headers?: Record<string, string>
+  /** Overrides `retry.maxRetries` for this call (0–100). */
+  maxRetries?: number
 }
 
 /** Per-call options of `chatStream()`. */
@@ -364,6 +400,7 @@ export type ErrorCode =
   | 'ERR_STREAM_ERROR'
   | 'ERR_STREAM_TRUNCATED'
   | 'ERR_SSE_EVENT_TOO_LARGE'
+  | 'ERR_CIRCUIT_OPEN'
   | 'ERR_INTERNAL'
 
 /** Every rejection of llmpool. */
@@ -379,6 +416,10 @@ export declare class LlmpoolError extends Error {
    * JSON body, the parsed body, or its text.
    */
   error?: unknown
+  /** Attempts made before this error was final (1 without retries). */
+  attempts: number
+  /** The wait the server asked for (`Retry-After` / `retry-after-ms`), in ms, when it sent one. */
+  retryAfter?: number
 }
 
 /** `client.stats()`: undici's `PoolStats` meanings plus counters since the client was made. */
@@ -403,6 +444,10 @@ export interface PoolStats {
   connectionsClosed: number
   /** Requests served by an already open connection. */
   reused: number
+  /** Retries made (attempts after the first). */
+  retries: number
+  /** Circuit breaker state, when `circuitBreaker` is set. */
+  circuit?: 'closed' | 'open' | 'half-open'
 }
 
 export declare class Client {

@@ -22,7 +22,8 @@ const options: ClientOptions = {
   timeout: 600_000,
   firstTokenTimeout: 60_000,
   tokenTimeout: 30_000,
-  retry: { maxRetries: 3, minTimeout: 1_000, maxTimeout: 30_000, timeoutFactor: 2, retryAfter: true, statusCodes: [429] },
+  retry: { maxRetries: 3, minTimeout: 1_000, maxTimeout: 30_000, timeoutFactor: 2, retryAfter: true, statusCodes: [429], errorCodes: ['ERR_SOCKET'] },
+  circuitBreaker: { failureThreshold: 5, resetTimeout: 30_000 },
 }
 
 const unlimited: ClientOptions = { baseUrl: 'http://localhost:8000/v1', connections: null, retry: false }
@@ -70,14 +71,15 @@ async function main(): Promise<void> {
   await client.chat(request, { firstTokenTimeout: 1 })
 
   const stats: PoolStats = client.stats()
-  console.log(stats.connected, stats.free, stats.pending, stats.queued, stats.running, stats.size, stats.reused)
+  console.log(stats.connected, stats.free, stats.pending, stats.queued, stats.running, stats.size, stats.reused, stats.retries, stats.circuit)
+  await client.chat(request, { maxRetries: 0 })
 
   try {
     await client.chat({ model: 'm', messages: [{ role: 'user', content: 'hi' }] })
   } catch (e) {
     if (e instanceof LlmpoolError) {
       const code: ErrorCode = e.code
-      if (code === 'ERR_HTTP_STATUS') console.log(e.status, e.headers?.['retry-after'], e.error)
+      if (code === 'ERR_HTTP_STATUS') console.log(e.status, e.headers?.['retry-after'], e.error, e.retryAfter, e.attempts)
     }
   }
 
