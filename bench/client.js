@@ -1,0 +1,111 @@
+'use strict'
+// One client, one scenario, in its own process: warm up, then measure wall time, CPU (every
+// thread of the process: V8's and tokio's), per-request latency, peak RSS and sockets opened.
+// Usage: node client.js <client> <scenario> <baseUrl>. Prints one line of JSON.
+
+const clients = require('./clients.js')
+
+const [name, scenario, baseUrl] = process.argv.slice(2)
+const admin = new URL(baseUrl).origin
+
+const body = (maxTokens = 100) => ({
+  model: 'bench-model',
+  max_tokens: maxTokens,
+  messages: [{ role: 'user', content: 'Say something about benchmarks.' }],
+})
+
+/** Runs `total` tasks with at most `concurrency` at once; returns per-task durations in ms. */
+async function pool(total, concurrency, task) {
+  const durations = new Array(total)
+  let next = 0
+  async function worker() {
+    while (next < total) {
+      const i = next++
+      const t0 = performance.now()
+      await task(i)
+      durations[i] = performance.now() - t0
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(concurrency, total) }, worker))
+  return durations
+}
+
+async function acceptedSockets() {
+  const res = await fetch(`${admin}/admin/connections`)
+  return (await res.json()).accepted
+}
+
+async function resetSockets() {
+  await fetch(`${admin}/admin/reset`, { method: 'POST' })
+}
+
+const scenarios = {
+  // S1: non-streaming throughput.
+  S1: { connections: 64, warmup: [3000, 64], run: [20_000, 64], kind: 'chat' },
+  // S2: streaming throughput, 100 chunks per stream.
+  S2: { connections: 256, warmup: [200, 256], run: [2000, 256], kind: 'stream', delay: 0 },
+  S2d: { connections: 256, warmup: [100, 256], run: [2000, 256], kind: 'stream', delay: 1 },
+  // S3: sequential latency.
+  S3: { connections: 1, warmup: [1000, 1], run: [2000, 1], kind: 'chat' },
+  // S4: sockets opened under load with a cap, and for sequential calls.
+  S4c: { connections: 20, warmup: [0, 1], run: [1000, 200], kind: 'chat', sockets: true },
+  S4s: { connections: 20, warmup: [0, 1], run: [1000, 1], kind: 'chat', sockets: true },
+  // S5: 1,000 concurrent streams held open (100 chunks, 20 ms apart: ~2 s each).
+  S5: { connections: 1000, warmup: [50, 50], run: [1000, 1000], kind: 'stream', delay: 20 },
+}
+
+async function main() {
+  const s = scenarios[scenario]
+  if (!s) throw new Error(`unknown scenario ${scenario}`)
+  const client = clients[name]({ baseUrl, connections: s.connections })
+  const headers = s.delay ? { 'x-chunk-delay-ms': String(s.delay) } : {}
+  let chunks = 0
+  const task =
+    s.kind === 'chat'
+      ? async () => {
+          const r = await client.chat(body())
+          if (!r.choices) throw new Error('bad completion')
+        }
+      : async () => {
+          chunks += await client.stream(body(100), headers)
+        }
+  if (s.warmup[0] > 0) await pool(s.warmup[0], s.warmup[1], task)
+  chunks = 0
+  if (s.sockets) await resetSockets()
+  global.gc?.()
+  const rssBefore = process.memoryUsage().rss
+  let rssPeak = rssBefore
+  const sampler = setInterval(() => (rssPeak = Math.max(rssPeak, process.memoryUsage().rss)), 5)
+  const cpu0 = process.cpuUsage()
+  const t0 = performance.now()
+  const durations = await pool(s.run[0], s.run[1], task)
+  const wallMs = performance.now() - t0
+  const cpu = process.cpuUsage(cpu0)
+  clearInterval(sampler)
+  rssPeak = Math.max(rssPeak, process.memoryUsage().rss)
+  const sockets = s.sockets ? await acceptedSockets() : undefined
+  durations.sort((a, b) => a - b)
+  const cpuUs = cpu.user + cpu.system
+  const result = {
+    client: name,
+    scenario,
+    requests: s.run[0],
+    chunks,
+    wallMs,
+    perSecond: s.kind === 'chat' ? (s.run[0] / wallMs) * 1000 : (chunks / wallMs) * 1000,
+    cpuUsPerUnit: s.kind === 'chat' ? cpuUs / s.run[0] : cpuUs / Math.max(chunks, 1),
+    p50: durations[Math.floor(durations.length * 0.5)],
+    p99: durations[Math.floor(durations.length * 0.99)],
+    rssPeakMiB: rssPeak / 1048576,
+    rssGrowthMiB: (rssPeak - rssBefore) / 1048576,
+    sockets,
+  }
+  await client.close()
+  console.log(JSON.stringify(result))
+  process.exit(0)
+}
+
+main().catch((e) => {
+  console.error(e)
+  process.exit(1)
+})

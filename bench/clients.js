@@ -1,0 +1,179 @@
+'use strict'
+// The clients under test, each behind the same three calls: chat(), stream() → chunk count, close().
+// Every client parses every completion and every chunk with JSON.parse, as an application would.
+
+const net = require('node:net')
+
+const PATH = '/v1/chat/completions'
+
+function llmpool({ baseUrl, connections }) {
+  const { Client } = require('..')
+  const client = new Client({ baseUrl, connections, retry: false, poolTimeout: 0, timeout: 0 })
+  return {
+    chat: (body) => client.chat(body),
+    async stream(body, headers) {
+      let n = 0
+      for await (const _ of client.chatStream(body, { headers })) n++
+      return n
+    },
+    close: () => client.close(),
+  }
+}
+
+function undici({ baseUrl, connections }) {
+  const { Agent, request } = require('undici')
+  const { createParser } = require('eventsource-parser')
+  const dispatcher = new Agent({ connections, keepAliveTimeout: 90_000 })
+  const url = baseUrl + '/chat/completions'
+  const send = (body, headers = {}) =>
+    request(url, { method: 'POST', dispatcher, headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) })
+  return {
+    async chat(body) {
+      const res = await send(body)
+      return res.body.json()
+    },
+    async stream(body, headers) {
+      const res = await send({ ...body, stream: true }, headers)
+      let n = 0
+      const parser = createParser({
+        onEvent(event) {
+          if (event.data === '[DONE]') return
+          JSON.parse(event.data)
+          n++
+        },
+      })
+      res.body.setEncoding('utf8')
+      for await (const text of res.body) parser.feed(text)
+      return n
+    },
+    close: () => dispatcher.close(),
+  }
+}
+
+function openai({ baseUrl, connections }) {
+  const { Agent, fetch } = require('undici')
+  const { default: OpenAI } = require('openai')
+  const dispatcher = new Agent({ connections, keepAliveTimeout: 90_000 })
+  const client = new OpenAI({ baseURL: baseUrl, apiKey: 'bench', maxRetries: 0, fetch, fetchOptions: { dispatcher } })
+  return {
+    chat: (body) => client.chat.completions.create(body),
+    async stream(body, headers) {
+      let n = 0
+      const stream = await client.chat.completions.create({ ...body, stream: true }, { headers })
+      for await (const _ of stream) n++
+      return n
+    },
+    close: () => dispatcher.close(),
+  }
+}
+
+/**
+ * The floor: HTTP/1.1 keep-alive over node:net with the least parsing that works against the
+ * bench server (content-length bodies, chunked SSE). No error handling beyond what it needs.
+ */
+function raw({ baseUrl, connections }) {
+  const { hostname, port } = new URL(baseUrl)
+  const idle = []
+  const waiting = []
+  let open = 0
+
+  function connection() {
+    const socket = net.connect({ host: hostname, port: Number(port), noDelay: true })
+    socket.setEncoding('latin1')
+    const conn = { socket, buffer: '', onData: null }
+    socket.on('data', (text) => {
+      conn.buffer += text
+      conn.onData?.()
+    })
+    socket.on('error', () => {})
+    return conn
+  }
+
+  function acquire() {
+    if (idle.length) return Promise.resolve(idle.pop())
+    if (open < connections) {
+      open++
+      return Promise.resolve(connection())
+    }
+    return new Promise((resolve) => waiting.push(resolve))
+  }
+
+  function release(conn) {
+    conn.onData = null
+    const next = waiting.shift()
+    if (next) next(conn)
+    else idle.push(conn)
+  }
+
+  function exchange(body, headers, onEvent) {
+    return acquire().then(
+      (conn) =>
+        new Promise((resolve) => {
+          const payload = Buffer.from(JSON.stringify(body))
+          let extra = ''
+          for (const [k, v] of Object.entries(headers)) extra += `${k}: ${v}\r\n`
+          conn.socket.write(`POST ${PATH} HTTP/1.1\r\nhost: ${hostname}:${port}\r\ncontent-type: application/json\r\n${extra}content-length: ${payload.length}\r\n\r\n`)
+          conn.socket.write(payload)
+          let head = null
+          let length = -1
+          let events = ''
+          conn.onData = () => {
+            if (!head) {
+              const end = conn.buffer.indexOf('\r\n\r\n')
+              if (end < 0) return
+              head = conn.buffer.slice(0, end).toLowerCase()
+              conn.buffer = conn.buffer.slice(end + 4)
+              const m = /content-length: (\d+)/.exec(head)
+              length = m ? Number(m[1]) : -1
+            }
+            if (length >= 0) {
+              if (conn.buffer.length < length) return
+              const text = Buffer.from(conn.buffer.slice(0, length), 'latin1').toString('utf8')
+              conn.buffer = conn.buffer.slice(length)
+              release(conn)
+              return resolve(JSON.parse(text))
+            }
+            // Chunked: size line, data, CRLF; a zero-size chunk ends the body.
+            for (;;) {
+              const lineEnd = conn.buffer.indexOf('\r\n')
+              if (lineEnd < 0) return
+              const size = parseInt(conn.buffer.slice(0, lineEnd), 16)
+              if (conn.buffer.length < lineEnd + 2 + size + 2) return
+              const data = conn.buffer.slice(lineEnd + 2, lineEnd + 2 + size)
+              conn.buffer = conn.buffer.slice(lineEnd + 4 + size)
+              if (size === 0) {
+                release(conn)
+                return resolve()
+              }
+              events += Buffer.from(data, 'latin1').toString('utf8')
+              let split
+              while ((split = events.indexOf('\n\n')) >= 0) {
+                const event = events.slice(0, split)
+                events = events.slice(split + 2)
+                if (event.startsWith('data: ')) onEvent(event.slice(6))
+              }
+            }
+          }
+          conn.onData()
+        }),
+    )
+  }
+
+  return {
+    chat: (body) => exchange(body, {}),
+    async stream(body, headers = {}) {
+      let n = 0
+      await exchange({ ...body, stream: true }, headers, (data) => {
+        if (data === '[DONE]') return
+        JSON.parse(data)
+        n++
+      })
+      return n
+    },
+    async close() {
+      for (const c of idle) c.socket.destroy()
+    },
+  }
+}
+
+module.exports = { llmpool, undici, openai, raw }

@@ -1,0 +1,146 @@
+'use strict'
+// `npm run bench`: builds and starts the Rust mock server (one thread), then runs every scenario
+// for every client in its own child process, alternating clients (A,B,C,D,A,B,C,D,…) over 3
+// rounds, and prints medians with min–max and ratios to undici. Writes RESULTS.md.
+//
+// Options: ROUNDS (default 3), SCENARIOS (comma list, default all), CLIENTS (default all).
+
+const { execFileSync, spawn } = require('node:child_process')
+const { writeFileSync } = require('node:fs')
+const os = require('node:os')
+const path = require('node:path')
+
+const ROUNDS = Number(process.env.ROUNDS ?? 3)
+const CLIENTS = (process.env.CLIENTS ?? 'raw,undici,openai,llmpool').split(',')
+const SCENARIOS = (process.env.SCENARIOS ?? 'S1,S2,S2d,S3,S4c,S4s,S5').split(',')
+
+const DESCRIPTIONS = {
+  S1: 'non-streaming, 64 concurrent, 20,000 requests',
+  S2: 'streaming, 256 concurrent × 100 chunks, 2,000 streams, no delay',
+  S2d: 'streaming, 256 concurrent × 100 chunks, 2,000 streams, 1 ms per chunk',
+  S3: 'sequential latency, 2,000 requests',
+  S4c: '1,000 requests at concurrency 200, connections: 20',
+  S4s: '1,000 sequential requests',
+  S5: '1,000 concurrent streams held open (~2 s each)',
+}
+
+function buildServer() {
+  const manifest = path.join(__dirname, 'mock-server', 'Cargo.toml')
+  execFileSync('cargo', ['build', '--release', '--quiet', '--manifest-path', manifest], { stdio: 'inherit' })
+  return path.join(__dirname, 'mock-server', 'target', 'release', 'llmpool-bench-mock')
+}
+
+function startServer(binary) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(binary, [], { stdio: ['ignore', 'pipe', 'inherit'] })
+    child.stdout.setEncoding('utf8')
+    child.stdout.once('data', (line) => {
+      const m = /listening on (\S+)/.exec(line)
+      if (m) resolve({ child, url: `${m[1]}/v1` })
+      else reject(new Error(`unexpected output: ${line}`))
+    })
+    child.once('exit', (code) => reject(new Error(`mock server exited ${code}`)))
+  })
+}
+
+function runClient(client, scenario, url) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--expose-gc', path.join(__dirname, 'client.js'), client, scenario, url], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    })
+    let out = ''
+    child.stdout.on('data', (d) => (out += d))
+    child.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out.trim().split('\n').pop())) : reject(new Error(`${client} ${scenario} exited ${code}`))))
+  })
+}
+
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b)
+  return s[Math.floor(s.length / 2)]
+}
+
+function fmt(n, digits = 1) {
+  if (n === undefined || n === null || Number.isNaN(n)) return '–'
+  if (Math.abs(n) >= 1000) return Math.round(n).toLocaleString('en-US')
+  return n.toFixed(digits)
+}
+
+const METRICS = {
+  S1: [['perSecond', 'req/s'], ['cpuUsPerUnit', 'CPU µs/req'], ['p50', 'p50 ms'], ['p99', 'p99 ms'], ['rssPeakMiB', 'peak RSS MiB']],
+  S2: [['perSecond', 'chunks/s'], ['cpuUsPerUnit', 'CPU µs/chunk'], ['rssPeakMiB', 'peak RSS MiB']],
+  S2d: [['perSecond', 'chunks/s'], ['cpuUsPerUnit', 'CPU µs/chunk'], ['rssPeakMiB', 'peak RSS MiB']],
+  S3: [['p50', 'p50 ms'], ['p99', 'p99 ms'], ['cpuUsPerUnit', 'CPU µs/req']],
+  S4c: [['sockets', 'sockets opened']],
+  S4s: [['sockets', 'sockets opened']],
+  S5: [['rssPeakMiB', 'peak RSS MiB'], ['rssGrowthMiB', 'RSS growth MiB'], ['cpuUsPerUnit', 'CPU µs/chunk']],
+}
+
+function table(results) {
+  const lines = []
+  for (const scenario of SCENARIOS) {
+    lines.push(`\n### ${scenario}: ${DESCRIPTIONS[scenario]}\n`)
+    const metrics = METRICS[scenario]
+    lines.push(`| client | ${metrics.map(([, label]) => `${label} (median, min–max)`).join(' | ')} | ${metrics.map(([, label]) => `${label} ÷ undici`).join(' | ')} |`)
+    lines.push(`| --- | ${metrics.map(() => '---').join(' | ')} | ${metrics.map(() => '---').join(' | ')} |`)
+    const base = {}
+    for (const [key] of metrics) base[key] = median(results[scenario].undici?.map((r) => r[key]) ?? [NaN])
+    for (const client of CLIENTS) {
+      const runs = results[scenario][client] ?? []
+      const cells = metrics.map(([key]) => {
+        const xs = runs.map((r) => r[key])
+        return `${fmt(median(xs))} (${fmt(Math.min(...xs))}–${fmt(Math.max(...xs))})`
+      })
+      const ratios = metrics.map(([key]) => fmt(median(runs.map((r) => r[key])) / base[key], 2))
+      lines.push(`| ${client} | ${cells.join(' | ')} | ${ratios.join(' | ')} |`)
+    }
+  }
+  return lines.join('\n')
+}
+
+async function main() {
+  const binary = buildServer()
+  const { child, url } = await startServer(binary)
+  const results = {}
+  try {
+    for (const scenario of SCENARIOS) {
+      results[scenario] = {}
+      for (let round = 1; round <= ROUNDS; round++) {
+        for (const client of CLIENTS) {
+          const r = await runClient(client, scenario, url)
+          ;(results[scenario][client] ??= []).push(r)
+          process.stderr.write(`${scenario} round ${round} ${client}: ${JSON.stringify(r)}\n`)
+        }
+      }
+    }
+  } finally {
+    child.kill()
+  }
+  const versions = {
+    node: process.version,
+    undici: require('undici/package.json').version,
+    openai: require('openai/package.json').version,
+    'eventsource-parser': require('eventsource-parser/package.json').version,
+    llmpool: require('../package.json').version,
+    rustc: execFileSync('rustc', ['--version'], { encoding: 'utf8' }).trim(),
+  }
+  const cpus = os.cpus()
+  const header = [
+    '# llmpool benchmark results',
+    '',
+    `Date: ${new Date().toISOString()}  `,
+    `Machine: ${cpus.length} × ${cpus[0]?.model ?? 'unknown CPU'}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, ${os.type()} ${os.release()}  `,
+    `Versions: ${Object.entries(versions).map(([k, v]) => `${k} ${v}`).join(', ')}  `,
+    `Rounds: ${ROUNDS}, clients alternating ${CLIENTS.join(', ')}; each run is its own process, warmed up first. ` +
+      'The mock server is Rust on one thread (bench/mock-server). CPU is process.cpuUsage() of the client process (all its threads). ' +
+      'Ratios are medians ÷ undici\'s median from this same run.',
+  ].join('\n')
+  const text = `${header}\n${table(results)}\n`
+  writeFileSync(path.join(__dirname, 'RESULTS.md'), text)
+  writeFileSync(path.join(__dirname, 'results.json'), JSON.stringify({ versions, results }, null, 1))
+  console.log(text)
+}
+
+main().catch((e) => {
+  console.error(e)
+  process.exit(1)
+})

