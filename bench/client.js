@@ -67,7 +67,8 @@ async function main() {
           if (!r.choices) throw new Error('bad completion')
         }
       : async () => {
-          chunks += await client.stream(body(100), headers)
+          const n = await client.stream(body(100), headers)
+          chunks += n
         }
   if (s.warmup[0] > 0) await pool(s.warmup[0], s.warmup[1], task)
   chunks = 0

@@ -42,8 +42,8 @@ function undici({ baseUrl, connections }) {
           n++
         },
       })
-      res.body.setEncoding('utf8')
-      for await (const text of res.body) parser.feed(text)
+      const decoder = new TextDecoder()
+      for await (const bytes of res.body) parser.feed(decoder.decode(bytes, { stream: true }))
       return n
     },
     close: () => dispatcher.close(),
