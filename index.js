@@ -106,9 +106,54 @@ function nativeArgumentError(e) {
   return e && e.code === 'InvalidArg' ? new TypeError(e.message) : e
 }
 
+/**
+ * Results come back from Rust through one callback, `deliver(ids, values)`, under ids chosen
+ * here; this table maps each id to the function that settles its call. It also keeps Node's
+ * event loop alive while anything is in flight (the native side does not, so that an idle client
+ * never holds a process open).
+ */
+class Inbox {
+  #handlers = new Map()
+  #nextId = 0
+  #keepAlive = null
+
+  /** Registers `handler` and returns the id to pass to the native call. */
+  expect(handler) {
+    const id = this.#nextId
+    this.#nextId = (this.#nextId + 1) >>> 0
+    this.#handlers.set(id, handler)
+    if (this.#handlers.size === 1) {
+      this.#keepAlive ??= setInterval(() => {}, 2 ** 31 - 1)
+      this.#keepAlive.ref()
+    }
+    return id
+  }
+
+  /** Forgets `id` when the native call could not even start. */
+  cancel(id) {
+    this.#handlers.delete(id)
+    this.#idle()
+  }
+
+  deliver = (ids, values) => {
+    for (let i = 0; i < ids.length; i++) {
+      const handler = this.#handlers.get(ids[i])
+      if (handler === undefined) continue
+      this.#handlers.delete(ids[i])
+      handler(values[i])
+    }
+    this.#idle()
+  }
+
+  #idle() {
+    if (this.#handlers.size === 0 && this.#keepAlive) this.#keepAlive.unref()
+  }
+}
+
 class Client {
   #native
   #origin
+  #inbox = new Inbox()
 
   /** @param {import('./index').ClientOptions} options */
   constructor(options) {
@@ -120,7 +165,7 @@ class Client {
       throw new TypeError(`options must be JSON-serialisable: ${e.message}`)
     }
     try {
-      this.#native = new NativeClient(json)
+      this.#native = new NativeClient(json, this.#inbox.deliver)
     } catch (e) {
       throw nativeArgumentError(e)
     }
@@ -128,24 +173,32 @@ class Client {
   }
 
   /** One chat completion; resolves with the parsed `ChatCompletion`. */
-  async chat(body, options) {
-    const json = serializeBody(body, 'chat')
-    if (body.stream === true) {
-      throw new TypeError('chat() body.stream must not be true: use chatStream() to stream')
-    }
-    const { signal, native } = readCallOptions(options, CALL_OPTIONS)
-    if (signal?.aborted) throw llmpoolError('ERR_ABORTED', `request to ${this.#origin} was aborted`)
-    const { cancel, detach } = linkSignal(signal)
-    let outcome
-    try {
-      outcome = await this.#native.chat(json, native, cancel)
-    } catch (e) {
-      throw nativeArgumentError(e)
-    } finally {
-      detach()
-    }
-    if (outcome.error) throw fromInfo(outcome.error)
-    return this.#parseCompletion(outcome.body)
+  chat(body, options) {
+    return new Promise((resolve, reject) => {
+      const json = serializeBody(body, 'chat')
+      if (body.stream === true) {
+        throw new TypeError('chat() body.stream must not be true: use chatStream() to stream')
+      }
+      const { signal, native } = readCallOptions(options, CALL_OPTIONS)
+      if (signal?.aborted) throw llmpoolError('ERR_ABORTED', `request to ${this.#origin} was aborted`)
+      const { cancel, detach } = linkSignal(signal)
+      const id = this.#inbox.expect((value) => {
+        detach()
+        if (typeof value !== 'string') return reject(fromInfo(value))
+        try {
+          resolve(this.#parseCompletion(value))
+        } catch (e) {
+          reject(e)
+        }
+      })
+      try {
+        this.#native.chat(id, json, native, cancel)
+      } catch (e) {
+        this.#inbox.cancel(id)
+        detach()
+        throw nativeArgumentError(e)
+      }
+    })
   }
 
   /**
@@ -167,7 +220,7 @@ class Client {
       throw nativeArgumentError(e)
     }
     if (signal?.aborted) cancel.cancel()
-    return new ChatStream(handle, this.#origin, detach)
+    return new ChatStream(handle, this.#inbox, this.#origin, detach)
   }
 
   #parseCompletion(text) {
@@ -255,6 +308,7 @@ function mergeChoice(choices, { index = 0, delta = {}, finish_reason, logprobs }
  */
 class ChatStream {
   #native
+  #inbox
   #origin
   #detach
   #payloads = []
@@ -262,8 +316,9 @@ class ChatStream {
   #ended = false
   #error = null
 
-  constructor(native, origin, detach) {
+  constructor(native, inbox, origin, detach) {
     this.#native = native
+    this.#inbox = inbox
     this.#origin = origin
     this.#detach = detach
   }
@@ -286,7 +341,7 @@ class ChatStream {
         throw error
       }
       if (this.#ended) return { value: undefined, done: true }
-      const batch = await this.#native.next()
+      const batch = await new Promise((resolve) => this.#native.next(this.#inbox.expect(resolve)))
       this.#payloads = batch.events
       this.#position = 0
       if (batch.error) {

@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::FutureExt;
-use napi::bindgen_prelude::{ClassInstance, PromiseRaw};
+use napi::bindgen_prelude::{ClassInstance, Either3, FnArgs, Function, PromiseRaw};
 use napi::{Env, Result};
 use napi_derive::napi;
 use tokio_util::sync::CancellationToken;
 
-use super::outcome::{ChatOutcome, ErrorInfo, PoolStats, StreamBatch};
+use super::mailbox::{Delivery, Mailbox};
+use super::outcome::{ErrorInfo, PoolStats};
 use super::{guard, invalid_arg};
 use crate::chat::{CallOptions, Client};
 use crate::config::{parse_headers, Config};
@@ -48,26 +49,36 @@ impl Default for CancelToken {
 #[napi]
 pub struct NativeClient {
     inner: Arc<Client>,
+    mailbox: Arc<Mailbox>,
 }
 
-/// Runs `work` on the runtime; a panic inside becomes an `ERR_INTERNAL` outcome, never a hang.
-fn spawn_outcome<F>(env: &Env, work: F) -> Result<PromiseRaw<'_, ChatOutcome>>
+/// Runs `work` on the runtime and posts its result to the mailbox under `id`; a panic inside
+/// posts an `ERR_INTERNAL` error instead, so no JS caller ever waits forever.
+fn spawn_delivery<F>(mailbox: Arc<Mailbox>, id: u32, work: F)
 where
-    F: Future<Output = ChatOutcome> + Send + 'static,
+    F: Future<Output = Delivery> + Send + 'static,
 {
-    env.spawn_future(async move {
-        Ok(AssertUnwindSafe(work)
+    napi::bindgen_prelude::spawn(async move {
+        let delivery = AssertUnwindSafe(work)
             .catch_unwind()
             .await
-            .unwrap_or_else(|_| ChatOutcome::err(ErrorInfo::internal())))
-    })
+            .unwrap_or_else(|_| Either3::B(ErrorInfo::internal()));
+        mailbox.post(id, delivery);
+    });
 }
 
 #[napi]
 impl NativeClient {
-    /// `options` is the JS options object as JSON text (`index.js` serialises it).
+    /// `options` is the JS options object as JSON text (`index.js` serialises it); results are
+    /// delivered by calling `deliver(ids, values)` on the JS thread.
     #[napi(constructor)]
-    pub fn new(options: String) -> Result<Self> {
+    pub fn new(
+        options: String,
+        #[napi(
+            ts_arg_type = "(ids: number[], values: Array<string | ErrorInfo | StreamBatch>) => void"
+        )]
+        deliver: Function<'_, FnArgs<(Vec<u32>, Vec<Delivery>)>, ()>,
+    ) -> Result<Self> {
         guard(|| {
             let value: serde_json::Value = serde_json::from_str(&options)
                 .map_err(|_| invalid_arg("options must be a plain object"))?;
@@ -75,35 +86,37 @@ impl NativeClient {
             let client = Client::new(config).map_err(|e| invalid_arg(e.0))?;
             Ok(NativeClient {
                 inner: Arc::new(client),
+                mailbox: Mailbox::new(deliver)?,
             })
         })
     }
 
-    /// One chat completion. `body` is JSON text. Resolves with the body text or an error
-    /// description, never rejects.
-    #[napi(ts_return_type = "Promise<ChatOutcome>")]
-    pub fn chat<'env>(
+    /// One chat completion; its body text or error is delivered under `id`. `body` is JSON text.
+    #[napi]
+    pub fn chat(
         &self,
-        env: &'env Env,
+        id: u32,
         body: String,
         options: Option<NativeCallOptions>,
-        cancel: Option<ClassInstance<'env, CancelToken>>,
-    ) -> Result<PromiseRaw<'env, ChatOutcome>> {
-        let call = guard(|| call_options(options.unwrap_or_default()))?;
-        let cancel = cancel.map(|c| c.token.clone()).unwrap_or_default();
-        let client = self.inner.clone();
-        spawn_outcome(env, async move {
-            let origin = client.config().endpoint.origin.clone();
-            match client.chat(Bytes::from(body), call, cancel).await {
-                Ok(bytes) => match String::from_utf8(bytes.into()) {
-                    Ok(text) => ChatOutcome::ok(text),
-                    Err(_) => ChatOutcome::err(ErrorInfo::invalid_response(
-                        &origin,
-                        "the body is not UTF-8",
-                    )),
-                },
-                Err(e) => ChatOutcome::err(ErrorInfo::from(&e)),
-            }
+        cancel: Option<ClassInstance<'_, CancelToken>>,
+    ) -> Result<()> {
+        guard(|| {
+            let call = call_options(options.unwrap_or_default())?;
+            let cancel = cancel.map(|c| c.token.clone()).unwrap_or_default();
+            let client = self.inner.clone();
+            spawn_delivery(self.mailbox.clone(), id, async move {
+                match client.chat(Bytes::from(body), call, cancel).await {
+                    Ok(bytes) => match String::from_utf8(Vec::from(bytes)) {
+                        Ok(text) => Either3::A(text),
+                        Err(_) => Either3::B(ErrorInfo::invalid_response(
+                            &client.config().endpoint.origin,
+                            "the body is not UTF-8",
+                        )),
+                    },
+                    Err(e) => Either3::B(ErrorInfo::from(&e)),
+                }
+            });
+            Ok(())
         })
     }
 
@@ -123,6 +136,7 @@ impl NativeClient {
             Ok(NativeStream {
                 closer: stream.closer(),
                 inner: Arc::new(tokio::sync::Mutex::new(stream)),
+                mailbox: self.mailbox.clone(),
             })
         })
     }
@@ -207,25 +221,20 @@ pub struct NativeStream {
     inner: Arc<tokio::sync::Mutex<ChatStream>>,
     /// Closes the stream without waiting for a pending `next()` to release the lock.
     closer: CancellationToken,
+    mailbox: Arc<Mailbox>,
 }
 
 #[napi]
 impl NativeStream {
-    /// The next payloads (JSON text of chunks), then `done` or an `error`. Never rejects.
-    #[napi(ts_return_type = "Promise<StreamBatch>")]
-    pub fn next<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, StreamBatch>> {
+    /// Delivers the next batch under `id`: the payloads ready now (JSON text of chunks), then
+    /// `done` or an `error`.
+    #[napi]
+    pub fn next(&self, id: u32) -> Result<()> {
         let inner = self.inner.clone();
-        env.spawn_future(async move {
-            let work = async move { inner.lock().await.next_batch().await };
-            Ok(match AssertUnwindSafe(work).catch_unwind().await {
-                Ok(batch) => batch.into(),
-                Err(_) => StreamBatch {
-                    events: Vec::new(),
-                    done: true,
-                    error: Some(ErrorInfo::internal()),
-                },
-            })
-        })
+        spawn_delivery(self.mailbox.clone(), id, async move {
+            Either3::C(inner.lock().await.next_batch().await.into())
+        });
+        Ok(())
     }
 
     /// The consumer is done: cancels the request and closes its connection.

@@ -24,29 +24,6 @@ pub struct ErrorInfo {
     pub retry_after: Option<f64>,
 }
 
-/// Either the response body text or the error.
-#[napi(object)]
-pub struct ChatOutcome {
-    pub body: Option<String>,
-    pub error: Option<ErrorInfo>,
-}
-
-impl ChatOutcome {
-    pub fn ok(body: String) -> Self {
-        ChatOutcome {
-            body: Some(body),
-            error: None,
-        }
-    }
-
-    pub fn err(error: ErrorInfo) -> Self {
-        ChatOutcome {
-            body: None,
-            error: Some(error),
-        }
-    }
-}
-
 impl From<&Error> for ErrorInfo {
     fn from(e: &Error) -> Self {
         let http = e.http_failure();
