@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::FutureExt;
-use napi::bindgen_prelude::{ClassInstance, Either3, FnArgs, Function, PromiseRaw};
+use napi::bindgen_prelude::{ClassInstance, Either3, PromiseRaw};
 use napi::{Env, Result};
 use napi_derive::napi;
 use tokio_util::sync::CancellationToken;
 
-use super::mailbox::{Delivery, Mailbox};
+use super::mailbox::{DeliverFn, Delivery, Mailbox};
 use super::outcome::{ErrorInfo, PoolStats};
 use super::{guard, invalid_arg};
 use crate::chat::{CallOptions, Client};
@@ -77,7 +77,7 @@ impl NativeClient {
         #[napi(
             ts_arg_type = "(ids: number[], values: Array<string | ErrorInfo | StreamBatch>) => void"
         )]
-        deliver: Function<'_, FnArgs<(Vec<u32>, Vec<Delivery>)>, ()>,
+        deliver: DeliverFn<'_>,
     ) -> Result<Self> {
         guard(|| {
             let value: serde_json::Value = serde_json::from_str(&options)

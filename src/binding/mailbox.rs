@@ -21,6 +21,9 @@ use super::outcome::{ErrorInfo, StreamBatch};
 pub type Delivery = Either3<String, ErrorInfo, StreamBatch>;
 
 type Args = FnArgs<(Vec<u32>, Vec<Delivery>)>;
+
+/// The JS callback that receives deliveries: `deliver(ids, values)`.
+pub type DeliverFn<'scope> = Function<'scope, Args, ()>;
 type Deliver = ThreadsafeFunction<(), (), Args, Status, false, true>;
 
 #[derive(Default)]
@@ -36,7 +39,7 @@ pub struct Mailbox {
 
 impl Mailbox {
     /// `deliver(ids, values)` is called on the JS thread with everything posted since last time.
-    pub fn new(deliver: Function<'_, Args, ()>) -> Result<Arc<Self>> {
+    pub fn new(deliver: DeliverFn<'_>) -> Result<Arc<Self>> {
         let queue = Arc::new(Mutex::new(Queue::default()));
         let drained = queue.clone();
         let deliver = deliver
