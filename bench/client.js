@@ -95,6 +95,7 @@ async function main() {
     wallMs,
     perSecond: s.kind === 'chat' ? (s.run[0] / wallMs) * 1000 : (chunks / wallMs) * 1000,
     cpuUsPerUnit: s.kind === 'chat' ? cpuUs / s.run[0] : cpuUs / Math.max(chunks, 1),
+    userShare: cpu.user / cpuUs,
     p50: durations[Math.floor(durations.length * 0.5)],
     p99: durations[Math.floor(durations.length * 0.99)],
     rssPeakMiB: rssPeak / 1048576,

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::chat::{CallOptions, Client};
+use crate::chat::{BoxedAttempt, CallOptions, Client};
 use crate::error::{Error, Kind};
 use crate::sse::SseDecoder;
 
@@ -183,7 +183,14 @@ async fn read_stream(request: Request, tx: mpsc::Sender<Item>, closed: Cancellat
         let mut attempt = 1;
         loop {
             let mut yielded = false;
-            let one = stream_attempt(&client, body.clone(), &call, &tx, &mut yielded);
+            // Boxed for the reason given in `Client::chat_attempts`.
+            let one: BoxedAttempt<'_, ()> = Box::pin(stream_attempt(
+                &client,
+                body.clone(),
+                &call,
+                &tx,
+                &mut yielded,
+            ));
             match client.guarded(client.with_deadline(&call, one)).await {
                 Ok(()) => return Ok(()),
                 Err(e) if yielded => return Err(e.with_attempts(attempt)),
@@ -463,6 +470,26 @@ pub(crate) fn has_finish_reason(data: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A regression guard, as for `chat()`: the spawned reader future is moved when spawned.
+    #[test]
+    fn the_stream_reader_future_stays_small() {
+        let config = crate::config::Config::from_json(
+            &serde_json::json!({ "baseUrl": "http://127.0.0.1:1" }),
+        )
+        .unwrap();
+        let client = Arc::new(Client::new(config).unwrap());
+        let (tx, _rx) = mpsc::channel(1);
+        let request = Request {
+            client,
+            body: Bytes::new(),
+            call: CallOptions::default(),
+            cancel: CancellationToken::new(),
+        };
+        let reader = read_stream(request, tx, CancellationToken::new());
+        let size = std::mem::size_of_val(&reader);
+        assert!(size <= 4096, "stream reader future is {size} bytes");
+    }
 
     #[test]
     fn finish_reason_detection() {

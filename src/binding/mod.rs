@@ -7,6 +7,7 @@
 mod client;
 mod mailbox;
 mod outcome;
+mod runtime;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 

@@ -161,8 +161,10 @@ impl<K: Connect> Pool<K> {
         drop(dead);
         match step {
             Step::Ready(lease) => Ok(lease),
-            Step::Connect(permit) => permit.open().await,
-            Step::Wait(rx) => self.wait(rx).await,
+            // Boxed: opening a connection (TCP, TLS, handshake) is a large future, and only the
+            // rare checkout that connects should carry it.
+            Step::Connect(permit) => Box::pin(permit.open()).await,
+            Step::Wait(rx) => Box::pin(self.wait(rx)).await,
         }
     }
 
@@ -195,7 +197,7 @@ impl<K: Connect> Pool<K> {
                 self.shared.reused.fetch_add(1, Ordering::Relaxed);
                 Ok(lease)
             }
-            Ok(Grant::Permit(permit)) => permit.open().await,
+            Ok(Grant::Permit(permit)) => Box::pin(permit.open()).await,
             Err(_) => Err(self.shared.closed_error()),
         }
     }
