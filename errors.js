@@ -36,7 +36,9 @@ function fromInfo(info) {
 }
 
 function llmpoolError(code, message) {
-  return new LlmpoolError(message, code)
+  const err = new LlmpoolError(message, code)
+  err.attempts = 1
+  return err
 }
 
 module.exports = { LlmpoolError, fromInfo, llmpoolError }

@@ -302,6 +302,9 @@ function mergeChoice(choices, { index = 0, delta = {}, finish_reason, logprobs }
   if (finish_reason) choice.finish_reason = finish_reason
 }
 
+/** A pending end without [DONE], judged after the chunks before it (see `ChatStream.next`). */
+const UNMARKED_END = Symbol('unmarked end')
+
 /**
  * The async iterator of one chat stream. One `next()` into Rust brings every payload that is
  * ready; they are parsed and yielded one at a time.
@@ -315,6 +318,8 @@ class ChatStream {
   #position = 0
   #ended = false
   #error = null
+  /** Some chunk carried a finish_reason: an end without [DONE] is then still complete. */
+  #finished = false
 
   constructor(native, inbox, origin, detach) {
     this.#native = native
@@ -334,6 +339,18 @@ class ChatStream {
         this.#payloads[this.#position++] = undefined
         return { value: this.#parse(text), done: false }
       }
+      if (this.#error === UNMARKED_END) {
+        // Ended without [DONE]: complete only if a chunk had a finish_reason (real servers end
+        // an empty stream this way on context overflow, and a cut connection looks the same).
+        this.#error = this.#finished
+          ? null
+          : llmpoolError('ERR_STREAM_TRUNCATED', `stream from ${this.#origin} ended before it was complete (no [DONE] and no finish_reason)`)
+        if (!this.#error) {
+          this.#ended = true
+          this.#detach()
+        }
+        continue
+      }
       if (this.#error) {
         const error = this.#error
         this.#error = null
@@ -346,6 +363,9 @@ class ChatStream {
       this.#position = 0
       if (batch.error) {
         this.#error = fromInfo(batch.error)
+      } else if (batch.done && batch.unmarkedEnd) {
+        // Decided once this batch's chunks were parsed (see below).
+        this.#error = UNMARKED_END
       } else if (batch.done) {
         // The payloads of this batch are still yielded; nothing more will come.
         this.#ended = true
@@ -389,12 +409,28 @@ class ChatStream {
   }
 
   #parse(text) {
+    let chunk
     try {
-      return JSON.parse(text)
+      chunk = JSON.parse(text)
     } catch {
-      this.#end()
-      throw llmpoolError('ERR_INVALID_RESPONSE', `stream from ${this.#origin} sent a chunk that is not JSON`)
+      chunk = undefined
     }
+    if (chunk === null || typeof chunk !== 'object') {
+      this.#end()
+      throw llmpoolError('ERR_INVALID_RESPONSE', `stream from ${this.#origin} sent a chunk that is not a JSON object`)
+    }
+    if (chunk.error != null) {
+      this.#end()
+      const message = typeof chunk.error === 'string' ? chunk.error : (chunk.error.message ?? 'no message')
+      const err = llmpoolError('ERR_STREAM_ERROR', `${this.#origin} sent an error in the stream: ${message}`)
+      err.error = chunk.error
+      throw err
+    }
+    if (!this.#finished) {
+      const choices = chunk.choices
+      if (Array.isArray(choices)) for (const choice of choices) if (choice?.finish_reason) this.#finished = true
+    }
+    return chunk
   }
 
   /** Stops the stream: nothing more is yielded, the request is cancelled (a no-op once ended). */

@@ -27,7 +27,6 @@ pub(crate) enum Kind {
     HttpStatus,
     InvalidResponse,
     StreamError,
-    StreamTruncated,
     SseEventTooLarge,
     CircuitOpen,
 }
@@ -50,7 +49,6 @@ impl Kind {
             Kind::HttpStatus => "ERR_HTTP_STATUS",
             Kind::InvalidResponse => "ERR_INVALID_RESPONSE",
             Kind::StreamError => "ERR_STREAM_ERROR",
-            Kind::StreamTruncated => "ERR_STREAM_TRUNCATED",
             Kind::SseEventTooLarge => "ERR_SSE_EVENT_TOO_LARGE",
             Kind::CircuitOpen => "ERR_CIRCUIT_OPEN",
         }

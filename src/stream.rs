@@ -41,7 +41,11 @@ const DRAIN_AFTER_DONE: Duration = Duration::from_secs(2);
 
 enum Item {
     Events(Vec<String>),
-    Done,
+    /// The end: `marker` says whether it was `data: [DONE]` or just the end of the body (the
+    /// consumer then decides, from the chunks, whether the stream was complete).
+    Done {
+        marker: bool,
+    },
     Failed(Error),
 }
 
@@ -51,6 +55,9 @@ enum Item {
 pub struct Batch {
     pub events: Vec<String>,
     pub done: bool,
+    /// With `done`: the body ended without `data: [DONE]`. Whether that is complete depends on
+    /// the chunks (a `finish_reason` seen), which the consumer parses anyway; see `index.js`.
+    pub unmarked_end: bool,
     pub error: Option<Error>,
 }
 
@@ -135,7 +142,12 @@ impl ChatStream {
                         batch.events.extend(events);
                     }
                 }
-                Some(Item::Done) | None => {
+                Some(Item::Done { marker }) => {
+                    batch.done = true;
+                    batch.unmarked_end = !marker;
+                    break;
+                }
+                None => {
                     batch.done = true;
                     break;
                 }
@@ -277,7 +289,6 @@ async fn stream_attempt(
 
     let mut decoder = SseDecoder::new(config.max_event_size);
     let mut events = Vec::new();
-    let mut finished = false;
     let mut deadline = first_token_deadline;
     loop {
         let frame = tokio::select! {
@@ -298,20 +309,12 @@ async fn stream_attempt(
         };
         let data = match frame {
             None => {
+                // The body ended without [DONE]: the connection is reusable; whether the stream
+                // is complete is decided from the chunks (finish_reason) by the consumer.
                 decoder.finish();
-                if finished {
-                    // Ended after a finish_reason but without [DONE]: complete, and reusable.
-                    lease.release(client.keep_alive.idle_lifetime(&parts.headers));
-                    let _ = tx.send(Item::Done).await;
-                    return Ok(());
-                }
-                return Err(Error::new(
-                    Kind::StreamTruncated,
-                    format!(
-                        "stream from {} ended before it was complete (no [DONE] and no finish_reason)",
-                        client.origin()
-                    ),
-                ));
+                lease.release(client.keep_alive.idle_lifetime(&parts.headers));
+                let _ = tx.send(Item::Done { marker: false }).await;
+                return Ok(());
             }
             Some(Err(e)) => {
                 return Err(Error::new(
@@ -352,10 +355,8 @@ async fn stream_attempt(
             if trimmed.is_empty() {
                 continue;
             }
-            if top_level_error(&data).is_some() {
-                return Err(stream_error(client, data));
-            }
-            finished |= has_finish_reason(&data);
+            // A payload with a top-level `error` is detected by the consumer, which parses every
+            // payload anyway (a scan here would cost every chunk).
             payloads.push(data);
         }
         if !payloads.is_empty() {
@@ -373,7 +374,7 @@ async fn stream_attempt(
                 Ok(true) => lease.release(lifetime),
                 Ok(false) => drop(lease),
                 Err(_) => {
-                    let _ = tx.send(Item::Done).await;
+                    let _ = tx.send(Item::Done { marker: true }).await;
                     if let Ok(true) =
                         tokio::time::timeout(DRAIN_AFTER_DONE, body_end(&mut incoming)).await
                     {
@@ -382,7 +383,7 @@ async fn stream_attempt(
                     return Ok(());
                 }
             }
-            let _ = tx.send(Item::Done).await;
+            let _ = tx.send(Item::Done { marker: true }).await;
             return Ok(());
         }
     }
@@ -450,23 +451,6 @@ fn top_level_error(data: &str) -> Option<String> {
     })
 }
 
-/// Whether a chunk carries a non-null `finish_reason`, found without parsing the JSON: the key
-/// with unescaped quotes can only appear as a key (inside a JSON string its quotes are escaped).
-pub(crate) fn has_finish_reason(data: &str) -> bool {
-    const KEY: &str = "\"finish_reason\"";
-    let mut rest = data;
-    while let Some(at) = rest.find(KEY) {
-        rest = &rest[at + KEY.len()..];
-        let after_colon = rest.trim_start().strip_prefix(':').map(str::trim_start);
-        if let Some(value) = after_colon {
-            if !value.is_empty() && !value.starts_with("null") {
-                return true;
-            }
-        }
-    }
-    false
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -489,25 +473,6 @@ mod tests {
         let reader = read_stream(request, tx, CancellationToken::new());
         let size = std::mem::size_of_val(&reader);
         assert!(size <= 4096, "stream reader future is {size} bytes");
-    }
-
-    #[test]
-    fn finish_reason_detection() {
-        assert!(has_finish_reason(
-            r#"{"choices":[{"delta":{},"finish_reason":"stop"}]}"#
-        ));
-        assert!(has_finish_reason(
-            r#"{"choices":[{"finish_reason" : "length"}]}"#
-        ));
-        assert!(!has_finish_reason(
-            r#"{"choices":[{"delta":{"content":"a"},"finish_reason":null}]}"#
-        ));
-        assert!(!has_finish_reason(
-            r#"{"choices":[{"delta":{"content":"say \"finish_reason\": 1"}}]}"#
-        ));
-        assert!(has_finish_reason(
-            r#"{"choices":[{"finish_reason":null},{"finish_reason":"tool_calls"}]}"#
-        ));
     }
 
     #[test]

@@ -84,6 +84,8 @@ impl ErrorInfo {
 pub struct StreamBatch {
     pub events: Vec<String>,
     pub done: bool,
+    /// With `done`: the body ended without `data: [DONE]`.
+    pub unmarked_end: bool,
     pub error: Option<ErrorInfo>,
 }
 
@@ -92,6 +94,7 @@ impl From<crate::stream::Batch> for StreamBatch {
         StreamBatch {
             events: b.events,
             done: b.done,
+            unmarked_end: b.unmarked_end,
             error: b.error.as_ref().map(ErrorInfo::from),
         }
     }
