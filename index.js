@@ -3,7 +3,7 @@
 // timeouts and I/O in the native core (see src/).
 
 const { inspect } = require('node:util')
-const { NativeClient, CancelToken } = require('./binding.js')
+const { NativeClient, CancelToken, STREAM_WINDOW_EVENTS, STREAM_WINDOW_BYTES } = require('./binding.js')
 const { LlmpoolError, fromInfo, llmpoolError } = require('./errors.js')
 
 const CALL_OPTIONS = new Set(['signal', 'timeout', 'headers', 'maxRetries'])
@@ -114,11 +114,21 @@ function nativeArgumentError(e) {
  */
 class Inbox {
   #handlers = new Map()
+  #pinned = new Map()
   #nextId = 0
   #keepAlive = null
 
-  /** Registers `handler` and returns the id to pass to the native call. */
+  /** Registers a handler for one delivery and returns the id to pass to the native call. */
   expect(handler) {
+    const id = this.subscribe((value) => {
+      this.#handlers.delete(id)
+      handler(value)
+    })
+    return id
+  }
+
+  /** Registers a handler for every delivery under the returned id, until `unsubscribe(id)`. */
+  subscribe(handler) {
     const id = this.#nextId
     this.#nextId = (this.#nextId + 1) >>> 0
     this.#handlers.set(id, handler)
@@ -129,18 +139,30 @@ class Inbox {
     return id
   }
 
+  unsubscribe(id) {
+    this.#handlers.delete(id)
+    this.#pinned.delete(id)
+    this.#idle()
+  }
+
+  /** Keeps `owner` reachable until `unpin(id)` (see `ChatStream.next`). */
+  pin(id, owner) {
+    this.#pinned.set(id, owner)
+  }
+
+  unpin(id) {
+    this.#pinned.delete(id)
+  }
+
   /** Forgets `id` when the native call could not even start. */
   cancel(id) {
-    this.#handlers.delete(id)
-    this.#idle()
+    this.unsubscribe(id)
   }
 
   deliver = (ids, values) => {
     for (let i = 0; i < ids.length; i++) {
       const handler = this.#handlers.get(ids[i])
-      if (handler === undefined) continue
-      this.#handlers.delete(ids[i])
-      handler(values[i])
+      if (handler !== undefined) handler(values[i])
     }
     this.#idle()
   }
@@ -306,20 +328,31 @@ function mergeChoice(choices, { index = 0, delta = {}, finish_reason, logprobs }
 const UNMARKED_END = Symbol('unmarked end')
 
 /**
- * The async iterator of one chat stream. One `next()` into Rust brings every payload that is
- * ready; they are parsed and yielded one at a time.
+ * The async iterator of one chat stream. Rust pushes batches of payloads (one per socket read)
+ * as they arrive; they are parsed and yielded one at a time. Flow control: Rust stops reading
+ * the socket once STREAM_WINDOW_EVENTS events or STREAM_WINDOW_BYTES bytes are delivered and not
+ * acknowledged; this side acknowledges whole batches once it has yielded them, every half window,
+ * so a fast consumer costs one call into Rust per ~128 chunks and a slow one holds Rust back.
  */
 class ChatStream {
   #native
   #inbox
   #origin
   #detach
-  #payloads = []
-  #position = 0
+  #id = -1
+  /** Delivered batches not yet fully yielded: { events, bytes, position }. */
+  #queue = []
+  /** Events and bytes of fully yielded batches, not yet acknowledged. */
+  #usedEvents = 0
+  #usedBytes = 0
+  /** The last batch has arrived (or the stream was cancelled). */
   #ended = false
+  /** An error (or UNMARKED_END) to raise once the queued payloads are yielded. */
   #error = null
   /** Some chunk carried a finish_reason: an end without [DONE] is then still complete. */
   #finished = false
+  /** The pending next() waiting for a batch. */
+  #wake = null
 
   constructor(native, inbox, origin, detach) {
     this.#native = native
@@ -334,9 +367,11 @@ class ChatStream {
 
   async next() {
     for (;;) {
-      if (this.#position < this.#payloads.length) {
-        const text = this.#payloads[this.#position]
-        this.#payloads[this.#position++] = undefined
+      const head = this.#queue[0]
+      if (head !== undefined) {
+        const text = head.events[head.position]
+        head.events[head.position++] = undefined
+        if (head.position === head.events.length) this.#used(this.#queue.shift())
         return { value: this.#parse(text), done: false }
       }
       if (this.#error === UNMARKED_END) {
@@ -345,11 +380,6 @@ class ChatStream {
         this.#error = this.#finished
           ? null
           : llmpoolError('ERR_STREAM_TRUNCATED', `stream from ${this.#origin} ended before it was complete (no [DONE] and no finish_reason)`)
-        if (!this.#error) {
-          this.#ended = true
-          this.#detach()
-        }
-        continue
       }
       if (this.#error) {
         const error = this.#error
@@ -358,19 +388,12 @@ class ChatStream {
         throw error
       }
       if (this.#ended) return { value: undefined, done: true }
-      const batch = await new Promise((resolve) => this.#native.next(this.#inbox.expect(resolve)))
-      this.#payloads = batch.events
-      this.#position = 0
-      if (batch.error) {
-        this.#error = fromInfo(batch.error)
-      } else if (batch.done && batch.unmarkedEnd) {
-        // Decided once this batch's chunks were parsed (see below).
-        this.#error = UNMARKED_END
-      } else if (batch.done) {
-        // The payloads of this batch are still yielded; nothing more will come.
-        this.#ended = true
-        this.#detach()
-      }
+      if (this.#id === -1) this.#start()
+      // While a next() waits, the stream must stay reachable: the inbox holds it only weakly,
+      // and a waiting consumer is not an abandoned one.
+      this.#inbox.pin(this.#id, this)
+      await new Promise((resolve) => (this.#wake = resolve))
+      this.#inbox.unpin(this.#id)
     }
   }
 
@@ -408,6 +431,48 @@ class ChatStream {
     })
   }
 
+  #start() {
+    // The inbox holds the stream weakly: a stream the consumer dropped can be garbage-collected,
+    // and its native half then cancels the request.
+    const stream = new WeakRef(this)
+    const inbox = this.#inbox
+    const id = inbox.subscribe((batch) => {
+      const live = stream.deref()
+      if (live) live.#receive(batch)
+      // A collected stream's last batch still ends its subscription (and the keep-alive).
+      else if (batch.done) inbox.unsubscribe(id)
+    })
+    this.#id = id
+    try {
+      this.#native.start(this.#id)
+    } catch (e) {
+      this.#end()
+      throw nativeArgumentError(e)
+    }
+  }
+
+  #receive(batch) {
+    if (this.#ended) return
+    if (batch.events.length > 0) this.#queue.push({ events: batch.events, bytes: batch.bytes, position: 0 })
+    if (batch.error) this.#error = fromInfo(batch.error)
+    else if (batch.done && batch.unmarkedEnd) this.#error = UNMARKED_END
+    if (batch.done) this.#finish()
+    const wake = this.#wake
+    this.#wake = null
+    wake?.()
+  }
+
+  /** A batch was fully yielded: acknowledge used batches every half window. */
+  #used(batch) {
+    this.#usedEvents += batch.events.length
+    this.#usedBytes += batch.bytes
+    if (this.#usedEvents >= STREAM_WINDOW_EVENTS / 2 || this.#usedBytes >= STREAM_WINDOW_BYTES / 2) {
+      if (!this.#ended) this.#native.ack(this.#usedEvents, this.#usedBytes)
+      this.#usedEvents = 0
+      this.#usedBytes = 0
+    }
+  }
+
   #parse(text) {
     let chunk
     try {
@@ -433,13 +498,21 @@ class ChatStream {
     return chunk
   }
 
-  /** Stops the stream: nothing more is yielded, the request is cancelled (a no-op once ended). */
-  #end() {
+  /** Nothing more will arrive: stop listening (what is queued is still yielded). */
+  #finish() {
     this.#ended = true
-    this.#payloads = []
-    this.#position = 0
-    this.#native.close()
+    if (this.#id !== -1) this.#inbox.unsubscribe(this.#id)
     this.#detach()
+  }
+
+  /** Stops the stream: nothing more is yielded, the request is cancelled. */
+  #end() {
+    this.#queue = []
+    this.#native.close()
+    this.#finish()
+    const wake = this.#wake
+    this.#wake = null
+    wake?.()
   }
 
   [inspect.custom]() {

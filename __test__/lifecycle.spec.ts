@@ -68,4 +68,29 @@ describe('process exit', () => {
     expect(failed).toBe(false)
     expect(stdout.trim()).toBe('Hello from the mock! You said: bye')
   })
+
+  test('a script that abandons a running stream and destroys the client exits by itself', async () => {
+    const s = await server()
+    s.setHandler(({ res }) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' })
+      const chunk = JSON.stringify({ id: 'c', object: 'chat.completion.chunk', created: 1, model: 'm', choices: [{ index: 0, delta: { content: 'x' }, finish_reason: null }] })
+      const t = setInterval(() => res.write(`data: ${chunk}\n\n`), 10)
+      res.on('close', () => clearInterval(t))
+    })
+    const script = `
+      const { Client } = require(${JSON.stringify(join(__dirname, '..', 'index.js'))})
+      const c = new Client({ baseUrl: process.argv[1] })
+      ;(async () => {
+        const it = c.chatStream({ model: 'm', messages: [] })[Symbol.asyncIterator]()
+        await it.next()
+        await c.destroy()
+        console.log('destroyed')
+      })()
+    `
+    const { failed, stdout } = await new Promise<{ failed: boolean; stdout: string }>((resolve) => {
+      execFile(process.execPath, ['-e', script, s.url], { timeout: 20_000 }, (error, out) => resolve({ failed: error !== null, stdout: out }))
+    })
+    expect(failed).toBe(false)
+    expect(stdout.trim()).toBe('destroyed')
+  })
 })

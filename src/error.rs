@@ -29,6 +29,7 @@ pub(crate) enum Kind {
     StreamError,
     SseEventTooLarge,
     CircuitOpen,
+    Internal,
 }
 
 impl Kind {
@@ -51,6 +52,7 @@ impl Kind {
             Kind::StreamError => "ERR_STREAM_ERROR",
             Kind::SseEventTooLarge => "ERR_SSE_EVENT_TOO_LARGE",
             Kind::CircuitOpen => "ERR_CIRCUIT_OPEN",
+            Kind::Internal => "ERR_INTERNAL",
         }
     }
 }

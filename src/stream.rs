@@ -1,24 +1,32 @@
-//! One chat stream: a reader task that sends the request, decodes the SSE body and hands data
-//! payloads to the consumer through a bounded channel.
+//! One chat stream: a reader task that sends the request, decodes the SSE body and pushes the
+//! data payloads to the consumer's sink, under credit-based flow control.
 //!
 //! ```text
-//! socket → hyper body → SseDecoder → [DONE]/error/finish_reason rules → mpsc (bounded) → next_batch()
+//! socket → hyper body → SseDecoder → [DONE]/error rules → sink(Batch) … consumer … ack(events, bytes)
 //! ```
 //!
-//! The request starts on the first `next_batch()`, so a stream that is never iterated holds
-//! nothing. The channel is bounded: when the consumer stops pulling, the reader stops reading the
-//! socket, and TCP pushes back on the server. The reader ends, closing the connection (never
-//! returning it mid-body), when the consumer closes the stream or drops it, on abort, on a
-//! timeout, or on `destroy()`.
+//! The reader pushes every socket read's payloads as one batch as soon as they are decoded (the
+//! consumer's side coalesces batches that arrive while it is busy), so a stream costs no call
+//! from the consumer per batch. Flow control: the reader lets at most [`WINDOW_EVENTS`] events
+//! or [`WINDOW_BYTES`] bytes be delivered and not yet acknowledged; past that it stops reading
+//! the socket (and TCP pushes back on the server) until the consumer acknowledges what it used.
+//!
+//! The request starts with [`ChatStream::start`], so a stream that is never iterated holds
+//! nothing. The reader ends, closing the connection (never returning it mid-body), when the
+//! consumer closes or drops the stream, on abort, on a timeout, or on `destroy()`; it always
+//! delivers a last batch (`done` or `error`) unless the consumer left first.
 
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::FutureExt;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -26,9 +34,10 @@ use crate::chat::{BoxedAttempt, CallOptions, Client};
 use crate::error::{Error, Kind};
 use crate::sse::SseDecoder;
 
-/// Batches of payloads in flight between the reader and the consumer. Small: a slow consumer
-/// holds at most this many socket reads' worth of events in memory.
-const CHANNEL_BATCHES: usize = 16;
+/// Most events delivered and not yet acknowledged before the reader stops reading.
+pub const WINDOW_EVENTS: usize = 256;
+/// Most payload bytes delivered and not yet acknowledged before the reader stops reading.
+pub const WINDOW_BYTES: usize = 1024 * 1024;
 
 /// After `[DONE]`, how long the consumer's end of stream waits for the end of the body. Servers
 /// send it right behind `[DONE]`; waiting for it puts the connection back in the pool before the
@@ -39,26 +48,65 @@ const DONE_GRACE: Duration = Duration::from_millis(50);
 /// the connection can be reused; a server that keeps the body open longer has it closed instead.
 const DRAIN_AFTER_DONE: Duration = Duration::from_secs(2);
 
-enum Item {
-    Events(Vec<String>),
-    /// The end: `marker` says whether it was `data: [DONE]` or just the end of the body (the
-    /// consumer then decides, from the chunks, whether the stream was complete).
-    Done {
-        marker: bool,
-    },
-    Failed(Error),
-}
-
-/// What one `next_batch()` delivers: every payload ready now, then possibly the end or an error
-/// (which come after the payloads).
+/// What the reader pushes: payloads (JSON text of chunks), then the end or an error.
 #[derive(Debug, Default)]
 pub struct Batch {
     pub events: Vec<String>,
+    /// Payload bytes in `events`: what the consumer acknowledges once it used them.
+    pub bytes: usize,
     pub done: bool,
     /// With `done`: the body ended without `data: [DONE]`. Whether that is complete depends on
     /// the chunks (a `finish_reason` seen), which the consumer parses anyway; see `index.js`.
     pub unmarked_end: bool,
     pub error: Option<Error>,
+}
+
+/// Receives the reader's batches (on the runtime's threads).
+pub type Sink = Box<dyn Fn(Batch) + Send + Sync>;
+
+/// Delivered-but-unacknowledged events and bytes, and a wake-up for a reader waiting for room.
+#[derive(Debug, Default)]
+struct Credit {
+    events: AtomicUsize,
+    bytes: AtomicUsize,
+    room: Notify,
+}
+
+impl Credit {
+    fn full(&self) -> bool {
+        self.events.load(Ordering::Acquire) >= WINDOW_EVENTS
+            || self.bytes.load(Ordering::Acquire) >= WINDOW_BYTES
+    }
+
+    async fn wait_for_room(&self) {
+        while self.full() {
+            let notified = self.room.notified();
+            if !self.full() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn spend(&self, events: usize, bytes: usize) {
+        self.events.fetch_add(events, Ordering::AcqRel);
+        self.bytes.fetch_add(bytes, Ordering::AcqRel);
+    }
+
+    fn refund(&self, events: usize, bytes: usize) {
+        // Saturating: a confused consumer must not wrap the counters and stall the stream.
+        let _ = self
+            .events
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_sub(events))
+            });
+        let _ = self
+            .bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_sub(bytes))
+            });
+        self.room.notify_one();
+    }
 }
 
 struct Request {
@@ -68,17 +116,12 @@ struct Request {
     cancel: CancellationToken,
 }
 
-enum State {
-    NotStarted(Box<Request>),
-    Running(mpsc::Receiver<Item>),
-    Finished,
-}
-
-/// The consumer's side of one chat stream.
+/// The consumer's handle on one chat stream.
 pub struct ChatStream {
-    state: State,
+    request: Option<Box<Request>>,
     /// Cancelled when the consumer is done (`close()` or drop): the reader ends quietly.
     closed: CancellationToken,
+    credit: Arc<Credit>,
 }
 
 impl std::fmt::Debug for ChatStream {
@@ -95,82 +138,52 @@ impl ChatStream {
         cancel: CancellationToken,
     ) -> Self {
         ChatStream {
-            state: State::NotStarted(Box::new(Request {
+            request: Some(Box::new(Request {
                 client,
                 body,
                 call,
                 cancel,
             })),
             closed: CancellationToken::new(),
+            credit: Arc::new(Credit::default()),
         }
     }
 
-    /// A token that closes this stream from elsewhere (e.g. while a `next_batch()` is pending).
+    /// Sends the request and starts pushing batches to `sink`. Does nothing the second time.
+    pub fn start(&mut self, sink: Sink) {
+        if let Some(request) = self.request.take() {
+            let reader = Arc::new(Reader {
+                sink,
+                credit: self.credit.clone(),
+            });
+            let closed = self.closed.clone();
+            tokio::spawn(async move {
+                let reading = read_stream(*request, reader.clone(), closed);
+                // A bug must still end the consumer's wait, never leave it hanging.
+                if AssertUnwindSafe(reading).catch_unwind().await.is_err() {
+                    reader.fail(Error::new(
+                        Kind::Internal,
+                        "llmpool internal error (a bug: please report it)",
+                    ));
+                }
+            });
+        }
+    }
+
+    /// A token that closes this stream from elsewhere.
     pub fn closer(&self) -> CancellationToken {
         self.closed.clone()
     }
 
-    /// Waits for the next payloads. Starts the request on the first call.
-    pub async fn next_batch(&mut self) -> Batch {
-        if let State::NotStarted(_) = self.state {
-            let State::NotStarted(request) = std::mem::replace(&mut self.state, State::Finished)
-            else {
-                unreachable!()
-            };
-            let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
-            tokio::spawn(read_stream(*request, tx, self.closed.clone()));
-            self.state = State::Running(rx);
-        }
-        let State::Running(rx) = &mut self.state else {
-            return Batch {
-                done: true,
-                ..Batch::default()
-            };
-        };
-        let mut batch = Batch::default();
-        let first = tokio::select! {
-            item = rx.recv() => item,
-            _ = self.closed.cancelled() => None,
-        };
-        let mut next = first;
-        loop {
-            match next {
-                Some(Item::Events(events)) => {
-                    if batch.events.is_empty() {
-                        batch.events = events;
-                    } else {
-                        batch.events.extend(events);
-                    }
-                }
-                Some(Item::Done { marker }) => {
-                    batch.done = true;
-                    batch.unmarked_end = !marker;
-                    break;
-                }
-                None => {
-                    batch.done = true;
-                    break;
-                }
-                Some(Item::Failed(e)) => {
-                    batch.error = Some(e);
-                    break;
-                }
-            }
-            // Everything already waiting goes in the same batch: one crossing into JS.
-            match rx.try_recv() {
-                Ok(item) => next = Some(item),
-                Err(mpsc::error::TryRecvError::Empty) => return batch,
-                Err(mpsc::error::TryRecvError::Disconnected) => next = None,
-            }
-        }
-        self.state = State::Finished;
-        batch
+    /// The consumer used `events` events of `bytes` payload bytes: the reader may go on.
+    pub fn ack(&self, events: usize, bytes: usize) {
+        self.credit.refund(events, bytes);
     }
 
     /// The consumer is done: the request is cancelled and its connection closed.
     pub fn close(&mut self) {
+        self.request = None;
         self.closed.cancel();
-        self.state = State::Finished;
     }
 }
 
@@ -180,7 +193,41 @@ impl Drop for ChatStream {
     }
 }
 
-async fn read_stream(request: Request, tx: mpsc::Sender<Item>, closed: CancellationToken) {
+/// The reader's side: where batches go, and the credit they spend.
+struct Reader {
+    sink: Sink,
+    credit: Arc<Credit>,
+}
+
+impl Reader {
+    fn push(&self, events: Vec<String>) {
+        let bytes = events.iter().map(String::len).sum();
+        self.credit.spend(events.len(), bytes);
+        (self.sink)(Batch {
+            events,
+            bytes,
+            ..Batch::default()
+        });
+    }
+
+    fn end(&self, marker: bool) {
+        (self.sink)(Batch {
+            done: true,
+            unmarked_end: !marker,
+            ..Batch::default()
+        });
+    }
+
+    fn fail(&self, error: Error) {
+        (self.sink)(Batch {
+            done: true,
+            error: Some(error),
+            ..Batch::default()
+        });
+    }
+}
+
+async fn read_stream(request: Request, reader: Arc<Reader>, closed: CancellationToken) {
     let Request {
         client,
         body,
@@ -200,7 +247,7 @@ async fn read_stream(request: Request, tx: mpsc::Sender<Item>, closed: Cancellat
                 &client,
                 body.clone(),
                 &call,
-                &tx,
+                &reader,
                 &mut yielded,
             ));
             match client.guarded(client.with_deadline(&call, one)).await {
@@ -222,8 +269,12 @@ async fn read_stream(request: Request, tx: mpsc::Sender<Item>, closed: Cancellat
             result = attempts => result,
         }
     };
-    if let Err(e) = client.run(cancel, work).await {
-        let _ = tx.send(Item::Failed(e)).await;
+    match client.run(cancel, work).await {
+        Err(e) => reader.fail(e),
+        // The consumer left (closed or dropped the stream): a last batch still tells its side
+        // that nothing more will come, so that nothing waits for this stream any more.
+        Ok(()) if closed.is_cancelled() => reader.end(true),
+        Ok(()) => {}
     }
 }
 
@@ -233,7 +284,7 @@ async fn stream_attempt(
     client: &Client,
     body: Bytes,
     call: &CallOptions,
-    tx: &mpsc::Sender<Item>,
+    reader: &Reader,
     yielded: &mut bool,
 ) -> Result<(), Error> {
     let config = client.config();
@@ -291,6 +342,14 @@ async fn stream_attempt(
     let mut events = Vec::new();
     let mut deadline = first_token_deadline;
     loop {
+        if reader.credit.full() {
+            // The consumer is behind: stop reading until it catches up. A slow consumer is not a
+            // stalled model, so the token gap restarts once there is room again.
+            reader.credit.wait_for_room().await;
+            if *yielded {
+                deadline = token_gap.map(|gap| Instant::now() + gap);
+            }
+        }
         let frame = tokio::select! {
             biased;
             _ = sleep_until(deadline) => {
@@ -313,7 +372,7 @@ async fn stream_attempt(
                 // is complete is decided from the chunks (finish_reason) by the consumer.
                 decoder.finish();
                 lease.release(client.keep_alive.idle_lifetime(&parts.headers));
-                let _ = tx.send(Item::Done { marker: false }).await;
+                reader.end(false);
                 return Ok(());
             }
             Some(Err(e)) => {
@@ -361,11 +420,7 @@ async fn stream_attempt(
         }
         if !payloads.is_empty() {
             *yielded = true;
-            if tx.send(Item::Events(payloads)).await.is_err() {
-                return Ok(());
-            }
-            // The gap is measured from when we are ready to read again, so a slow consumer is
-            // never mistaken for a stalled model.
+            reader.push(payloads);
             deadline = token_gap.map(|gap| Instant::now() + gap);
         }
         if saw_done {
@@ -374,7 +429,7 @@ async fn stream_attempt(
                 Ok(true) => lease.release(lifetime),
                 Ok(false) => drop(lease),
                 Err(_) => {
-                    let _ = tx.send(Item::Done { marker: true }).await;
+                    reader.end(true);
                     if let Ok(true) =
                         tokio::time::timeout(DRAIN_AFTER_DONE, body_end(&mut incoming)).await
                     {
@@ -383,7 +438,7 @@ async fn stream_attempt(
                     return Ok(());
                 }
             }
-            let _ = tx.send(Item::Done { marker: true }).await;
+            reader.end(true);
             return Ok(());
         }
     }
@@ -463,15 +518,18 @@ mod tests {
         )
         .unwrap();
         let client = Arc::new(Client::new(config).unwrap());
-        let (tx, _rx) = mpsc::channel(1);
+        let reader = Arc::new(Reader {
+            sink: Box::new(|_| {}),
+            credit: Arc::default(),
+        });
         let request = Request {
             client,
             body: Bytes::new(),
             call: CallOptions::default(),
             cancel: CancellationToken::new(),
         };
-        let reader = read_stream(request, tx, CancellationToken::new());
-        let size = std::mem::size_of_val(&reader);
+        let future = read_stream(request, reader, CancellationToken::new());
+        let size = std::mem::size_of_val(&future);
         assert!(size <= 4096, "stream reader future is {size} bytes");
     }
 

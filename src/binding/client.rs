@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,7 +17,7 @@ use super::outcome::{ErrorInfo, PoolStats};
 use super::{guard, invalid_arg};
 use crate::chat::{CallOptions, Client};
 use crate::config::{parse_headers, Config};
-use crate::stream::ChatStream;
+use crate::stream::{Batch, ChatStream};
 
 /// Cancels one call; `index.js` wires an `AbortSignal` to it.
 #[napi]
@@ -135,7 +135,7 @@ impl NativeClient {
             let stream = self.inner.chat_stream(Bytes::from(body), call, cancel);
             Ok(NativeStream {
                 closer: stream.closer(),
-                inner: Arc::new(tokio::sync::Mutex::new(stream)),
+                inner: Mutex::new(stream),
                 mailbox: self.mailbox.clone(),
             })
         })
@@ -215,26 +215,47 @@ fn call_options(options: NativeCallOptions) -> Result<CallOptions> {
     Ok(call)
 }
 
+/// Flow-control window of a stream, in events: `index.js` acknowledges every half window.
+#[napi]
+#[allow(dead_code)] // read from JS: the napi macro exports it
+pub const STREAM_WINDOW_EVENTS: u32 = crate::stream::WINDOW_EVENTS as u32;
+
+/// Flow-control window of a stream, in payload bytes.
+#[napi]
+#[allow(dead_code)] // read from JS: the napi macro exports it
+pub const STREAM_WINDOW_BYTES: u32 = crate::stream::WINDOW_BYTES as u32;
+
 /// The native side of one `ChatStream`: `index.js` wraps it into the async iterator.
 #[napi]
 pub struct NativeStream {
-    inner: Arc<tokio::sync::Mutex<ChatStream>>,
-    /// Closes the stream without waiting for a pending `next()` to release the lock.
+    inner: Mutex<ChatStream>,
+    /// Closes the stream without taking the lock.
     closer: CancellationToken,
     mailbox: Arc<Mailbox>,
 }
 
 #[napi]
 impl NativeStream {
-    /// Delivers the next batch under `id`: the payloads ready now (JSON text of chunks), then
-    /// `done` or an `error`.
+    /// Sends the request; batches are then delivered under `id` until one is `done`.
     #[napi]
-    pub fn next(&self, id: u32) -> Result<()> {
-        let inner = self.inner.clone();
-        spawn_delivery(self.mailbox.clone(), id, async move {
-            Either3::C(inner.lock().await.next_batch().await.into())
-        });
-        Ok(())
+    pub fn start(&self, id: u32) -> Result<()> {
+        guard(|| {
+            let mailbox = self.mailbox.clone();
+            let sink = Box::new(move |batch: Batch| mailbox.post(id, Either3::C(batch.into())));
+            let mut stream = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            napi::bindgen_prelude::within_runtime_if_available(|| stream.start(sink));
+            Ok(())
+        })
+    }
+
+    /// The consumer used `events` events of `bytes` payload bytes (the sums of whole batches).
+    #[napi]
+    pub fn ack(&self, events: u32, bytes: f64) -> Result<()> {
+        guard(|| {
+            let stream = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            stream.ack(events as usize, bytes.max(0.0) as usize);
+            Ok(())
+        })
     }
 
     /// The consumer is done: cancels the request and closes its connection.

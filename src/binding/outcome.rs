@@ -83,6 +83,8 @@ impl ErrorInfo {
 #[napi(object)]
 pub struct StreamBatch {
     pub events: Vec<String>,
+    /// Payload bytes in `events`, to acknowledge once used.
+    pub bytes: f64,
     pub done: bool,
     /// With `done`: the body ended without `data: [DONE]`.
     pub unmarked_end: bool,
@@ -93,6 +95,7 @@ impl From<crate::stream::Batch> for StreamBatch {
     fn from(b: crate::stream::Batch) -> Self {
         StreamBatch {
             events: b.events,
+            bytes: b.bytes as f64,
             done: b.done,
             unmarked_end: b.unmarked_end,
             error: b.error.as_ref().map(ErrorInfo::from),
