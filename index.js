@@ -3,7 +3,7 @@
 // timeouts and I/O in the native core (see src/).
 
 const { inspect } = require('node:util')
-const { NativeClient, CancelToken, STREAM_WINDOW_EVENTS, STREAM_WINDOW_BYTES } = require('./binding.js')
+const { NativeClient, CancelToken, STREAM_WINDOW_EVENTS } = require('./binding.js')
 const { LlmpoolError, fromInfo, llmpoolError } = require('./errors.js')
 
 const CALL_OPTIONS = new Set(['signal', 'timeout', 'headers', 'maxRetries'])
@@ -327,12 +327,18 @@ function mergeChoice(choices, { index = 0, delta = {}, finish_reason, logprobs }
 /** A pending end without [DONE], judged after the chunks before it (see `ChatStream.next`). */
 const UNMARKED_END = Symbol('unmarked end')
 
+/** Stream signals from Rust (numbers, see src/binding/mailbox.rs). */
+const SIGNAL_DONE = 0
+const SIGNAL_UNMARKED_END = 1
+const SIGNAL_STALLED = 2
+
 /**
- * The async iterator of one chat stream. Rust pushes batches of payloads (one per socket read)
- * as they arrive; they are parsed and yielded one at a time. Flow control: Rust stops reading
- * the socket once STREAM_WINDOW_EVENTS events or STREAM_WINDOW_BYTES bytes are delivered and not
- * acknowledged; this side acknowledges whole batches once it has yielded them, every half window,
- * so a fast consumer costs one call into Rust per ~128 chunks and a slow one holds Rust back.
+ * The async iterator of one chat stream. Rust pushes arrays of payloads as they arrive (merged
+ * while this side is busy); they are parsed and yielded one at a time. Flow control: Rust stops
+ * reading the socket once STREAM_WINDOW_EVENTS events (or its byte window) are delivered and not
+ * acknowledged; this side acknowledges what it yielded every half window, and at once after Rust
+ * says it stalled, so a fast consumer costs one call into Rust per ~128 chunks and a slow one
+ * holds Rust back.
  */
 class ChatStream {
   #native
@@ -340,18 +346,20 @@ class ChatStream {
   #origin
   #detach
   #id = -1
-  /** Delivered batches not yet fully yielded: { events, bytes, position }. */
+  /** Delivered payload arrays not yet fully yielded, and the position in the first. */
   #queue = []
-  /** Events and bytes of fully yielded batches, not yet acknowledged. */
-  #usedEvents = 0
-  #usedBytes = 0
-  /** The last batch has arrived (or the stream was cancelled). */
+  #position = 0
+  /** Events yielded and not yet acknowledged. */
+  #used = 0
+  /** Rust waits for acknowledgements. */
+  #stalled = false
+  /** The last delivery has arrived (or the stream was cancelled). */
   #ended = false
   /** An error (or UNMARKED_END) to raise once the queued payloads are yielded. */
   #error = null
   /** Some chunk carried a finish_reason: an end without [DONE] is then still complete. */
   #finished = false
-  /** The pending next() waiting for a batch. */
+  /** The pending next() waiting for a delivery. */
   #wake = null
 
   constructor(native, inbox, origin, detach) {
@@ -369,9 +377,13 @@ class ChatStream {
     for (;;) {
       const head = this.#queue[0]
       if (head !== undefined) {
-        const text = head.events[head.position]
-        head.events[head.position++] = undefined
-        if (head.position === head.events.length) this.#used(this.#queue.shift())
+        const text = head[this.#position]
+        head[this.#position++] = undefined
+        if (this.#position === head.length) {
+          this.#queue.shift()
+          this.#position = 0
+        }
+        if (++this.#used >= STREAM_WINDOW_EVENTS / 2 || this.#stalled) this.#ack()
         return { value: this.#parse(text), done: false }
       }
       if (this.#error === UNMARKED_END) {
@@ -436,11 +448,11 @@ class ChatStream {
     // and its native half then cancels the request.
     const stream = new WeakRef(this)
     const inbox = this.#inbox
-    const id = inbox.subscribe((batch) => {
+    const id = inbox.subscribe((value) => {
       const live = stream.deref()
-      if (live) live.#receive(batch)
-      // A collected stream's last batch still ends its subscription (and the keep-alive).
-      else if (batch.done) inbox.unsubscribe(id)
+      if (live) live.#receive(value)
+      // A collected stream's last delivery (an end or an error) still ends its subscription.
+      else if (!Array.isArray(value) && value !== SIGNAL_STALLED) inbox.unsubscribe(id)
     })
     this.#id = id
     try {
@@ -451,26 +463,28 @@ class ChatStream {
     }
   }
 
-  #receive(batch) {
+  /** A delivery from Rust: payloads, a signal, or an error (which ends the stream). */
+  #receive(value) {
     if (this.#ended) return
-    if (batch.events.length > 0) this.#queue.push({ events: batch.events, bytes: batch.bytes, position: 0 })
-    if (batch.error) this.#error = fromInfo(batch.error)
-    else if (batch.done && batch.unmarkedEnd) this.#error = UNMARKED_END
-    if (batch.done) this.#finish()
+    if (Array.isArray(value)) {
+      this.#queue.push(value)
+    } else if (value === SIGNAL_STALLED) {
+      this.#stalled = true
+      if (this.#used > 0) this.#ack()
+    } else {
+      if (value === SIGNAL_UNMARKED_END) this.#error = UNMARKED_END
+      else if (value !== SIGNAL_DONE) this.#error = fromInfo(value)
+      this.#finish()
+    }
     const wake = this.#wake
     this.#wake = null
     wake?.()
   }
 
-  /** A batch was fully yielded: acknowledge used batches every half window. */
-  #used(batch) {
-    this.#usedEvents += batch.events.length
-    this.#usedBytes += batch.bytes
-    if (this.#usedEvents >= STREAM_WINDOW_EVENTS / 2 || this.#usedBytes >= STREAM_WINDOW_BYTES / 2) {
-      if (!this.#ended) this.#native.ack(this.#usedEvents, this.#usedBytes)
-      this.#usedEvents = 0
-      this.#usedBytes = 0
-    }
+  #ack() {
+    if (!this.#ended) this.#native.ack(this.#used)
+    this.#used = 0
+    this.#stalled = false
   }
 
   #parse(text) {
@@ -508,6 +522,7 @@ class ChatStream {
   /** Stops the stream: nothing more is yielded, the request is cancelled. */
   #end() {
     this.#queue = []
+    this.#position = 0
     this.#native.close()
     this.#finish()
     const wake = this.#wake

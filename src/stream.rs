@@ -16,9 +16,9 @@
 //! consumer closes or drops the stream, on abort, on a timeout, or on `destroy()`; it always
 //! delivers a last batch (`done` or `error`) unless the consumer left first.
 
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -48,34 +48,48 @@ const DONE_GRACE: Duration = Duration::from_millis(50);
 /// the connection can be reused; a server that keeps the body open longer has it closed instead.
 const DRAIN_AFTER_DONE: Duration = Duration::from_secs(2);
 
-/// What the reader pushes: payloads (JSON text of chunks), then the end or an error.
-#[derive(Debug, Default)]
-pub struct Batch {
-    pub events: Vec<String>,
-    /// Payload bytes in `events`: what the consumer acknowledges once it used them.
-    pub bytes: usize,
-    pub done: bool,
-    /// With `done`: the body ended without `data: [DONE]`. Whether that is complete depends on
-    /// the chunks (a `finish_reason` seen), which the consumer parses anyway; see `index.js`.
-    pub unmarked_end: bool,
-    pub error: Option<Error>,
+/// What the reader pushes to the consumer's sink.
+#[derive(Debug)]
+pub enum Delivery {
+    /// Payloads (JSON text of chunks), in order.
+    Events(Vec<String>),
+    /// The reader is waiting for acknowledgements: the consumer should acknowledge what it used
+    /// as soon as it used anything.
+    Stalled,
+    /// The end. `marker` says whether it was `data: [DONE]` or just the end of the body; in the
+    /// latter case the consumer decides, from the chunks it parsed anyway (a `finish_reason`
+    /// seen), whether the stream was complete (see `index.js`).
+    End {
+        marker: bool,
+    },
+    Failed(Error),
 }
 
-/// Receives the reader's batches (on the runtime's threads).
-pub type Sink = Box<dyn Fn(Batch) + Send + Sync>;
+/// Receives the reader's deliveries (on the runtime's threads).
+pub type Sink = Box<dyn Fn(Delivery) + Send + Sync>;
 
-/// Delivered-but-unacknowledged events and bytes, and a wake-up for a reader waiting for room.
+/// Sizes of the events delivered and not yet acknowledged, and a wake-up for a reader waiting
+/// for room. The consumer acknowledges in events; the sizes let the byte window follow exactly.
 #[derive(Debug, Default)]
 struct Credit {
-    events: AtomicUsize,
-    bytes: AtomicUsize,
+    unacked: Mutex<Unacked>,
     room: Notify,
 }
 
+#[derive(Debug, Default)]
+struct Unacked {
+    sizes: VecDeque<usize>,
+    bytes: usize,
+}
+
 impl Credit {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Unacked> {
+        self.unacked.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn full(&self) -> bool {
-        self.events.load(Ordering::Acquire) >= WINDOW_EVENTS
-            || self.bytes.load(Ordering::Acquire) >= WINDOW_BYTES
+        let unacked = self.lock();
+        unacked.sizes.len() >= WINDOW_EVENTS || unacked.bytes >= WINDOW_BYTES
     }
 
     async fn wait_for_room(&self) {
@@ -88,23 +102,24 @@ impl Credit {
         }
     }
 
-    fn spend(&self, events: usize, bytes: usize) {
-        self.events.fetch_add(events, Ordering::AcqRel);
-        self.bytes.fetch_add(bytes, Ordering::AcqRel);
+    fn spend(&self, events: &[String]) {
+        let mut unacked = self.lock();
+        for event in events {
+            unacked.sizes.push_back(event.len());
+            unacked.bytes += event.len();
+        }
     }
 
-    fn refund(&self, events: usize, bytes: usize) {
-        // Saturating: a confused consumer must not wrap the counters and stall the stream.
-        let _ = self
-            .events
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                Some(n.saturating_sub(events))
-            });
-        let _ = self
-            .bytes
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                Some(n.saturating_sub(bytes))
-            });
+    fn refund(&self, events: usize) {
+        {
+            let mut unacked = self.lock();
+            for _ in 0..events {
+                match unacked.sizes.pop_front() {
+                    Some(size) => unacked.bytes -= size,
+                    None => break,
+                }
+            }
+        }
         self.room.notify_one();
     }
 }
@@ -175,9 +190,9 @@ impl ChatStream {
         self.closed.clone()
     }
 
-    /// The consumer used `events` events of `bytes` payload bytes: the reader may go on.
-    pub fn ack(&self, events: usize, bytes: usize) {
-        self.credit.refund(events, bytes);
+    /// The consumer used `events` more events (in delivery order): the reader may go on.
+    pub fn ack(&self, events: usize) {
+        self.credit.refund(events);
     }
 
     /// The consumer is done: the request is cancelled and its connection closed.
@@ -201,29 +216,16 @@ struct Reader {
 
 impl Reader {
     fn push(&self, events: Vec<String>) {
-        let bytes = events.iter().map(String::len).sum();
-        self.credit.spend(events.len(), bytes);
-        (self.sink)(Batch {
-            events,
-            bytes,
-            ..Batch::default()
-        });
+        self.credit.spend(&events);
+        (self.sink)(Delivery::Events(events));
     }
 
     fn end(&self, marker: bool) {
-        (self.sink)(Batch {
-            done: true,
-            unmarked_end: !marker,
-            ..Batch::default()
-        });
+        (self.sink)(Delivery::End { marker });
     }
 
     fn fail(&self, error: Error) {
-        (self.sink)(Batch {
-            done: true,
-            error: Some(error),
-            ..Batch::default()
-        });
+        (self.sink)(Delivery::Failed(error));
     }
 }
 
@@ -345,6 +347,7 @@ async fn stream_attempt(
         if reader.credit.full() {
             // The consumer is behind: stop reading until it catches up. A slow consumer is not a
             // stalled model, so the token gap restarts once there is room again.
+            (reader.sink)(Delivery::Stalled);
             reader.credit.wait_for_room().await;
             if *yielded {
                 deadline = token_gap.map(|gap| Instant::now() + gap);

@@ -7,17 +7,17 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::FutureExt;
-use napi::bindgen_prelude::{ClassInstance, Either3, PromiseRaw};
+use napi::bindgen_prelude::{ClassInstance, PromiseRaw};
 use napi::{Env, Result};
 use napi_derive::napi;
 use tokio_util::sync::CancellationToken;
 
-use super::mailbox::{DeliverFn, Delivery, Mailbox};
+use super::mailbox::{DeliverFn, Delivery, Mailbox, Signal};
 use super::outcome::{ErrorInfo, PoolStats};
 use super::{guard, invalid_arg};
 use crate::chat::{CallOptions, Client};
 use crate::config::{parse_headers, Config};
-use crate::stream::{Batch, ChatStream};
+use crate::stream::{self, ChatStream};
 
 /// Cancels one call; `index.js` wires an `AbortSignal` to it.
 #[napi]
@@ -62,7 +62,7 @@ where
         let delivery = AssertUnwindSafe(work)
             .catch_unwind()
             .await
-            .unwrap_or_else(|_| Either3::B(ErrorInfo::internal()));
+            .unwrap_or_else(|_| Delivery::Error(ErrorInfo::internal()));
         mailbox.post(id, delivery);
     });
 }
@@ -107,13 +107,13 @@ impl NativeClient {
             spawn_delivery(self.mailbox.clone(), id, async move {
                 match client.chat(Bytes::from(body), call, cancel).await {
                     Ok(bytes) => match String::from_utf8(Vec::from(bytes)) {
-                        Ok(text) => Either3::A(text),
-                        Err(_) => Either3::B(ErrorInfo::invalid_response(
+                        Ok(text) => Delivery::Body(text),
+                        Err(_) => Delivery::Error(ErrorInfo::invalid_response(
                             &client.config().endpoint.origin,
                             "the body is not UTF-8",
                         )),
                     },
-                    Err(e) => Either3::B(ErrorInfo::from(&e)),
+                    Err(e) => Delivery::Error(ErrorInfo::from(&e)),
                 }
             });
             Ok(())
@@ -215,15 +215,11 @@ fn call_options(options: NativeCallOptions) -> Result<CallOptions> {
     Ok(call)
 }
 
-/// Flow-control window of a stream, in events: `index.js` acknowledges every half window.
+/// Flow-control window of a stream, in events: `index.js` acknowledges every half window (and at
+/// once when the reader says it stalled, which the byte window can also cause).
 #[napi]
 #[allow(dead_code)] // read from JS: the napi macro exports it
 pub const STREAM_WINDOW_EVENTS: u32 = crate::stream::WINDOW_EVENTS as u32;
-
-/// Flow-control window of a stream, in payload bytes.
-#[napi]
-#[allow(dead_code)] // read from JS: the napi macro exports it
-pub const STREAM_WINDOW_BYTES: u32 = crate::stream::WINDOW_BYTES as u32;
 
 /// The native side of one `ChatStream`: `index.js` wraps it into the async iterator.
 #[napi]
@@ -241,19 +237,30 @@ impl NativeStream {
     pub fn start(&self, id: u32) -> Result<()> {
         guard(|| {
             let mailbox = self.mailbox.clone();
-            let sink = Box::new(move |batch: Batch| mailbox.post(id, Either3::C(batch.into())));
+            let sink = Box::new(move |delivery: stream::Delivery| {
+                let delivery = match delivery {
+                    stream::Delivery::Events(events) => Delivery::Events(events),
+                    stream::Delivery::Stalled => Delivery::Signal(Signal::Stalled),
+                    stream::Delivery::End { marker: true } => Delivery::Signal(Signal::Done),
+                    stream::Delivery::End { marker: false } => {
+                        Delivery::Signal(Signal::UnmarkedEnd)
+                    }
+                    stream::Delivery::Failed(e) => Delivery::Error(ErrorInfo::from(&e)),
+                };
+                mailbox.post(id, delivery)
+            });
             let mut stream = self.inner.lock().unwrap_or_else(|e| e.into_inner());
             napi::bindgen_prelude::within_runtime_if_available(|| stream.start(sink));
             Ok(())
         })
     }
 
-    /// The consumer used `events` events of `bytes` payload bytes (the sums of whole batches).
+    /// The consumer used `events` more events, in delivery order.
     #[napi]
-    pub fn ack(&self, events: u32, bytes: f64) -> Result<()> {
+    pub fn ack(&self, events: u32) -> Result<()> {
         guard(|| {
             let stream = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            stream.ack(events as usize, bytes.max(0.0) as usize);
+            stream.ack(events as usize);
             Ok(())
         })
     }

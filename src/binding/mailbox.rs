@@ -4,21 +4,55 @@
 //! to watch for panics); under load that is most of a request's CPU. Here every result is posted
 //! to one queue under an id the JS side chose, and one threadsafe-function call drains the whole
 //! queue: when results pile up (many concurrent calls, many stream chunks), they cross into JS
-//! together, in one wake-up.
+//! together, in one wake-up. Stream payloads that pile up for the same id are merged into one
+//! array.
 //!
 //! The threadsafe function is weak (it does not keep Node alive by itself); `index.js` keeps the
 //! event loop alive while it has calls in flight.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use napi::bindgen_prelude::{Either3, FnArgs, Function};
+use napi::bindgen_prelude::{FnArgs, Function, ToNapiValue};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
-use napi::{Result, Status};
+use napi::{sys, Result, Status};
 
-use super::outcome::{ErrorInfo, StreamBatch};
+use super::outcome::ErrorInfo;
 
-/// What one id receives: a chat body, a chat error, or a stream batch.
-pub type Delivery = Either3<String, ErrorInfo, StreamBatch>;
+/// What one id receives. In JS: a string (a chat body), an array of strings (stream payloads),
+/// a number (a stream signal, see [`Signal`]) or an object (an `ErrorInfo`).
+pub enum Delivery {
+    Body(String),
+    Events(Vec<String>),
+    Signal(Signal),
+    Error(ErrorInfo),
+}
+
+/// Stream signals, as small numbers (the cheapest values to create in JS).
+#[derive(Clone, Copy)]
+pub enum Signal {
+    /// The stream ended with `data: [DONE]`.
+    Done = 0,
+    /// The body ended without `[DONE]`.
+    UnmarkedEnd = 1,
+    /// The reader waits for acknowledgements.
+    Stalled = 2,
+}
+
+impl ToNapiValue for Delivery {
+    #[allow(unsafe_code)] // the trait's contract: napi calls it with a live env on the JS thread
+    unsafe fn to_napi_value(env: sys::napi_env, value: Self) -> Result<sys::napi_value> {
+        // SAFETY: forwarded unchanged to the inner values' conversions, under the same contract.
+        unsafe {
+            match value {
+                Delivery::Body(text) => String::to_napi_value(env, text),
+                Delivery::Events(events) => Vec::<String>::to_napi_value(env, events),
+                Delivery::Signal(signal) => u32::to_napi_value(env, signal as u32),
+                Delivery::Error(info) => ErrorInfo::to_napi_value(env, info),
+            }
+        }
+    }
+}
 
 type Args = FnArgs<(Vec<u32>, Vec<Delivery>)>;
 
@@ -30,6 +64,8 @@ type Deliver = ThreadsafeFunction<(), (), Args, Status, false, true>;
 struct Queue {
     ids: Vec<u32>,
     deliveries: Vec<Delivery>,
+    /// Where each id's payload array sits in `deliveries`, to merge later payloads into it.
+    events_at: HashMap<u32, usize>,
 }
 
 pub struct Mailbox {
@@ -58,9 +94,33 @@ impl Mailbox {
     pub fn post(&self, id: u32, delivery: Delivery) {
         let first = {
             let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-            queue.ids.push(id);
-            queue.deliveries.push(delivery);
-            queue.ids.len() == 1
+            let Queue {
+                ids,
+                deliveries,
+                events_at,
+            } = &mut *queue;
+            match delivery {
+                Delivery::Events(events) => match events_at.get(&id) {
+                    Some(&at) => {
+                        if let Delivery::Events(pending) = &mut deliveries[at] {
+                            pending.extend(events);
+                        }
+                        return;
+                    }
+                    None => {
+                        events_at.insert(id, deliveries.len());
+                        ids.push(id);
+                        deliveries.push(Delivery::Events(events));
+                    }
+                },
+                other => {
+                    // Nothing may be merged into payloads queued before a signal or an error.
+                    events_at.remove(&id);
+                    ids.push(id);
+                    deliveries.push(other);
+                }
+            }
+            ids.len() == 1
         };
         if first {
             self.deliver

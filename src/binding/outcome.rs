@@ -78,31 +78,6 @@ impl ErrorInfo {
     }
 }
 
-/// What one `next()` of a stream delivers: the data payloads ready now (JSON text), then the end
-/// or an error.
-#[napi(object)]
-pub struct StreamBatch {
-    pub events: Vec<String>,
-    /// Payload bytes in `events`, to acknowledge once used.
-    pub bytes: f64,
-    pub done: bool,
-    /// With `done`: the body ended without `data: [DONE]`.
-    pub unmarked_end: bool,
-    pub error: Option<ErrorInfo>,
-}
-
-impl From<crate::stream::Batch> for StreamBatch {
-    fn from(b: crate::stream::Batch) -> Self {
-        StreamBatch {
-            events: b.events,
-            bytes: b.bytes as f64,
-            done: b.done,
-            unmarked_end: b.unmarked_end,
-            error: b.error.as_ref().map(ErrorInfo::from),
-        }
-    }
-}
-
 /// `client.stats()`: undici's `PoolStats` plus counters.
 #[napi(object)]
 pub struct PoolStats {
