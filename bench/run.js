@@ -6,7 +6,7 @@
 // Options: ROUNDS (default 3), SCENARIOS (comma list, default all), CLIENTS (default all).
 
 const { execFileSync, spawn } = require('node:child_process')
-const { writeFileSync } = require('node:fs')
+const { readFileSync, writeFileSync } = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
 
@@ -62,7 +62,8 @@ const median = (xs) => {
 function fmt(n, digits = 1) {
   if (n === undefined || n === null || Number.isNaN(n)) return '–'
   if (Math.abs(n) >= 1000) return Math.round(n).toLocaleString('en-US')
-  return n.toFixed(digits)
+  // Sub-millisecond latencies need their digits.
+  return Math.abs(n) < 1 && n !== 0 ? n.toFixed(3) : n.toFixed(digits)
 }
 
 const METRICS = {
@@ -97,7 +98,29 @@ function table(results) {
   return lines.join('\n')
 }
 
+function report(versions, results) {
+  const cpus = os.cpus()
+  const header = [
+    '# llmpool benchmark results',
+    '',
+    `Date: ${versions.date}  `,
+    `Machine: ${cpus.length} × ${cpus[0]?.model ?? 'unknown CPU'}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, ${os.type()} ${os.release()}  `,
+    `Versions: ${Object.entries(versions).filter(([k]) => k !== 'date').map(([k, v]) => `${k} ${v}`).join(', ')}  `,
+    `Rounds: ${ROUNDS}, clients alternating ${CLIENTS.join(', ')}; each run is its own process, warmed up first. ` +
+      'The mock server is Rust on one thread (bench/mock-server). CPU is process.cpuUsage() of the client process (all its threads). ' +
+      "Ratios are medians ÷ undici's median from this same run.",
+  ].join('\n')
+  const text = `${header}\n${table(results)}\n`
+  writeFileSync(path.join(__dirname, 'RESULTS.md'), text)
+  console.log(text)
+}
+
 async function main() {
+  if (process.env.REPORT_ONLY) {
+    // Re-renders RESULTS.md from the last run's results.json.
+    const { versions, results } = JSON.parse(readFileSync(path.join(__dirname, 'results.json'), 'utf8'))
+    return report(versions, results)
+  }
   const binary = buildServer()
   const { child, url } = await startServer(binary)
   const results = {}
@@ -115,29 +138,21 @@ async function main() {
   } finally {
     child.kill()
   }
+  // Saved first, so that a failure below loses no run.
+  writeFileSync(path.join(__dirname, 'results.json'), JSON.stringify(results, null, 1))
+  // Read from disk: some packages do not export their package.json.
+  const version = (name) => JSON.parse(readFileSync(path.join(__dirname, 'node_modules', name, 'package.json'), 'utf8')).version
   const versions = {
     node: process.version,
-    undici: require('undici/package.json').version,
-    openai: require('openai/package.json').version,
-    'eventsource-parser': require('eventsource-parser/package.json').version,
+    undici: version('undici'),
+    openai: version('openai'),
+    'eventsource-parser': version('eventsource-parser'),
     llmpool: require('../package.json').version,
     rustc: execFileSync('rustc', ['--version'], { encoding: 'utf8' }).trim(),
   }
-  const cpus = os.cpus()
-  const header = [
-    '# llmpool benchmark results',
-    '',
-    `Date: ${new Date().toISOString()}  `,
-    `Machine: ${cpus.length} × ${cpus[0]?.model ?? 'unknown CPU'}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, ${os.type()} ${os.release()}  `,
-    `Versions: ${Object.entries(versions).map(([k, v]) => `${k} ${v}`).join(', ')}  `,
-    `Rounds: ${ROUNDS}, clients alternating ${CLIENTS.join(', ')}; each run is its own process, warmed up first. ` +
-      'The mock server is Rust on one thread (bench/mock-server). CPU is process.cpuUsage() of the client process (all its threads). ' +
-      'Ratios are medians ÷ undici\'s median from this same run.',
-  ].join('\n')
-  const text = `${header}\n${table(results)}\n`
-  writeFileSync(path.join(__dirname, 'RESULTS.md'), text)
+  versions.date = new Date().toISOString()
   writeFileSync(path.join(__dirname, 'results.json'), JSON.stringify({ versions, results }, null, 1))
-  console.log(text)
+  report(versions, results)
 }
 
 main().catch((e) => {
