@@ -50,6 +50,13 @@ describe('destroy()', () => {
   })
 })
 
+/** Runs `script` in a child Node with `arg`; it fails if still alive after 20 s (then killed). */
+function runScript(script: string, arg: string): Promise<{ failed: boolean; stdout: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, ['-e', script, arg], { timeout: 20_000 }, (error, out) => resolve({ failed: error !== null, stdout: out }))
+  })
+}
+
 describe('process exit', () => {
   test('a script that makes one call and never closes the client exits by itself', async () => {
     const s = await server()
@@ -58,13 +65,8 @@ describe('process exit', () => {
       const c = new Client({ baseUrl: process.argv[1] })
       c.chat({ model: 'm', messages: [{ role: 'user', content: 'bye' }] }).then((r) => console.log(r.choices[0].message.content))
     `
-    // The child is killed (and fails) if it is still alive after 20 s; the idle connection it
-    // leaves behind would be kept for 90 s.
-    const { failed, stdout } = await new Promise<{ failed: boolean; stdout: string }>((resolve) => {
-      execFile(process.execPath, ['-e', script, s.url], { timeout: 20_000 }, (error, out) =>
-        resolve({ failed: error !== null, stdout: out }),
-      )
-    })
+    // The idle connection it leaves behind would be kept for 90 s.
+    const { failed, stdout } = await runScript(script, s.url)
     expect(failed).toBe(false)
     expect(stdout.trim()).toBe('Hello from the mock! You said: bye')
   })
@@ -87,9 +89,7 @@ describe('process exit', () => {
         console.log('destroyed')
       })()
     `
-    const { failed, stdout } = await new Promise<{ failed: boolean; stdout: string }>((resolve) => {
-      execFile(process.execPath, ['-e', script, s.url], { timeout: 20_000 }, (error, out) => resolve({ failed: error !== null, stdout: out }))
-    })
+    const { failed, stdout } = await runScript(script, s.url)
     expect(failed).toBe(false)
     expect(stdout.trim()).toBe('destroyed')
   })
