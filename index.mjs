@@ -1,0 +1,5 @@
+// ES module entry: the same objects as the CommonJS entry (one module instance, one addon).
+import llmpool from './index.js'
+
+export const { Client, ChatStream, LlmpoolError } = llmpool
+export default llmpool
