@@ -461,6 +461,14 @@ export declare class Client {
    */
   chatStream(body: ChatCompletionCreateParams, options?: StreamCallOptions): ChatStream
   stats(): PoolStats
+  /**
+   * Prometheus text exposition (format 0.0.4): `llmpool_requests_total`, `llmpool_errors_total`
+   * by `code`, `llmpool_retries_total`, `llmpool_connections_{opened,closed,reused}_total`,
+   * `llmpool_pool_*` gauges, and histograms `llmpool_time_to_headers_seconds`,
+   * `llmpool_time_to_first_token_seconds`, `llmpool_request_duration_seconds`,
+   * `llmpool_stream_tokens_per_second`; every series has an `origin` label.
+   */
+  metrics(): string
   /** Graceful: refuses new calls, waits for in-flight ones, then closes every connection. */
   close(): Promise<void>
   /** Abrupt: in-flight calls reject with `ERR_CLOSED`, every connection closes. */

@@ -258,6 +258,15 @@ class Client {
     return value
   }
 
+  /**
+   * Prometheus text exposition (format 0.0.4): counters (requests, errors by code, retries,
+   * connections), pool gauges and histograms (time to headers, time to first token, request
+   * duration, stream tokens per second), all labelled with the origin.
+   */
+  metrics() {
+    return this.#native.metrics()
+  }
+
   /** Pool gauges (undici's `PoolStats` meanings) and counters. */
   stats() {
     return this.#native.stats()

@@ -20,6 +20,7 @@ use crate::breaker::{Admission, CircuitBreaker, Outcome};
 use crate::config::{Config, ConfigError};
 use crate::connect::HttpConnector;
 use crate::error::{Error, HttpFailure, Kind, Redactor};
+use crate::metrics::{Metrics, Snapshot};
 use crate::pool::keep_alive::KeepAlivePolicy;
 use crate::pool::{Lease, Pool, PoolLimits, PoolStats};
 use crate::retry::{Decision, RetryPolicy};
@@ -77,6 +78,7 @@ pub struct Client {
     retries: AtomicU64,
     retry: RetryPolicy,
     breaker: Option<CircuitBreaker>,
+    pub(crate) metrics: Metrics,
 }
 
 /// Why one attempt failed: `Stale` failures happened on a reused connection before any response
@@ -149,6 +151,7 @@ impl Client {
             retries: AtomicU64::new(0),
             retry: RetryPolicy::new(config.retry.clone()),
             breaker: config.circuit_breaker.map(CircuitBreaker::new),
+            metrics: Metrics::new(&config.endpoint.origin),
             config,
         })
     }
@@ -193,6 +196,7 @@ impl Client {
         }
         let _in_flight = self.in_flight.token();
         self.requests.fetch_add(1, Ordering::Relaxed);
+        let started = tokio::time::Instant::now();
         let result = tokio::select! {
             biased;
             _ = cancel.cancelled() => Err(Error::new(
@@ -202,10 +206,26 @@ impl Client {
             _ = self.shutdown.cancelled() => Err(self.closed_error()),
             result = work => result,
         };
-        if result.is_err() {
+        self.metrics.request_took(started.elapsed());
+        if let Err(e) = &result {
             self.errors.fetch_add(1, Ordering::Relaxed);
+            self.metrics.error(e.code());
+            if e.is_cancelled() {
+                tracing::debug!(origin = self.origin(), code = e.code(), "call cancelled");
+            }
         }
         result
+    }
+
+    /// The Prometheus text exposition of this client's metrics.
+    pub fn metrics_text(&self) -> String {
+        let stats = self.stats();
+        self.metrics.render(Snapshot {
+            pool: stats.pool,
+            requests: stats.requests,
+            errors: stats.errors,
+            retries: stats.retries,
+        })
     }
 
     async fn chat_attempts(&self, body: Bytes, call: &CallOptions) -> Result<Bytes, Error> {
@@ -313,6 +333,13 @@ impl Client {
         match decision {
             Decision::RetryAfter(delay) => {
                 self.retries.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    origin = self.origin(),
+                    attempt,
+                    code = error.code(),
+                    delay_ms = delay.as_millis() as u64,
+                    "retrying"
+                );
                 Ok(delay)
             }
             Decision::Stop => Err(error.with_attempts(attempt)),
@@ -350,10 +377,16 @@ impl Client {
             Ok(sent) => Ok(sent),
             Err(AttemptError::Fatal(e)) => Err(e),
             // Rare: boxed so that every request's future does not carry a second send.
-            Err(AttemptError::Stale(_)) => match Box::pin(self.send_once(body, call, true)).await {
-                Ok(sent) => Ok(sent),
-                Err(AttemptError::Fatal(e) | AttemptError::Stale(e)) => Err(e),
-            },
+            Err(AttemptError::Stale(_)) => {
+                tracing::debug!(
+                    origin = self.origin(),
+                    "reused connection was closed before the answer; resending on a fresh one"
+                );
+                match Box::pin(self.send_once(body, call, true)).await {
+                    Ok(sent) => Ok(sent),
+                    Err(AttemptError::Fatal(e) | AttemptError::Stale(e)) => Err(e),
+                }
+            }
         }
     }
 
@@ -381,6 +414,7 @@ impl Client {
             });
         }
         let request = self.build_request(body, call);
+        let sent_at = tokio::time::Instant::now();
         let sent = sender.send_request(request);
         let result = match self.config.headers_timeout {
             None => sent.await,
@@ -394,7 +428,10 @@ impl Client {
             })?,
         };
         match result {
-            Ok(response) => Ok((response, lease)),
+            Ok(response) => {
+                self.metrics.headers_after(sent_at.elapsed());
+                Ok((response, lease))
+            }
             Err(e) => {
                 let stale = reused && closed_before_response(&e);
                 let e = Error::new(

@@ -58,11 +58,17 @@ impl HttpConnector {
 
     async fn open(&self) -> Result<HttpConn, Error> {
         let origin = &self.endpoint.origin;
+        tracing::debug!(origin = origin.as_str(), "connecting");
         let tcp = connect_tcp(&self.endpoint.host, self.endpoint.port, &self.settings)
             .await
             .map_err(|e| {
                 Error::new(Kind::Connect, format!("could not connect to {origin}: {e}"))
             })?;
+        tracing::debug!(
+            origin = origin.as_str(),
+            peer = %tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default(),
+            "connected"
+        );
         match &self.tls {
             None => handshake(tcp, origin).await,
             Some((connector, name)) => {

@@ -147,6 +147,13 @@ impl Error {
 
     /// A timeout with its own code, phrased the same way for every phase.
     pub(crate) fn timed_out(kind: Kind, origin: &str, phase: &str, after: Duration) -> Self {
+        tracing::debug!(
+            origin,
+            code = kind.code(),
+            phase,
+            after_ms = after.as_millis() as u64,
+            "timeout"
+        );
         Error::new(
             kind,
             format!(

@@ -12,6 +12,7 @@ pub mod chat;
 pub mod config;
 pub mod connect;
 pub mod error;
+pub mod metrics;
 pub mod pool;
 pub mod retry;
 pub mod sse;

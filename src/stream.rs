@@ -275,7 +275,13 @@ async fn read_stream(request: Request, reader: Arc<Reader>, closed: Cancellation
         Err(e) => reader.fail(e),
         // The consumer left (closed or dropped the stream): a last batch still tells its side
         // that nothing more will come, so that nothing waits for this stream any more.
-        Ok(()) if closed.is_cancelled() => reader.end(true),
+        Ok(()) if closed.is_cancelled() => {
+            tracing::debug!(
+                origin = client.origin(),
+                "stream closed by its consumer; connection closed"
+            );
+            reader.end(true)
+        }
         Ok(()) => {}
     }
 }
@@ -342,6 +348,8 @@ async fn stream_attempt(
 
     let mut decoder = SseDecoder::new(config.max_event_size);
     let mut events = Vec::new();
+    let mut delivered: u64 = 0;
+    let mut first_token_at: Option<Instant> = None;
     let mut deadline = first_token_deadline;
     loop {
         if reader.credit.full() {
@@ -374,6 +382,9 @@ async fn stream_attempt(
                 // The body ended without [DONE]: the connection is reusable; whether the stream
                 // is complete is decided from the chunks (finish_reason) by the consumer.
                 decoder.finish();
+                if let Some(at) = first_token_at {
+                    client.metrics.stream_rate(delivered, at.elapsed());
+                }
                 lease.release(client.keep_alive.idle_lifetime(&parts.headers));
                 reader.end(false);
                 return Ok(());
@@ -422,11 +433,19 @@ async fn stream_attempt(
             payloads.push(data);
         }
         if !payloads.is_empty() {
+            if first_token_at.is_none() {
+                first_token_at = Some(Instant::now());
+                client.metrics.first_token_after(started.elapsed());
+            }
+            delivered += payloads.len() as u64;
             *yielded = true;
             reader.push(payloads);
             deadline = token_gap.map(|gap| Instant::now() + gap);
         }
         if saw_done {
+            if let Some(at) = first_token_at {
+                client.metrics.stream_rate(delivered, at.elapsed());
+            }
             let lifetime = client.keep_alive.idle_lifetime(&parts.headers);
             match tokio::time::timeout(DONE_GRACE, body_end(&mut incoming)).await {
                 Ok(true) => lease.release(lifetime),

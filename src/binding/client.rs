@@ -141,6 +141,12 @@ impl NativeClient {
         })
     }
 
+    /// Prometheus text exposition (version 0.0.4) of this client's metrics.
+    #[napi]
+    pub fn metrics(&self) -> Result<String> {
+        guard(|| Ok(self.inner.metrics_text()))
+    }
+
     #[napi]
     pub fn stats(&self) -> Result<PoolStats> {
         guard(|| Ok(self.inner.stats().into()))

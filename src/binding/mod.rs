@@ -5,6 +5,7 @@
 //! into Node (sync entry points go through [`guard`], futures through `catch_unwind`).
 
 mod client;
+mod logging;
 mod mailbox;
 mod outcome;
 mod runtime;

@@ -278,6 +278,10 @@ impl<K: Connect> Shared<K> {
                 state.busy += 1;
                 self.reused.fetch_add(1, Ordering::Relaxed);
                 self.closed.fetch_add(dead.len() as u64, Ordering::Relaxed);
+                tracing::debug!(
+                    origin = self.limits.origin.as_str(),
+                    "reusing an idle connection"
+                );
                 return Ok((Step::Ready(Lease::new(idle.conn, self.clone(), true)), dead));
             }
         } else if self.at_cap(state) && !state.idle.is_empty() {
@@ -291,6 +295,11 @@ impl<K: Connect> Shared<K> {
         }
         let (tx, rx) = oneshot::channel();
         state.waiters.push_back(tx);
+        tracing::trace!(
+            origin = self.limits.origin.as_str(),
+            queued = state.waiters.len(),
+            "waiting for a connection"
+        );
         Ok((Step::Wait(rx), dead))
     }
 

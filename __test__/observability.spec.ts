@@ -1,0 +1,86 @@
+// LLMPOOL_LOG tracing and Prometheus metrics(), through the public API.
+import { execFile } from 'node:child_process'
+import { join } from 'node:path'
+import { body, client, completion, rejection, sendJson, server } from './helpers'
+
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const parsePrometheus: (text: string) => Array<{ name: string; type: string; metrics: any[] }> = require('parse-prometheus-text-format')
+
+const KEY = 'sk-observability-SECRET-abcdef123456'
+
+test('LLMPOOL_LOG=debug prints connect and reuse events to stderr, never the API key', async () => {
+  const s = await server()
+  const script = `
+    const { Client } = require(${JSON.stringify(join(__dirname, '..', 'index.js'))})
+    const c = new Client({ baseUrl: process.argv[1], apiKey: ${JSON.stringify(KEY)}, headers: { 'x-secret-header': ${JSON.stringify(KEY)} } })
+    ;(async () => {
+      await c.chat({ model: 'm', messages: [{ role: 'user', content: 'one' }] })
+      await c.chat({ model: 'm', messages: [{ role: 'user', content: 'two' }] })
+      await c.close()
+    })()
+  `
+  const run = (env: Record<string, string>) =>
+    new Promise<{ stderr: string; failed: boolean }>((resolve) => {
+      execFile(process.execPath, ['-e', script, s.url], { timeout: 20_000, env: { ...process.env, ...env } }, (error, _out, stderr) =>
+        resolve({ failed: error !== null, stderr }),
+      )
+    })
+  const on = await run({ LLMPOOL_LOG: 'debug' })
+  expect(on.failed).toBe(false)
+  expect(on.stderr).toContain('connecting')
+  expect(on.stderr).toContain('connected')
+  expect(on.stderr).toContain('reusing an idle connection')
+  expect(on.stderr).not.toContain(KEY)
+  expect(on.stderr.toLowerCase()).not.toContain('authorization')
+  // Off by default: nothing printed.
+  const off = await run({})
+  expect(off.failed).toBe(false)
+  expect(off.stderr).toBe('')
+})
+
+test('metrics() parses as Prometheus text and counts known traffic', async () => {
+  const s = await server()
+  s.setHandler(({ res, body: b, index }) => {
+    if (index === 3) return sendJson(res, 401, { error: { message: 'no' } })
+    if (b.stream) {
+      res.writeHead(200, { 'content-type': 'text/event-stream' })
+      for (const piece of ['a', 'b', 'c']) {
+        res.write(`data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', created: 1, model: 'm', choices: [{ index: 0, delta: { content: piece }, finish_reason: null }] })}\n\n`)
+      }
+      return res.end('data: [DONE]\n\n')
+    }
+    sendJson(res, 200, completion(b, 'ok'))
+  })
+  const c = client(s, { apiKey: KEY })
+  for (let i = 0; i < 3; i++) await c.chat(body())
+  expect(await rejection(c.chat(body()))).toMatchObject({ status: 401 })
+  for (let i = 0; i < 2; i++) for await (const _ of c.chatStream(body())) {
+    // consume
+  }
+  const text = c.metrics()
+  expect(text).not.toContain(KEY)
+  const families = new Map(parsePrometheus(text).map((f) => [f.name, f]))
+  const value = (name: string, labels: Record<string, string> = {}) => {
+    const family = families.get(name)
+    const sample = family?.metrics.find((m) => Object.entries(labels).every(([k, v]) => m.labels?.[k] === v))
+    return sample === undefined ? undefined : Number(sample.value)
+  }
+  const origin = s.origin
+  expect(families.get('llmpool_requests_total')?.type).toBe('COUNTER')
+  expect(value('llmpool_requests_total', { origin })).toBe(6)
+  expect(value('llmpool_errors_total', { origin, code: 'ERR_HTTP_STATUS' })).toBe(1)
+  expect(value('llmpool_retries_total', { origin })).toBe(0)
+  expect(value('llmpool_connections_opened_total', { origin })).toBe(1)
+  expect(value('llmpool_pool_connected', { origin })).toBe(1)
+  expect(families.get('llmpool_pool_connected')?.type).toBe('GAUGE')
+  // This parser keeps a labelled histogram's buckets (not its _count): the +Inf bucket is the count.
+  const observations = (name: string) => Number(families.get(name)?.metrics[0]?.buckets?.['+Inf'])
+  expect(families.get('llmpool_request_duration_seconds')?.type).toBe('HISTOGRAM')
+  expect(observations('llmpool_request_duration_seconds')).toBe(6)
+  expect(observations('llmpool_time_to_headers_seconds')).toBe(6)
+  expect(observations('llmpool_time_to_first_token_seconds')).toBe(2)
+  expect(observations('llmpool_stream_tokens_per_second')).toBe(2)
+  const buckets = families.get('llmpool_request_duration_seconds')?.metrics[0]?.buckets ?? {}
+  const counts = Object.values(buckets).map(Number)
+  expect(counts).toEqual([...counts].sort((a, b) => a - b))
+})

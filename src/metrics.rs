@@ -1,0 +1,292 @@
+//! Prometheus metrics of one client: counters, pool gauges and latency histograms, rendered in
+//! the text exposition format by [`Metrics::render`]. Recording is a few relaxed atomic adds.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::pool::PoolStats;
+
+/// Latency buckets in seconds: LLM calls range from milliseconds (a cached answer, the first
+/// token of a small model) to minutes.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+/// Stream throughput buckets in tokens (data events) per second.
+const RATE_BUCKETS: &[f64] = &[
+    1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0,
+];
+
+/// A cumulative histogram with fixed bounds; the sum is kept in microunits.
+#[derive(Debug)]
+struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<AtomicU64>,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
+    fn observe(&self, value: f64) {
+        let value = value.max(0.0);
+        let bucket = self
+            .bounds
+            .iter()
+            .position(|&bound| value <= bound)
+            .unwrap_or(self.bounds.len());
+        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add((value * 1e6) as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str, labels: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (i, bound) in self.bounds.iter().enumerate() {
+            cumulative += self.counts[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+        }
+        cumulative += self.counts[self.bounds.len()].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
+    }
+}
+
+/// Everything `metrics()` reports that `stats()` does not already count.
+#[derive(Debug)]
+pub struct Metrics {
+    origin_label: String,
+    errors_by_code: Mutex<BTreeMap<&'static str, u64>>,
+    time_to_headers: Histogram,
+    time_to_first_token: Histogram,
+    request_duration: Histogram,
+    stream_tokens_per_second: Histogram,
+}
+
+/// The counters and gauges kept elsewhere, read when rendering.
+#[derive(Debug, Clone, Copy)]
+pub struct Snapshot {
+    pub pool: PoolStats,
+    pub requests: u64,
+    pub errors: u64,
+    pub retries: u64,
+}
+
+impl Metrics {
+    pub fn new(origin: &str) -> Self {
+        Metrics {
+            origin_label: format!("origin=\"{}\"", escape(origin)),
+            errors_by_code: Mutex::new(BTreeMap::new()),
+            time_to_headers: Histogram::new(LATENCY_BUCKETS),
+            time_to_first_token: Histogram::new(LATENCY_BUCKETS),
+            request_duration: Histogram::new(LATENCY_BUCKETS),
+            stream_tokens_per_second: Histogram::new(RATE_BUCKETS),
+        }
+    }
+
+    pub fn error(&self, code: &'static str) {
+        let mut errors = self
+            .errors_by_code
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *errors.entry(code).or_default() += 1;
+    }
+
+    pub fn headers_after(&self, elapsed: Duration) {
+        self.time_to_headers.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn first_token_after(&self, elapsed: Duration) {
+        self.time_to_first_token.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn request_took(&self, elapsed: Duration) {
+        self.request_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// A stream delivered `tokens` data events in `elapsed` after its first one.
+    pub fn stream_rate(&self, tokens: u64, elapsed: Duration) {
+        if tokens > 1 && !elapsed.is_zero() {
+            self.stream_tokens_per_second
+                .observe((tokens - 1) as f64 / elapsed.as_secs_f64());
+        }
+    }
+
+    /// The text exposition format (version 0.0.4).
+    pub fn render(&self, snapshot: Snapshot) -> String {
+        let labels = &self.origin_label;
+        let mut out = String::with_capacity(4096);
+        let counter = |out: &mut String, name: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{{labels}}} {value}"
+            );
+        };
+        counter(
+            &mut out,
+            "llmpool_requests_total",
+            "Calls started (chat and streams).",
+            snapshot.requests,
+        );
+        counter(
+            &mut out,
+            "llmpool_retries_total",
+            "Retries made (attempts after the first).",
+            snapshot.retries,
+        );
+        counter(
+            &mut out,
+            "llmpool_connections_opened_total",
+            "Connections opened.",
+            snapshot.pool.connections_opened,
+        );
+        counter(
+            &mut out,
+            "llmpool_connections_closed_total",
+            "Connections closed.",
+            snapshot.pool.connections_closed,
+        );
+        counter(
+            &mut out,
+            "llmpool_connections_reused_total",
+            "Requests served by an already open connection.",
+            snapshot.pool.reused,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP llmpool_errors_total Calls that failed, by error code.\n# TYPE llmpool_errors_total counter"
+        );
+        let errors = self
+            .errors_by_code
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for (code, count) in errors {
+            let _ = writeln!(
+                out,
+                "llmpool_errors_total{{{labels},code=\"{code}\"}} {count}"
+            );
+        }
+        let gauges = [
+            ("connected", "Open connections.", snapshot.pool.connected),
+            (
+                "free",
+                "Open connections without a request.",
+                snapshot.pool.free,
+            ),
+            (
+                "pending",
+                "Requests waiting for their new connection to open.",
+                snapshot.pool.pending,
+            ),
+            (
+                "queued",
+                "Requests waiting for a free connection.",
+                snapshot.pool.queued,
+            ),
+            (
+                "running",
+                "Requests holding a connection.",
+                snapshot.pool.running,
+            ),
+            ("size", "pending + queued + running.", snapshot.pool.size),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP llmpool_pool_{name} {help}\n# TYPE llmpool_pool_{name} gauge\nllmpool_pool_{name}{{{labels}}} {value}"
+            );
+        }
+        self.time_to_headers.render(
+            &mut out,
+            "llmpool_time_to_headers_seconds",
+            "Request sent to response headers.",
+            labels,
+        );
+        self.time_to_first_token.render(
+            &mut out,
+            "llmpool_time_to_first_token_seconds",
+            "Stream start to its first data event.",
+            labels,
+        );
+        self.request_duration.render(
+            &mut out,
+            "llmpool_request_duration_seconds",
+            "Call start to its end (retries included).",
+            labels,
+        );
+        self.stream_tokens_per_second.render(
+            &mut out,
+            "llmpool_stream_tokens_per_second",
+            "Data events per second of a stream after its first one.",
+            labels,
+        );
+        out
+    }
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let m = Metrics::new("http://h");
+        for ms in [3, 30, 30, 700] {
+            m.request_took(Duration::from_millis(ms));
+        }
+        let text = m.render(Snapshot {
+            pool: PoolStats::default(),
+            requests: 4,
+            errors: 0,
+            retries: 0,
+        });
+        assert!(text.contains(
+            "llmpool_request_duration_seconds_bucket{origin=\"http://h\",le=\"0.005\"} 1\n"
+        ));
+        assert!(text.contains(
+            "llmpool_request_duration_seconds_bucket{origin=\"http://h\",le=\"0.05\"} 3\n"
+        ));
+        assert!(text.contains(
+            "llmpool_request_duration_seconds_bucket{origin=\"http://h\",le=\"+Inf\"} 4\n"
+        ));
+        assert!(text.contains("llmpool_request_duration_seconds_count{origin=\"http://h\"} 4\n"));
+        assert!(text.contains("llmpool_requests_total{origin=\"http://h\"} 4\n"));
+    }
+
+    #[test]
+    fn errors_by_code_and_label_escaping() {
+        let m = Metrics::new("http://we\"ird");
+        m.error("ERR_HTTP_STATUS");
+        m.error("ERR_HTTP_STATUS");
+        m.error("ERR_TIMEOUT");
+        let text = m.render(Snapshot {
+            pool: PoolStats::default(),
+            requests: 3,
+            errors: 3,
+            retries: 0,
+        });
+        assert!(text.contains(
+            "llmpool_errors_total{origin=\"http://we\\\"ird\",code=\"ERR_HTTP_STATUS\"} 2\n"
+        ));
+        assert!(text.contains("code=\"ERR_TIMEOUT\"} 1\n"));
+    }
+}
