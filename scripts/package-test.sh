@@ -55,6 +55,8 @@ JS
 test "$(node call.cjs)" = "Hello from the mock! You said: from cjs"
 test "$(node call.mjs)" = "Hello from the mock! You said: from esm"
 echo "require('llmpool') and import { Client } from 'llmpool' both work"
+npx --no-install llmpool bench --requests 20 --concurrency 4 | grep -q "requests      20 (20 ok, 0 failed)"
+echo "npx llmpool bench works from the installed package"
 
 cat > consumer.mts <<'TS'
 import { Client, LlmpoolError } from 'llmpool'
