@@ -49,6 +49,14 @@ export async function eventually(check: () => boolean, ms = 5000): Promise<void>
   }
 }
 
+/** A handler that answers a completion with `content` after `ms` milliseconds. */
+export function answerAfter(ms: number, content: string) {
+  return async ({ res, body: b }: { res: any; body: any }) => {
+    await sleep(ms)
+    sendJson(res, 200, completion(b, content))
+  }
+}
+
 export const body = (text = 'hi') => ({ model: 'mock-model', messages: [{ role: 'user' as const, content: text }] })
 
 /** Settles a promise into its error (or fails the test if it resolved). */

@@ -1,15 +1,12 @@
 // close() and destroy(), and a process that never closes its client still exits by itself.
 import { execFile } from 'node:child_process'
 import { join } from 'node:path'
-import { body, client, completion, eventually, rejection, sendJson, server, sleep } from './helpers'
+import { answerAfter, body, client, eventually, rejection, server, sleep } from './helpers'
 
 describe('close()', () => {
   test('lets in-flight calls finish, closes every socket, then refuses new calls without sending', async () => {
     const s = await server()
-    s.setHandler(async ({ res, body: b }) => {
-      await sleep(200)
-      sendJson(res, 200, completion(b, 'done'))
-    })
+    s.setHandler(answerAfter(200, 'done'))
     const c = client(s, { connections: 2 })
     const inFlight = [c.chat(body('a')), c.chat(body('b')), c.chat(body('c'))]
     await sleep(50)

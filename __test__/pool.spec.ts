@@ -1,6 +1,6 @@
 // Connection pooling through the public API: reuse, the cap, the FIFO queue, pool timeouts and
 // stale keep-alive sockets.
-import { body, client, eventually, rejection, sendJson, completion, server, sleep } from './helpers'
+import { answerAfter, body, client, eventually, rejection, sendJson, completion, server, sleep } from './helpers'
 
 describe('connection reuse', () => {
   test('100 sequential chat() calls use exactly one connection', async () => {
@@ -60,10 +60,7 @@ describe('connection reuse', () => {
 describe('the connection cap', () => {
   test('200 concurrent calls with connections: 10 use at most 10 sockets and all succeed', async () => {
     const s = await server()
-    s.setHandler(async ({ res, body: b }) => {
-      await sleep(20)
-      sendJson(res, 200, completion(b, 'ok'))
-    })
+    s.setHandler(answerAfter(20, 'ok'))
     const c = client(s, { connections: 10 })
     const calls = Array.from({ length: 200 }, (_, i) => c.chat(body(String(i))))
     await sleep(30)
@@ -79,10 +76,7 @@ describe('the connection cap', () => {
 
   test('ERR_POOL_TIMEOUT while saturated; the timed-out request never reaches the server', async () => {
     const s = await server()
-    s.setHandler(async ({ res, body: b }) => {
-      await sleep(400)
-      sendJson(res, 200, completion(b, 'slow'))
-    })
+    s.setHandler(answerAfter(400, 'slow'))
     const c = client(s, { connections: 2, poolTimeout: 100 })
     const slow = [c.chat(body('a')), c.chat(body('b'))]
     // Calls run on a multi-threaded runtime: wait until both hold a connection.

@@ -1,7 +1,7 @@
 // Every timeout fires with its own code, and an AbortSignal ends a call at every stage; either
 // way the pool is left clean and the next call works.
 import net from 'node:net'
-import { body, client, completion, eventually, rejection, sendJson, server, sleep } from './helpers'
+import { answerAfter, body, client, eventually, rejection, server, sleep } from './helpers'
 
 /** A TCP server that accepts and never says a word (a TLS handshake to it hangs). */
 async function silentTcpServer(): Promise<{ port: number; close: () => void }> {
@@ -62,10 +62,7 @@ describe('timeouts', () => {
 
   test('a per-call timeout overrides the client timeout', async () => {
     const s = await server()
-    s.setHandler(async ({ res, body: b }) => {
-      await sleep(300)
-      sendJson(res, 200, completion(b, 'late'))
-    })
+    s.setHandler(answerAfter(300, 'late'))
     const c = client(s, { timeout: 100 })
     expect(await rejection(c.chat(body()))).toMatchObject({ code: 'ERR_TIMEOUT' })
     await expect(c.chat(body(), { timeout: 2000 })).resolves.toMatchObject({ object: 'chat.completion' })
@@ -104,10 +101,7 @@ describe('AbortSignal', () => {
 
   test('while queued for a connection', async () => {
     const s = await server()
-    s.setHandler(async ({ res, body: b }) => {
-      await sleep(300)
-      sendJson(res, 200, completion(b, 'x'))
-    })
+    s.setHandler(answerAfter(300, 'x'))
     const c = client(s, { connections: 1 })
     const first = c.chat(body('first'))
     // Calls run on a multi-threaded runtime: wait until the first holds the connection.
