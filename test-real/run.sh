@@ -35,7 +35,7 @@ server=$!
 trap 'kill $server 2>/dev/null || true; wait $server 2>/dev/null || true' EXIT
 
 for _ in $(seq 1 120); do
-  if curl -fsS "http://127.0.0.1:$port/v1/models" >/dev/null 2>&1; then break; fi
+  if "$venv/bin/python" -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$port/v1/models', timeout=2)" >/dev/null 2>&1; then break; fi
   if ! kill -0 $server 2>/dev/null; then echo "llama_cpp.server exited:"; cat "$log"; exit 1; fi
   sleep 1
 done
