@@ -175,7 +175,7 @@ impl Client {
     }
 
     /// A chat stream (`body` is the JSON text, with `stream: true`). Nothing is sent until the
-    /// first `next_batch()`.
+    /// [`ChatStream::start`].
     pub fn chat_stream(
         self: &Arc<Self>,
         body: Bytes,
