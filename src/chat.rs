@@ -174,7 +174,7 @@ impl Client {
         self.run(cancel, self.chat_attempts(body, &call)).await
     }
 
-    /// A chat stream (`body` is the JSON text, with `stream: true`). Nothing is sent until the
+    /// A chat stream (`body` is the JSON text, with `stream: true`). Nothing is sent before
     /// [`ChatStream::start`].
     pub fn chat_stream(
         self: &Arc<Self>,
