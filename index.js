@@ -154,11 +154,6 @@ class Inbox {
     this.#pinned.delete(id)
   }
 
-  /** Forgets `id` when the native call could not even start. */
-  cancel(id) {
-    this.unsubscribe(id)
-  }
-
   deliver = (ids, values) => {
     for (let i = 0; i < ids.length; i++) {
       const handler = this.#handlers.get(ids[i])
@@ -216,7 +211,8 @@ class Client {
       try {
         this.#native.chat(id, json, native, cancel)
       } catch (e) {
-        this.#inbox.cancel(id)
+        // The native call could not even start: nothing will be delivered under `id`.
+        this.#inbox.unsubscribe(id)
         detach()
         throw nativeArgumentError(e)
       }

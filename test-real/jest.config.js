@@ -1,11 +1,9 @@
 'use strict'
+// The main jest setup, pointed at the real-server suite.
 /** @type {import('jest').Config} */
 module.exports = {
+  ...require('../jest.config.js'),
   rootDir: '..',
-  testEnvironment: 'node',
   testMatch: ['<rootDir>/test-real/**/*.spec.ts'],
-  transform: { '^.+\\.ts$': ['@swc/jest'] },
   testTimeout: 120_000,
-  maxWorkers: 1,
-  reporters: ['default', '<rootDir>/__test__/summary-reporter.js'],
 }
