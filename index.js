@@ -6,8 +6,6 @@ const { inspect } = require('node:util')
 const { NativeClient, CancelToken, STREAM_WINDOW_EVENTS } = require('./binding.js')
 const { LlmpoolError, fromInfo, llmpoolError } = require('./errors.js')
 
-const CALL_OPTIONS = new Set(['signal', 'timeout', 'headers', 'maxRetries'])
-const STREAM_CALL_OPTIONS = new Set([...CALL_OPTIONS, 'firstTokenTimeout', 'tokenTimeout'])
 
 /**
  * Serialises the options for the native validator. JSON cannot say NaN, Infinity, functions or
@@ -29,6 +27,13 @@ function optionReplacer(key, value) {
   }
 }
 
+/** A broken rule of the caller's: a `TypeError` with a stable code, as Node's own. */
+function invalidArg(message) {
+  const err = new TypeError(message)
+  err.code = 'ERR_INVALID_ARG'
+  return err
+}
+
 function isPlainObject(value) {
   if (value === null || typeof value !== 'object') return false
   const proto = Object.getPrototypeOf(value)
@@ -36,12 +41,12 @@ function isPlainObject(value) {
 }
 
 function serializeBody(body, method) {
-  if (!isPlainObject(body)) throw new TypeError(`${method}() body must be a plain object`)
+  if (!isPlainObject(body)) throw invalidArg(`${method}() body must be a plain object`)
   let json
   try {
     json = JSON.stringify(body)
   } catch (e) {
-    throw new TypeError(`${method}() body must be JSON-serialisable: ${e.message}`)
+    throw invalidArg(`${method}() body must be JSON-serialisable: ${e.message}`)
   }
   return json
 }
@@ -55,42 +60,21 @@ function isAbortSignal(value) {
   )
 }
 
-function checkLimit(name, value) {
-  if (value !== undefined && !(Number.isInteger(value) && value >= 0)) {
-    throw new TypeError(`${name} must be a non-negative integer number of milliseconds (0 disables it)`)
-  }
-}
-
-/** Checks per-call options; returns the signal and the options the native layer takes. */
-function readCallOptions(options, known) {
+/**
+ * Splits per-call options into the signal (wired here) and the rest as JSON for the native
+ * validator, which checks them by the same rules as the client's options.
+ */
+function readCallOptions(options) {
   if (options === undefined || options === null) return { signal: undefined, native: undefined }
-  if (typeof options !== 'object') throw new TypeError('call options must be an object')
-  for (const key of Object.keys(options)) {
-    if (!known.has(key)) throw new TypeError(`${key} is not a known call option`)
+  if (!isPlainObject(options)) throw invalidArg('call options must be an object')
+  const { signal, ...rest } = options
+  if (signal !== undefined && !isAbortSignal(signal)) throw invalidArg('signal must be an AbortSignal')
+  let native
+  for (const _ in rest) {
+    native = JSON.stringify(rest, optionReplacer)
+    break
   }
-  const { signal, timeout, headers, firstTokenTimeout, tokenTimeout, maxRetries } = options
-  if (signal !== undefined && !isAbortSignal(signal)) {
-    throw new TypeError('signal must be an AbortSignal')
-  }
-  checkLimit('timeout', timeout)
-  checkLimit('firstTokenTimeout', firstTokenTimeout)
-  checkLimit('tokenTimeout', tokenTimeout)
-  if (maxRetries !== undefined && !(Number.isInteger(maxRetries) && maxRetries >= 0 && maxRetries <= 100)) {
-    throw new TypeError('maxRetries must be an integer from 0 to 100')
-  }
-  if (headers !== undefined && !isPlainObject(headers)) {
-    throw new TypeError('headers must be an object of header names to string values')
-  }
-  return {
-    signal,
-    native: {
-      timeout,
-      firstTokenTimeout,
-      tokenTimeout,
-      maxRetries,
-      headers: headers === undefined ? undefined : JSON.stringify(headers),
-    },
-  }
+  return { signal, native }
 }
 
 /** Wires an AbortSignal to a native cancel token; returns the token and a detach function. */
@@ -103,7 +87,7 @@ function linkSignal(signal) {
 }
 
 function nativeArgumentError(e) {
-  return e && e.code === 'InvalidArg' ? new TypeError(e.message) : e
+  return e && e.code === 'InvalidArg' ? invalidArg(e.message) : e
 }
 
 /**
@@ -174,12 +158,12 @@ class Client {
 
   /** @param {import('./index').ClientOptions} options */
   constructor(options) {
-    if (!isPlainObject(options)) throw new TypeError('options must be an object')
+    if (!isPlainObject(options)) throw invalidArg('options must be an object')
     let json
     try {
       json = JSON.stringify(options, optionReplacer)
     } catch (e) {
-      throw new TypeError(`options must be JSON-serialisable: ${e.message}`)
+      throw invalidArg(`options must be JSON-serialisable: ${e.message}`)
     }
     try {
       this.#native = new NativeClient(json, this.#inbox.deliver)
@@ -194,18 +178,20 @@ class Client {
     return new Promise((resolve, reject) => {
       const json = serializeBody(body, 'chat')
       if (body.stream === true) {
-        throw new TypeError('chat() body.stream must not be true: use chatStream() to stream')
+        throw invalidArg('chat() body.stream must not be true: use chatStream() to stream')
       }
-      const { signal, native } = readCallOptions(options, CALL_OPTIONS)
+      const { signal, native } = readCallOptions(options)
       if (signal?.aborted) throw llmpoolError('ERR_ABORTED', `request to ${this.#origin} was aborted`)
       const { cancel, detach } = linkSignal(signal)
       const id = this.#inbox.expect((value) => {
         detach()
+        // Rust decided the outcome: a string is a completion, checked to be a JSON object.
         if (typeof value !== 'string') return reject(fromInfo(value))
         try {
-          resolve(this.#parseCompletion(value))
+          resolve(JSON.parse(value))
         } catch (e) {
-          reject(e)
+          // Only JSON that V8 refuses and serde accepted (none is known) could land here.
+          reject(llmpoolError('ERR_INVALID_RESPONSE', `${this.#origin} sent a body that is not JSON: ${e.message}`))
         }
       })
       try {
@@ -226,7 +212,7 @@ class Client {
    */
   chatStream(body, options) {
     serializeBody(body, 'chatStream')
-    const { signal, native } = readCallOptions(options, STREAM_CALL_OPTIONS)
+    const { signal, native } = readCallOptions(options)
     // A shallow copy: the caller's object is never touched.
     const json = JSON.stringify({ ...body, stream: true })
     const { cancel, detach } = linkSignal(signal)
@@ -239,19 +225,6 @@ class Client {
     }
     if (signal?.aborted) cancel.cancel()
     return new ChatStream(handle, this.#inbox, this.#origin, detach)
-  }
-
-  #parseCompletion(text) {
-    let value
-    try {
-      value = JSON.parse(text)
-    } catch {
-      throw llmpoolError('ERR_INVALID_RESPONSE', `${this.#origin} sent a body that is not JSON`)
-    }
-    if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-      throw llmpoolError('ERR_INVALID_RESPONSE', `${this.#origin} sent JSON that is not a completion object`)
-    }
-    return value
   }
 
   /**
@@ -311,8 +284,12 @@ function mergeChoice(choices, { index = 0, delta = {}, finish_reason, logprobs }
   })
   const message = choice.message
   if (delta.role) message.role = delta.role
-  if (typeof delta.content === 'string') message.content = (message.content ?? '') + delta.content
-  if (typeof delta.refusal === 'string') message.refusal = (message.refusal ?? '') + delta.refusal
+  // Every text a delta streams is concatenated: content, refusal, and the reasoning fields of
+  // DeepSeek, vLLM and llama.cpp (`reasoning_content`) or OpenRouter (`reasoning`).
+  for (const key in delta) {
+    const piece = delta[key]
+    if (typeof piece === 'string' && key !== 'role') message[key] = (message[key] ?? '') + piece
+  }
   for (const call of delta.tool_calls ?? []) {
     const calls = (message.tool_calls ??= [])
     const merged = (calls[call.index ?? calls.length] ??= { id: '', type: 'function', function: { name: '', arguments: '' } })
@@ -329,21 +306,18 @@ function mergeChoice(choices, { index = 0, delta = {}, finish_reason, logprobs }
   if (finish_reason) choice.finish_reason = finish_reason
 }
 
-/** A pending end without [DONE], judged after the chunks before it (see `ChatStream.next`). */
-const UNMARKED_END = Symbol('unmarked end')
-
 /** Stream signals from Rust (numbers, see src/binding/mailbox.rs). */
 const SIGNAL_DONE = 0
-const SIGNAL_UNMARKED_END = 1
-const SIGNAL_STALLED = 2
+const SIGNAL_STALLED = 1
 
 /**
  * The async iterator of one chat stream. Rust pushes arrays of payloads as they arrive (merged
- * while this side is busy); they are parsed and yielded one at a time. Flow control: Rust stops
- * reading the socket once STREAM_WINDOW_EVENTS events (or its byte window) are delivered and not
- * acknowledged; this side acknowledges what it yielded every half window, and at once after Rust
- * says it stalled, so a fast consumer costs one call into Rust per ~128 chunks and a slow one
- * holds Rust back.
+ * while this side is busy), each already checked (a JSON object, no error); they are parsed and
+ * yielded one at a time. Every ending (complete, truncated, an error) is decided in Rust and
+ * arrives as a signal or an error. Flow control: Rust stops reading the socket once
+ * STREAM_WINDOW_EVENTS events (or its byte window) are delivered and not acknowledged; this side
+ * acknowledges what it yielded every half window, and at once after Rust says it stalled, so a
+ * fast consumer costs one call into Rust per ~128 chunks and a slow one holds Rust back.
  */
 class ChatStream {
   #native
@@ -360,12 +334,13 @@ class ChatStream {
   #stalled = false
   /** The last delivery has arrived (or the stream was cancelled). */
   #ended = false
-  /** An error (or UNMARKED_END) to raise once the queued payloads are yielded. */
+  /** An error to raise once the queued payloads are yielded. */
   #error = null
-  /** Some chunk carried a finish_reason: an end without [DONE] is then still complete. */
-  #finished = false
-  /** The pending next() waiting for a delivery. */
+  /** The one pending pull waiting for a delivery (pulls run one at a time, see `next`). */
   #wake = null
+  /** next() calls not yet settled, and the latest: a call waits for the one before it. */
+  #calls = 0
+  #lastCall = null
 
   constructor(native, inbox, origin, detach) {
     this.#native = native
@@ -378,39 +353,44 @@ class ChatStream {
     return this
   }
 
-  async next() {
-    for (;;) {
-      const head = this.#queue[0]
-      if (head !== undefined) {
-        const text = head[this.#position]
-        head[this.#position++] = undefined
-        if (this.#position === head.length) {
-          this.#queue.shift()
-          this.#position = 0
+  /** Concurrent calls settle in call order, each with the next chunk (or the end). */
+  next() {
+    const call =
+      this.#calls++ === 0 ? this.#pull() : this.#lastCall.then(() => this.#pull(), () => this.#pull())
+    this.#lastCall = call
+    return call
+  }
+
+  async #pull() {
+    try {
+      for (;;) {
+        const head = this.#queue[0]
+        if (head !== undefined) {
+          const text = head[this.#position]
+          head[this.#position++] = undefined
+          if (this.#position === head.length) {
+            this.#queue.shift()
+            this.#position = 0
+          }
+          if (++this.#used >= STREAM_WINDOW_EVENTS / 2 || this.#stalled) this.#ack()
+          return { value: this.#parse(text), done: false }
         }
-        if (++this.#used >= STREAM_WINDOW_EVENTS / 2 || this.#stalled) this.#ack()
-        return { value: this.#parse(text), done: false }
+        if (this.#error) {
+          const error = this.#error
+          this.#error = null
+          this.#end()
+          throw error
+        }
+        if (this.#ended) return { value: undefined, done: true }
+        if (this.#id === -1) this.#start()
+        // While a pull waits, the stream must stay reachable: the inbox holds it only weakly,
+        // and a waiting consumer is not an abandoned one.
+        this.#inbox.pin(this.#id, this)
+        await new Promise((resolve) => (this.#wake = resolve))
+        this.#inbox.unpin(this.#id)
       }
-      if (this.#error === UNMARKED_END) {
-        // Ended without [DONE]: complete only if a chunk had a finish_reason (real servers end
-        // an empty stream this way on context overflow, and a cut connection looks the same).
-        this.#error = this.#finished
-          ? null
-          : llmpoolError('ERR_STREAM_TRUNCATED', `stream from ${this.#origin} ended before it was complete (no [DONE] and no finish_reason)`)
-      }
-      if (this.#error) {
-        const error = this.#error
-        this.#error = null
-        this.#end()
-        throw error
-      }
-      if (this.#ended) return { value: undefined, done: true }
-      if (this.#id === -1) this.#start()
-      // While a next() waits, the stream must stay reachable: the inbox holds it only weakly,
-      // and a waiting consumer is not an abandoned one.
-      this.#inbox.pin(this.#id, this)
-      await new Promise((resolve) => (this.#wake = resolve))
-      this.#inbox.unpin(this.#id)
+    } finally {
+      this.#calls--
     }
   }
 
@@ -477,8 +457,7 @@ class ChatStream {
       this.#stalled = true
       if (this.#used > 0) this.#ack()
     } else {
-      if (value === SIGNAL_UNMARKED_END) this.#error = UNMARKED_END
-      else if (value !== SIGNAL_DONE) this.#error = fromInfo(value)
+      if (value !== SIGNAL_DONE) this.#error = fromInfo(value)
       this.#finish()
     }
     const wake = this.#wake
@@ -493,28 +472,13 @@ class ChatStream {
   }
 
   #parse(text) {
-    let chunk
     try {
-      chunk = JSON.parse(text)
-    } catch {
-      chunk = undefined
-    }
-    if (chunk === null || typeof chunk !== 'object') {
+      return JSON.parse(text)
+    } catch (e) {
+      // Rust checked every payload; only JSON that V8 refuses and serde accepted could land here.
       this.#end()
-      throw llmpoolError('ERR_INVALID_RESPONSE', `stream from ${this.#origin} sent a chunk that is not a JSON object`)
+      throw llmpoolError('ERR_INVALID_RESPONSE', `stream from ${this.#origin} sent a chunk that is not JSON: ${e.message}`)
     }
-    if (chunk.error != null) {
-      this.#end()
-      const message = typeof chunk.error === 'string' ? chunk.error : (chunk.error.message ?? 'no message')
-      const err = llmpoolError('ERR_STREAM_ERROR', `${this.#origin} sent an error in the stream: ${message}`)
-      err.error = chunk.error
-      throw err
-    }
-    if (!this.#finished) {
-      const choices = chunk.choices
-      if (Array.isArray(choices)) for (const choice of choices) if (choice?.finish_reason) this.#finished = true
-    }
-    return chunk
   }
 
   /** Nothing more will arrive: stop listening (what is queued is still yielded). */

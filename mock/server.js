@@ -71,6 +71,51 @@ async function openaiHandler({ body, res, server }) {
   res.end('data: [DONE]\n\n')
 }
 
+/** Every request header, as a hostile server would quote it back. */
+function quoteHeaders(req) {
+  return Object.entries(req.headers)
+    .map(([k, v]) => `${k}: ${v}`)
+    .join('; ')
+}
+
+/**
+ * Handlers of servers that misbehave on purpose, for tests that think like an attacker. Each
+ * returns a handler to pass to `setHandler`.
+ */
+const hostile = {
+  /** A stream whose first data event is an error quoting every request header. */
+  streamErrorEchoingHeaders: () => ({ req, res }) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' })
+    res.end(`data: ${JSON.stringify({ error: { message: `bad request, headers were ${quoteHeaders(req)}` } })}\n\n`)
+  },
+  /** A JSON body with a top-level error quoting every request header, under `status`. */
+  errorBodyEchoingHeaders: (status = 200) => ({ req, res }) => {
+    const headers = Object.fromEntries(Object.entries(req.headers).map(([k, v]) => [`x-echo-${k}`, String(v)]))
+    sendJson(res, status, { error: { message: `headers were ${quoteHeaders(req)}`, headers: req.headers } }, headers)
+  },
+  /** A 429 with a retry header of any value (`1e20`, `NaN`, a date in year 99999, …). */
+  retryHeader: (name, value) => ({ res }) => {
+    sendJson(res, 429, { error: { message: 'slow down' } }, { [name]: value })
+  },
+  /** Reads the whole request, works for `ms`, then resets the connection without a byte. */
+  resetAfterRead: (ms = 200) => async ({ res }) => {
+    await new Promise((r) => setTimeout(r, ms))
+    res.socket.resetAndDestroy()
+  },
+  /** A 200 completion padded to about `bytes` bytes. */
+  oversizedBody: (bytes) => ({ res, body }) => {
+    sendJson(res, 200, completion(body, 'x'.repeat(bytes)))
+  },
+  /** A stream with one small chunk, then one data event of about `bytes` bytes, then the end. */
+  bigEvent: (bytes) => ({ res, body }) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' })
+    res.write(`data: ${JSON.stringify(chunk(body, { role: 'assistant', content: '' }))}\n\n`)
+    res.write(`data: ${JSON.stringify(chunk(body, { content: 'y'.repeat(bytes) }))}\n\n`)
+    res.write(`data: ${JSON.stringify(chunk(body, {}, 'stop'))}\n\n`)
+    res.end('data: [DONE]\n\n')
+  },
+}
+
 class MockServer {
   /**
    * @param {object} [options]
@@ -161,4 +206,4 @@ function startMockServer(options) {
   return new MockServer(options).listen()
 }
 
-module.exports = { startMockServer, MockServer, openaiHandler, sendJson, completion, chunk, pieces, replyText }
+module.exports = { startMockServer, MockServer, openaiHandler, sendJson, completion, chunk, pieces, replyText, hostile }

@@ -11,6 +11,8 @@ use hyper::header::{HeaderName, HeaderValue};
 use hyper::Uri;
 use serde_json::{Map, Value};
 
+use crate::error::{Redactor, SECRET_HEADERS};
+
 /// Default per-origin connection cap. undici's own default is unlimited; an LLM service wants a cap.
 pub const DEFAULT_CONNECTIONS: usize = 100;
 /// Idle time after which a kept-alive connection is dropped when the server gives no hint (undici: 4 s;
@@ -36,18 +38,26 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 600_000;
 pub const DEFAULT_FIRST_TOKEN_TIMEOUT_MS: u64 = 60_000;
 pub const DEFAULT_TOKEN_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_MAX_EVENT_SIZE: usize = 16 * 1024 * 1024;
+/// Largest non-stream response body in bytes (undici's `maxResponseSize`; undici has no limit by
+/// default, a completion is rarely over a few MiB).
+pub const DEFAULT_MAX_RESPONSE_SIZE: usize = 32 * 1024 * 1024;
 pub const DEFAULT_MAX_RETRIES: u32 = 3;
 pub const DEFAULT_RETRY_MIN_TIMEOUT_MS: u64 = 1_000;
 pub const DEFAULT_RETRY_MAX_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_RETRY_TIMEOUT_FACTOR: f64 = 2.0;
 pub const DEFAULT_RETRY_AFTER: bool = true;
 pub const DEFAULT_RETRY_STATUS_CODES: [u16; 7] = [408, 409, 429, 500, 502, 503, 504];
-/// Connection-level failures retried by default: refused, connect timeout, and a connection that
-/// broke (reset, broken pipe, closed before an answer).
-pub const DEFAULT_RETRY_ERROR_CODES: [&str; 3] =
-    ["ERR_CONNECT", "ERR_CONNECT_TIMEOUT", "ERR_SOCKET"];
+/// Failures retried by default: refused, connect timeout, a connection that broke (reset,
+/// broken pipe, closed before an answer), and a stream whose body ended before its first event
+/// (the same failure seen through a 200). Streams retry only before their first chunk.
+pub const DEFAULT_RETRY_ERROR_CODES: [&str; 4] = [
+    "ERR_CONNECT",
+    "ERR_CONNECT_TIMEOUT",
+    "ERR_SOCKET",
+    "ERR_STREAM_TRUNCATED",
+];
 /// The codes `retry.errorCodes` may list.
-pub const RETRYABLE_ERROR_CODES: [&str; 8] = [
+pub const RETRYABLE_ERROR_CODES: [&str; 12] = [
     "ERR_CONNECT",
     "ERR_CONNECT_TIMEOUT",
     "ERR_SOCKET",
@@ -56,6 +66,10 @@ pub const RETRYABLE_ERROR_CODES: [&str; 8] = [
     "ERR_BODY_TIMEOUT",
     "ERR_TIMEOUT",
     "ERR_FIRST_TOKEN_TIMEOUT",
+    "ERR_STREAM_TRUNCATED",
+    "ERR_STREAM_ERROR",
+    "ERR_PROVIDER_ERROR",
+    "ERR_INVALID_RESPONSE",
 ];
 
 /// The largest duration accepted, in ms: about 24.8 days, the same bound as Node's timers.
@@ -231,6 +245,11 @@ pub struct Config {
     pub first_token_timeout: Option<Duration>,
     pub token_timeout: Option<Duration>,
     pub max_event_size: usize,
+    /// Largest non-stream body; `None` (-1 in JS) = unlimited.
+    pub max_response_size: Option<usize>,
+    /// Lowercase names of headers whose values are secrets: [`SECRET_HEADERS`] plus
+    /// `redactHeaders`.
+    pub redact_headers: Vec<String>,
     pub retry: RetryConfig,
     pub circuit_breaker: Option<BreakerConfig>,
 }
@@ -271,6 +290,8 @@ const KNOWN_OPTIONS: &[&str] = &[
     "firstTokenTimeout",
     "tokenTimeout",
     "maxEventSize",
+    "maxResponseSize",
+    "redactHeaders",
     "retry",
     "circuitBreaker",
 ];
@@ -307,8 +328,13 @@ impl<'a> Options<'a> {
             .as_object()
             .ok_or_else(|| ConfigError(format!("{what} must be an object")))?;
         if let Some(unknown) = map.keys().find(|k| !known.contains(&k.as_str())) {
+            let noun = if what == "call options" {
+                "call option"
+            } else {
+                "option"
+            };
             return Err(ConfigError(format!(
-                "{prefix}{unknown} is not a known option"
+                "{prefix}{unknown} is not a known {noun}"
             )));
         }
         Ok(Options { map, prefix })
@@ -353,6 +379,18 @@ impl<'a> Options<'a> {
             )?
             .unwrap_or(default);
         Ok((n > 0).then(|| ms(n)))
+    }
+
+    /// A per-call override of a limit: absent = the client's, 0 = off for this call. Same rule
+    /// and bound as the client option.
+    fn override_ms(&self, key: &str) -> Result<Option<Option<Duration>>> {
+        Ok(self
+            .uint(
+                key,
+                "must be a non-negative integer number of milliseconds (0 disables it)",
+                MAX_DURATION_MS,
+            )?
+            .map(|n| (n > 0).then(|| ms(n))))
     }
 
     /// A duration in ms that must be positive.
@@ -469,6 +507,43 @@ impl Config {
             },
         )?;
 
+        let max_response_size = match o.get("maxResponseSize") {
+            Some(v) if v.as_i64() == Some(-1) => None,
+            _ => match o.uint(
+                "maxResponseSize",
+                "must be a positive integer number of bytes or -1 (unlimited)",
+                u32::MAX as u64,
+            )? {
+                Some(0) => {
+                    return Err(rule(
+                        "maxResponseSize",
+                        "must be a positive integer number of bytes or -1 (unlimited)",
+                    ))
+                }
+                Some(n) => Some(n as usize),
+                None => Some(DEFAULT_MAX_RESPONSE_SIZE),
+            },
+        };
+
+        let mut redact_headers: Vec<String> = SECRET_HEADERS.map(str::to_owned).to_vec();
+        let names_rule = "must be an array of header names";
+        match o.get("redactHeaders") {
+            None => {}
+            Some(Value::Array(items)) => {
+                for item in items {
+                    let name = item
+                        .as_str()
+                        .filter(|n| HeaderName::from_bytes(n.as_bytes()).is_ok())
+                        .ok_or_else(|| rule("redactHeaders", names_rule))?
+                        .to_ascii_lowercase();
+                    if !redact_headers.contains(&name) {
+                        redact_headers.push(name);
+                    }
+                }
+            }
+            Some(_) => return Err(rule("redactHeaders", names_rule)),
+        }
+
         let max_event_size = match o.uint(
             "maxEventSize",
             "must be a positive integer number of bytes",
@@ -501,10 +576,115 @@ impl Config {
             first_token_timeout: o.limit_ms("firstTokenTimeout", DEFAULT_FIRST_TOKEN_TIMEOUT_MS)?,
             token_timeout: o.limit_ms("tokenTimeout", DEFAULT_TOKEN_TIMEOUT_MS)?,
             max_event_size,
+            max_response_size,
+            redact_headers,
             retry: parse_retry(o.map.get("retry"))?,
             circuit_breaker: parse_breaker(o.map.get("circuitBreaker"))?,
         })
     }
+}
+
+/// Per-call options (`client.chat(body, { timeout, headers, … })`), validated by the same rules
+/// as the client's. `signal` never reaches here: JS wires it to a cancel token.
+#[derive(Debug, Default, Clone)]
+pub struct CallOptions {
+    /// `Some(None)` turns the attempt deadline off for this call.
+    pub timeout: Option<Option<Duration>>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Streaming: overrides `firstTokenTimeout`; `Some(None)` turns it off.
+    pub first_token_timeout: Option<Option<Duration>>,
+    /// Streaming: overrides `tokenTimeout`; `Some(None)` turns it off.
+    pub token_timeout: Option<Option<Duration>>,
+    /// Overrides `retry.maxRetries`.
+    pub max_retries: Option<u32>,
+    /// Values of this call's secret headers: redacted from its errors like the API key.
+    pub secrets: Vec<String>,
+}
+
+const KNOWN_CALL_OPTIONS: &[&str] = &["timeout", "headers", "maxRetries"];
+const KNOWN_STREAM_CALL_OPTIONS: &[&str] = &[
+    "timeout",
+    "headers",
+    "maxRetries",
+    "firstTokenTimeout",
+    "tokenTimeout",
+];
+
+impl CallOptions {
+    /// Validates one call's options (as JSON) against the client's `config`.
+    pub fn from_json(value: &Value, config: &Config, stream: bool) -> Result<CallOptions> {
+        let known = if stream {
+            KNOWN_STREAM_CALL_OPTIONS
+        } else {
+            KNOWN_CALL_OPTIONS
+        };
+        let o = Options::new(value, "", "call options", known)?;
+        let headers = match o.get("headers") {
+            None => Vec::new(),
+            Some(v) => parse_headers(v, "headers")?,
+        };
+        Ok(CallOptions {
+            timeout: o.override_ms("timeout")?,
+            first_token_timeout: o.override_ms("firstTokenTimeout")?,
+            token_timeout: o.override_ms("tokenTimeout")?,
+            max_retries: o
+                .uint("maxRetries", MAX_RETRIES_RULE, MAX_RETRIES)?
+                .map(|n| n as u32),
+            secrets: config.secret_values(&headers),
+            headers,
+        })
+    }
+}
+
+/// Most retries a call may make.
+const MAX_RETRIES: u64 = 100;
+const MAX_RETRIES_RULE: &str = "must be an integer from 0 to 100";
+
+impl Config {
+    /// The values among `headers` that are secrets (a secret header's value, and its credentials
+    /// after the scheme).
+    pub fn secret_values(&self, headers: &[(HeaderName, HeaderValue)]) -> Vec<String> {
+        headers
+            .iter()
+            .filter(|(name, _)| self.redact_headers.iter().any(|n| n == name.as_str()))
+            .flat_map(|(_, value)| Redactor::secrets_of_value(&String::from_utf8_lossy(value.as_bytes())))
+            .collect()
+    }
+
+    /// The redactor of this client: the API key and the values of its secret default headers.
+    pub fn redactor(&self) -> Redactor {
+        Redactor::new(
+            self.api_key
+                .iter()
+                .map(|k| k.expose().to_owned())
+                .chain(self.secret_values(&self.headers)),
+            self.redact_headers.iter().cloned(),
+        )
+    }
+}
+
+/// Every option name the client accepts, nested ones as `parent.child`: the source of truth the
+/// typings and the README are checked against.
+pub fn option_names() -> Vec<String> {
+    let nested: [(&str, &[&str]); 3] = [
+        ("connect", KNOWN_CONNECT_OPTIONS),
+        ("retry", KNOWN_RETRY_OPTIONS),
+        ("circuitBreaker", KNOWN_BREAKER_OPTIONS),
+    ];
+    let mut names: Vec<String> = KNOWN_OPTIONS.iter().map(|s| s.to_string()).collect();
+    for (parent, children) in nested {
+        names.extend(children.iter().map(|c| format!("{parent}.{c}")));
+    }
+    names
+}
+
+/// Every per-call option name (`signal` is JS's own).
+pub fn call_option_names() -> Vec<String> {
+    KNOWN_STREAM_CALL_OPTIONS
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["signal".to_string()])
+        .collect()
 }
 
 fn parse_connect(value: Option<&Value>, mut out: ConnectConfig) -> Result<ConnectConfig> {
@@ -590,7 +770,7 @@ fn parse_retry(value: Option<&Value>) -> Result<RetryConfig> {
     let o = Options::new(value, "retry.", "retry", KNOWN_RETRY_OPTIONS)?;
     let d = RetryConfig::default();
     let max_retries = o
-        .uint("maxRetries", "must be a non-negative integer", 100)?
+        .uint("maxRetries", MAX_RETRIES_RULE, MAX_RETRIES)?
         .map_or(d.max_retries, |n| n as u32);
     let min_timeout = o.non_negative_ms("minTimeout", DEFAULT_RETRY_MIN_TIMEOUT_MS)?;
     let max_timeout = o.non_negative_ms("maxTimeout", DEFAULT_RETRY_MAX_TIMEOUT_MS)?;
@@ -830,7 +1010,7 @@ mod tests {
             ),
             (
                 json!({ "baseUrl": "http://h", "retry": { "maxRetries": -1 } }),
-                "retry.maxRetries must be a non-negative integer",
+                "retry.maxRetries must be an integer from 0 to 100",
             ),
             (
                 json!({ "baseUrl": "http://h", "retry": { "minTimeout": 10, "maxTimeout": 5 } }),

@@ -25,7 +25,8 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 
 use crate::config::{ConfigError, ConnectConfig, Endpoint, Scheme};
-use crate::error::{Error, Kind};
+use crate::conn::{Connection, SendError};
+use crate::error::{Cause, Error, Kind};
 use crate::pool::Connect;
 
 /// The sending half of one HTTP/1 connection: what the pool holds.
@@ -63,6 +64,7 @@ impl HttpConnector {
             .await
             .map_err(|e| {
                 Error::new(Kind::Connect, format!("could not connect to {origin}: {e}"))
+                    .with_cause(Cause::of(&e))
             })?;
         tracing::debug!(
             origin = origin.as_str(),
@@ -77,6 +79,7 @@ impl HttpConnector {
                         Kind::Tls,
                         format!("TLS handshake with {origin} failed: {e}"),
                     )
+                    .with_cause(Cause::of(&e))
                 })?;
                 handshake(stream, origin).await
             }
@@ -107,6 +110,31 @@ impl Connect for HttpConnector {
     }
 }
 
+impl Connection for HttpConn {
+    type Body = hyper::body::Incoming;
+
+    fn send(
+        &mut self,
+        request: hyper::Request<Full<Bytes>>,
+    ) -> impl Future<Output = Result<hyper::Response<hyper::body::Incoming>, SendError>> + Send
+    {
+        async move {
+            // A connection seen closed here never got the request.
+            if let Err(e) = self.ready().await {
+                return Err(SendError::NotSent(Box::new(e)));
+            }
+            match self.try_send_request(request).await {
+                Ok(response) => Ok(response),
+                // hyper hands the request back only when it never wrote it.
+                Err(e) if e.message().is_some() => {
+                    Err(SendError::NotSent(Box::new(e.into_error())))
+                }
+                Err(e) => Err(SendError::Failed(Box::new(e.into_error()))),
+            }
+        }
+    }
+}
+
 async fn handshake<S>(stream: S, origin: &str) -> Result<HttpConn, Error>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -119,6 +147,7 @@ where
                 Kind::Socket,
                 format!("HTTP handshake with {origin} failed: {e}"),
             )
+            .with_cause(Cause::of(&e))
         })?;
     tokio::spawn(async move {
         // Ends when the server closes the socket or the pool drops the sender; either way the

@@ -1,11 +1,13 @@
-//! One error type for the whole core.
+//! One error type for the whole core, and the one [`Redactor`] every error passes on its way out.
 //!
 //! Every failure a caller can see is an [`Error`] with a stable string [`Error::code`] (what JS code
 //! matches on), a short lowercase message that names the origin, and, for HTTP errors, the status,
-//! headers and the provider's body. Secrets are stripped before an `Error` is built (see
-//! [`Redactor`]), so nothing downstream has to remember to.
+//! headers and the provider's body. Errors are built freely inside the core; the client passes
+//! each one through [`Redactor::redact_error`] as the call ends (`Client::run`), the only door out,
+//! so no path has to remember to strip secrets itself.
 
 use std::fmt;
+use std::io;
 use std::time::Duration;
 
 /// What went wrong, as a closed set. Private to the crate: callers use [`Error::code`] and the
@@ -26,7 +28,10 @@ pub(crate) enum Kind {
     Tls,
     HttpStatus,
     InvalidResponse,
+    ProviderError,
+    ResponseTooLarge,
     StreamError,
+    StreamTruncated,
     SseEventTooLarge,
     CircuitOpen,
     Internal,
@@ -49,7 +54,10 @@ impl Kind {
             Kind::Tls => "ERR_TLS",
             Kind::HttpStatus => "ERR_HTTP_STATUS",
             Kind::InvalidResponse => "ERR_INVALID_RESPONSE",
+            Kind::ProviderError => "ERR_PROVIDER_ERROR",
+            Kind::ResponseTooLarge => "ERR_RESPONSE_TOO_LARGE",
             Kind::StreamError => "ERR_STREAM_ERROR",
+            Kind::StreamTruncated => "ERR_STREAM_TRUNCATED",
             Kind::SseEventTooLarge => "ERR_SSE_EVENT_TOO_LARGE",
             Kind::CircuitOpen => "ERR_CIRCUIT_OPEN",
             Kind::Internal => "ERR_INTERNAL",
@@ -63,8 +71,56 @@ pub struct HttpFailure {
     pub status: u16,
     /// Response headers, lowercase names, in arrival order.
     pub headers: Vec<(String, String)>,
-    /// The response body as text (redacted, capped in size).
+    /// The response body as text (capped in size).
     pub body: String,
+}
+
+/// The lower-level failure behind an error: what the OS or the TLS library said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cause {
+    /// Node's name for the OS error (`ECONNRESET`, `ECONNREFUSED`, `EPIPE`, …), when the OS said
+    /// which.
+    pub code: Option<&'static str>,
+    pub message: String,
+}
+
+impl Cause {
+    /// The innermost error of a chain, with the OS error code of the first `io::Error` in it.
+    pub fn of(error: &(dyn std::error::Error + 'static)) -> Cause {
+        let mut code = None;
+        let mut innermost = error;
+        let mut current = Some(error);
+        while let Some(e) = current {
+            if code.is_none() {
+                code = e.downcast_ref::<io::Error>().and_then(os_code);
+            }
+            innermost = e;
+            current = e.source();
+        }
+        Cause {
+            code,
+            message: innermost.to_string(),
+        }
+    }
+}
+
+/// Node's code for an `io::Error`, as `err.cause.code` carries it in Node's own errors.
+pub fn os_code(e: &io::Error) -> Option<&'static str> {
+    Some(match e.kind() {
+        io::ErrorKind::ConnectionReset => "ECONNRESET",
+        io::ErrorKind::ConnectionRefused => "ECONNREFUSED",
+        io::ErrorKind::ConnectionAborted => "ECONNABORTED",
+        io::ErrorKind::BrokenPipe => "EPIPE",
+        io::ErrorKind::TimedOut => "ETIMEDOUT",
+        io::ErrorKind::NotConnected => "ENOTCONN",
+        io::ErrorKind::AddrInUse => "EADDRINUSE",
+        io::ErrorKind::AddrNotAvailable => "EADDRNOTAVAIL",
+        io::ErrorKind::HostUnreachable => "EHOSTUNREACH",
+        io::ErrorKind::NetworkUnreachable => "ENETUNREACH",
+        io::ErrorKind::NetworkDown => "ENETDOWN",
+        io::ErrorKind::PermissionDenied => "EACCES",
+        _ => return None,
+    })
 }
 
 /// The one public error type of the core.
@@ -73,11 +129,13 @@ pub struct Error {
     kind: Kind,
     message: String,
     http: Option<Box<HttpFailure>>,
-    /// The provider's error payload of an SSE error event (redacted).
+    /// The provider's error payload: of an SSE error event, or of a 200 body that is an error.
     provider_error: Option<String>,
-    /// Attempts made before giving up (1 without retries).
+    cause: Option<Box<Cause>>,
+    /// Attempts made before giving up (1 without retries); set by the attempt loop.
     attempts: u32,
-    /// How long the server asked us to wait (`Retry-After`), when it asked.
+    /// The wait the server asked for (`Retry-After`, `retry-after-ms`), clamped; set for every
+    /// HTTP error that carried a hint.
     retry_after: Option<Duration>,
 }
 
@@ -88,6 +146,7 @@ impl Error {
             message: message.into(),
             http: None,
             provider_error: None,
+            cause: None,
             attempts: 1,
             retry_after: None,
         }
@@ -95,24 +154,18 @@ impl Error {
 
     pub(crate) fn http(message: impl Into<String>, failure: HttpFailure) -> Self {
         Error {
-            kind: Kind::HttpStatus,
-            message: message.into(),
             http: Some(Box::new(failure)),
-            provider_error: None,
-            attempts: 1,
-            retry_after: None,
+            ..Error::new(Kind::HttpStatus, message)
         }
     }
 
-    /// An error the provider reported inside a stream (`event: error` or an `error` payload).
-    pub(crate) fn stream(message: impl Into<String>, payload: String) -> Self {
+    /// An error the provider reported in a response that was otherwise a success: an SSE
+    /// `error` event or payload ([`Kind::StreamError`]), or a 200 body that is an error
+    /// ([`Kind::ProviderError`]).
+    pub(crate) fn provider(kind: Kind, message: impl Into<String>, payload: String) -> Self {
         Error {
-            kind: Kind::StreamError,
-            message: message.into(),
-            http: None,
             provider_error: Some(payload),
-            attempts: 1,
-            retry_after: None,
+            ..Error::new(kind, message)
         }
     }
 
@@ -130,19 +183,29 @@ impl Error {
         self
     }
 
+    pub(crate) fn with_cause(mut self, cause: Cause) -> Self {
+        self.cause = Some(Box::new(cause));
+        self
+    }
+
     /// Attempts made before this error was final.
     pub fn attempts(&self) -> u32 {
         self.attempts
     }
 
-    /// The wait the server asked for, when the call failed because it was longer than allowed.
+    /// The wait the server asked for, when it asked.
     pub fn retry_after(&self) -> Option<Duration> {
         self.retry_after
     }
 
-    /// The provider's error payload of a stream error.
+    /// The provider's error payload of a stream error or a 200 error body.
     pub fn provider_error(&self) -> Option<&str> {
         self.provider_error.as_deref()
+    }
+
+    /// What the OS or TLS library said, when the failure came from there.
+    pub fn cause(&self) -> Option<&Cause> {
+        self.cause.as_deref()
     }
 
     /// A timeout with its own code, phrased the same way for every phase.
@@ -207,33 +270,119 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// Header names whose values are secrets by default, client-level or per call; `redactHeaders`
+/// adds more.
+pub const SECRET_HEADERS: [&str; 5] = [
+    "authorization",
+    "proxy-authorization",
+    "api-key",
+    "x-api-key",
+    "cookie",
+];
+
 /// Replaces every occurrence of a secret with `[REDACTED]`.
 ///
-/// Servers echo keys back ("Incorrect API key provided: sk-…"), so every string that reaches an
-/// error passes through here.
+/// Servers echo keys back ("Incorrect API key provided: sk-…", a payload quoting the request
+/// headers), so every error passes through [`Redactor::redact_error`] before it leaves the core.
+/// Secrets are the API key and the values of secret headers; headers with a secret name are
+/// masked in an error's response headers whatever their value.
 #[derive(Clone, Default)]
 pub struct Redactor {
     secrets: Vec<String>,
+    /// Lowercase names of secret headers.
+    names: Vec<String>,
 }
 
 impl Redactor {
     pub const MASK: &'static str = "[REDACTED]";
 
-    pub fn new(secrets: impl IntoIterator<Item = String>) -> Self {
-        Redactor {
-            // A very short "secret" would mangle ordinary text; keys are long.
-            secrets: secrets.into_iter().filter(|s| s.len() >= 4).collect(),
+    pub fn new(
+        secrets: impl IntoIterator<Item = String>,
+        names: impl IntoIterator<Item = String>,
+    ) -> Self {
+        let mut redactor = Redactor {
+            secrets: Vec::new(),
+            names: names.into_iter().collect(),
+        };
+        for secret in secrets {
+            redactor.add(secret);
         }
+        redactor
+    }
+
+    fn add(&mut self, secret: String) {
+        // A very short "secret" would mangle ordinary text; keys are long.
+        if secret.len() >= 4 && !self.secrets.contains(&secret) {
+            self.secrets.push(secret);
+        }
+    }
+
+    /// The header names treated as secret.
+    pub fn is_secret_header(&self, name: &str) -> bool {
+        self.names.iter().any(|n| n.eq_ignore_ascii_case(name))
+    }
+
+    /// Secrets worth redacting in a header value: the whole value, and for
+    /// `Authorization`-style `Scheme credentials` values the credentials alone.
+    pub fn secrets_of_value(value: &str) -> Vec<String> {
+        let mut out = vec![value.trim().to_owned()];
+        if let Some((_, credentials)) = value.trim().split_once(' ') {
+            out.push(credentials.trim().to_owned());
+        }
+        out
+    }
+
+    /// This redactor plus `extra` secrets (a call's own secret header values).
+    pub fn with(&self, extra: &[String]) -> Redactor {
+        let mut redactor = self.clone();
+        for secret in extra {
+            redactor.add(secret.clone());
+        }
+        redactor
     }
 
     pub fn redact(&self, text: &str) -> String {
         let mut out = text.to_owned();
-        for secret in &self.secrets {
-            if out.contains(secret.as_str()) {
-                out = out.replace(secret.as_str(), Self::MASK);
+        self.redact_in_place(&mut out);
+        out
+    }
+
+    fn redact_in_place(&self, text: &mut String) {
+        // Longest first, so that a secret containing another is masked whole.
+        for secret in self.ordered() {
+            if text.contains(secret) {
+                *text = text.replace(secret, Self::MASK);
             }
         }
-        out
+    }
+
+    fn ordered(&self) -> Vec<&str> {
+        let mut secrets: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets
+    }
+
+    /// Strips every secret from every text an error carries: message, provider body and
+    /// payload, response headers (secret-named ones masked whole), cause.
+    pub fn redact_error(&self, mut error: Error) -> Error {
+        self.redact_in_place(&mut error.message);
+        if let Some(payload) = &mut error.provider_error {
+            self.redact_in_place(payload);
+        }
+        if let Some(cause) = &mut error.cause {
+            self.redact_in_place(&mut cause.message);
+        }
+        if let Some(http) = &mut error.http {
+            self.redact_in_place(&mut http.body);
+            for (name, value) in &mut http.headers {
+                if self.is_secret_header(name) {
+                    *value = Self::MASK.to_owned();
+                } else {
+                    self.redact_in_place(value);
+                }
+            }
+        }
+        error
     }
 }
 
@@ -273,14 +422,76 @@ mod tests {
         );
     }
 
+    fn redactor() -> Redactor {
+        Redactor::new(
+            ["sk-secret-123".to_string()],
+            SECRET_HEADERS.map(str::to_owned),
+        )
+    }
+
     #[test]
     fn redactor_masks_every_occurrence() {
-        let r = Redactor::new(["sk-secret-123".to_string()]);
+        let r = redactor();
         assert_eq!(
             r.redact("bad key sk-secret-123, again sk-secret-123"),
             "bad key [REDACTED], again [REDACTED]"
         );
         assert_eq!(r.redact("nothing here"), "nothing here");
         assert!(!format!("{r:?}").contains("sk-"));
+    }
+
+    #[test]
+    fn redact_error_reaches_every_text_an_error_carries() {
+        let r = redactor().with(&["azure-key-456".to_string()]);
+        let error = Error::http(
+            "401: bad key sk-secret-123",
+            HttpFailure {
+                status: 401,
+                headers: vec![
+                    ("x-echo".into(), "Bearer sk-secret-123".into()),
+                    ("x-api-key".into(), "anything".into()),
+                ],
+                body: r#"{"error":{"message":"key azure-key-456 is wrong"}}"#.into(),
+            },
+        )
+        .with_cause(Cause {
+            code: None,
+            message: "peer said sk-secret-123".into(),
+        });
+        let e = r.redact_error(error);
+        let all = format!("{e:?}");
+        assert!(!all.contains("sk-secret-123"), "{all}");
+        assert!(!all.contains("azure-key-456"), "{all}");
+        let http = e.http_failure().unwrap();
+        assert_eq!(http.headers[1].1, Redactor::MASK);
+        assert_eq!(http.headers[0].1, "Bearer [REDACTED]");
+
+        let stream = r.redact_error(Error::provider(
+            Kind::StreamError,
+            "m",
+            "Authorization: Bearer sk-secret-123".into(),
+        ));
+        assert_eq!(
+            stream.provider_error(),
+            Some("Authorization: Bearer [REDACTED]")
+        );
+    }
+
+    #[test]
+    fn a_secret_inside_a_longer_one_does_not_leave_a_tail() {
+        let r = Redactor::new(["abcd".to_string(), "abcdefgh".to_string()], []);
+        assert_eq!(r.redact("x abcdefgh y"), "x [REDACTED] y");
+    }
+
+    #[test]
+    fn causes_carry_node_codes() {
+        let io = io::Error::from(io::ErrorKind::ConnectionReset);
+        let cause = Cause::of(&io);
+        assert_eq!(cause.code, Some("ECONNRESET"));
+        assert_eq!(
+            os_code(&io::Error::from(io::ErrorKind::BrokenPipe)),
+            Some("EPIPE")
+        );
+        assert_eq!(os_code(&io::Error::other("x")), None);
     }
 }

@@ -1,18 +1,25 @@
 //! llmpool: a pooled, fast, hard-to-break client for OpenAI-compatible LLM APIs.
 //!
 //! A pure Rust core (everything but `binding`) and a thin napi binding layer. Data flows one way:
-//! JS options → [`config`] → [`chat::Client`] → [`pool`] (checkout) → [`connect`] (new connections
-//! only) → hyper → response → JS. Only `binding` names napi, so `cargo test
-//! --no-default-features` tests the core without Node.
+//! JS options → [`config`] → [`client::Client`] → [`chat`] / [`stream`] → [`attempt`] (the
+//! attempt loop) → [`exchange`] (one request) → [`pool`] (checkout) → [`connect`] (new
+//! connections only) → hyper → body or [`sse`] decoder → outcome, decided with [`payload`] →
+//! JS. Only `binding` names napi, so `cargo test --no-default-features` tests the core without
+//! Node.
 
 #![deny(unsafe_code)]
 
+pub mod attempt;
 pub mod breaker;
 pub mod chat;
+pub mod client;
 pub mod config;
+pub mod conn;
 pub mod connect;
 pub mod error;
+pub mod exchange;
 pub mod metrics;
+pub mod payload;
 pub mod pool;
 pub mod retry;
 pub mod sse;
@@ -20,3 +27,6 @@ pub mod stream;
 
 #[cfg(feature = "napi")]
 mod binding;
+
+#[cfg(test)]
+mod tests;

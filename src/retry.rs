@@ -122,23 +122,38 @@ fn should_retry_header(headers: &[(String, String)]) -> Option<bool> {
     }
 }
 
+/// The longest wait a server hint is taken to ask for: about 24.8 days, Node's timer bound. An
+/// absurd hint (`1e30`, year 99999) is clamped here; it is then over `maxTimeout` and fails the
+/// call with the server's answer, never a sleep or a panic.
+pub const MAX_HINT: Duration = Duration::from_millis(i32::MAX as u64);
+
 /// The wait a server asked for: `retry-after-ms` (milliseconds) first, then `retry-after` as
-/// seconds or an HTTP date. Unparseable or negative values are ignored.
+/// seconds or an HTTP date. Negative, NaN, infinite and unparseable values are ignored; huge
+/// ones are clamped to [`MAX_HINT`].
 pub fn retry_after(headers: &[(String, String)], now: SystemTime) -> Option<Duration> {
     if let Some(ms) = header(headers, "retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
-        if ms.is_finite() && ms >= 0.0 {
-            return Some(Duration::from_secs_f64(ms / 1000.0));
+        if let Some(wait) = clamped_secs(ms / 1000.0) {
+            return Some(wait);
         }
     }
     let value = header(headers, "retry-after")?;
     if let Ok(secs) = value.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+        return clamped_secs(secs);
     }
     let at = parse_http_date(value)?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO).min(MAX_HINT))
+}
+
+/// A non-negative, finite number of seconds as a duration no longer than [`MAX_HINT`].
+fn clamped_secs(secs: f64) -> Option<Duration> {
+    if !(secs.is_finite() && secs >= 0.0) {
+        return None;
+    }
+    Some(Duration::from_secs_f64(secs.min(MAX_HINT.as_secs_f64())))
 }
 
 /// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the HTTP date format servers send.
+/// Years outside 1970–9999 are refused (no overflow, whatever the digits).
 pub fn parse_http_date(text: &str) -> Option<SystemTime> {
     let rest = text.trim().split_once(", ")?.1;
     let parts: Vec<&str> = rest.split(' ').collect();
@@ -160,11 +175,11 @@ pub fn parse_http_date(text: &str) -> Option<SystemTime> {
     let [h, m, s] = hms[..] else {
         return None;
     };
-    if !(1..=31).contains(&day) || year < 1970 || h > 23 || m > 59 || s > 60 {
+    if !(1..=31).contains(&day) || !(1970..=9999).contains(&year) || h > 23 || m > 59 || s > 60 {
         return None;
     }
     let days = days_from_civil(year, month, day)?;
-    Some(UNIX_EPOCH + Duration::from_secs(days * 86_400 + h * 3600 + m * 60 + s))
+    UNIX_EPOCH.checked_add(Duration::from_secs(days * 86_400 + h * 3600 + m * 60 + s))
 }
 
 /// Days since 1970-01-01 of a Gregorian date (Howard Hinnant's algorithm).
@@ -337,6 +352,50 @@ mod tests {
         assert_eq!(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"), None);
         assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 PST"), None);
         assert_eq!(parse_http_date("garbage"), None);
+        assert_eq!(parse_http_date("Sun, 06 Nov 99999 08:49:37 GMT"), None);
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 18446744073709551615 08:49:37 GMT"),
+            None
+        );
+    }
+
+    #[test]
+    fn absurd_hints_are_clamped_or_ignored() {
+        let h = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+        for (name, value) in [
+            ("retry-after", "1e20"),
+            ("retry-after", "1e308"),
+            ("retry-after-ms", "1e30"),
+            ("retry-after", "Fri, 31 Dec 9999 23:59:59 GMT"),
+        ] {
+            assert_eq!(
+                retry_after(&h(name, value), NOW),
+                Some(MAX_HINT),
+                "{name}: {value}"
+            );
+        }
+        for (name, value) in [
+            ("retry-after", "NaN"),
+            ("retry-after", "inf"),
+            ("retry-after", "-Infinity"),
+            ("retry-after-ms", "-5"),
+            ("retry-after", "Sun, 06 Nov 99999 08:49:37 GMT"),
+            ("retry-after", ""),
+        ] {
+            assert_eq!(retry_after(&h(name, value), NOW), None, "{name}: {value}");
+        }
+        // A junk retry-after-ms falls back to retry-after.
+        let both = vec![
+            ("retry-after-ms".to_string(), "NaN".to_string()),
+            ("retry-after".to_string(), "2".to_string()),
+        ];
+        assert_eq!(retry_after(&both, NOW), Some(Duration::from_secs(2)));
+        // Clamped hints are over maxTimeout: the call stops with the server's answer.
+        let e = http(429, &[("retry-after", "1e20")]);
+        assert_eq!(
+            policy().decide(&e, 1, 3, 0.0, NOW),
+            Decision::StopServerAskedTooLong(MAX_HINT)
+        );
     }
 
     #[test]

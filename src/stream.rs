@@ -18,25 +18,33 @@
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::FutureExt;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
+use hyper::header::CONTENT_TYPE;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::chat::{BoxedAttempt, CallOptions, Client};
+use crate::attempt::{BoxedAttempt, CallKind};
+use crate::client::Client;
+use crate::config::CallOptions;
+use crate::conn::Connection;
 use crate::error::{Error, Kind};
+use crate::exchange::{Accept, Exchanged, MAX_ERROR_BODY};
+use crate::payload::{inspect, provider_message};
+use crate::pool::Connect;
 use crate::sse::SseDecoder;
 
 /// Most events delivered and not yet acknowledged before the reader stops reading.
 pub const WINDOW_EVENTS: usize = 256;
-/// Most payload bytes delivered and not yet acknowledged before the reader stops reading.
+/// Most payload bytes delivered and not yet acknowledged before the reader stops reading. One
+/// event larger than this still passes, alone: the window never holds back an event the decoder
+/// accepted (`maxEventSize` bounds that).
 pub const WINDOW_BYTES: usize = 1024 * 1024;
 
 /// After `[DONE]`, how long the consumer's end of stream waits for the end of the body. Servers
@@ -48,20 +56,20 @@ const DONE_GRACE: Duration = Duration::from_millis(50);
 /// the connection can be reused; a server that keeps the body open longer has it closed instead.
 const DRAIN_AFTER_DONE: Duration = Duration::from_secs(2);
 
-/// What the reader pushes to the consumer's sink.
+/// What the reader pushes to the consumer's sink. Every outcome is decided here: the consumer
+/// only turns deliveries into values and errors.
 #[derive(Debug)]
 pub enum Delivery {
-    /// Payloads (JSON text of chunks), in order.
+    /// Payloads (JSON text of chunks, each checked to be a JSON object without a top-level
+    /// `error`), in order.
     Events(Vec<String>),
     /// The reader is waiting for acknowledgements: the consumer should acknowledge what it used
-    /// as soon as it used anything.
+    /// as soon as it used anything. Sent again each time the reader wakes and is still held
+    /// back, so an acknowledgement that did not free enough room is followed by another.
     Stalled,
-    /// The end. `marker` says whether it was `data: [DONE]` or just the end of the body; in the
-    /// latter case the consumer decides, from the chunks it parsed anyway (a `finish_reason`
-    /// seen), whether the stream was complete (see `index.js`).
-    End {
-        marker: bool,
-    },
+    /// The stream ended complete (`[DONE]`, or the body's end after a `finish_reason`), or the
+    /// consumer left.
+    End,
     Failed(Error),
 }
 
@@ -92,14 +100,13 @@ impl Credit {
         unacked.sizes.len() >= WINDOW_EVENTS || unacked.bytes >= WINDOW_BYTES
     }
 
-    async fn wait_for_room(&self) {
-        while self.full() {
-            let notified = self.room.notified();
-            if !self.full() {
-                return;
-            }
-            notified.await;
+    /// Returns at the next acknowledgement (at once if there is room already).
+    async fn wait_for_ack(&self) {
+        let notified = self.room.notified();
+        if !self.full() {
+            return;
         }
+        notified.await;
     }
 
     fn spend(&self, events: &[String]) {
@@ -124,37 +131,42 @@ impl Credit {
     }
 }
 
-struct Request {
-    client: Arc<Client>,
+struct StreamRequest<K: Connect> {
+    client: Arc<Client<K>>,
     body: Bytes,
     call: CallOptions,
     cancel: CancellationToken,
 }
 
 /// The consumer's handle on one chat stream.
-pub struct ChatStream {
-    request: Option<Box<Request>>,
+pub struct ChatStream<K: Connect = crate::connect::HttpConnector> {
+    request: Option<Box<StreamRequest<K>>>,
     /// Cancelled when the consumer is done (`close()` or drop): the reader ends quietly.
     closed: CancellationToken,
     credit: Arc<Credit>,
 }
 
-impl std::fmt::Debug for ChatStream {
+impl<K: Connect> std::fmt::Debug for ChatStream<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ChatStream")
     }
 }
 
-impl ChatStream {
-    pub(crate) fn new(
-        client: Arc<Client>,
+impl<K: Connect> Client<K>
+where
+    K::Conn: Connection,
+{
+    /// A chat stream (`body` is the JSON text, with `stream: true`). Nothing is sent before
+    /// [`ChatStream::start`].
+    pub fn chat_stream(
+        self: &Arc<Self>,
         body: Bytes,
         call: CallOptions,
         cancel: CancellationToken,
-    ) -> Self {
+    ) -> ChatStream<K> {
         ChatStream {
-            request: Some(Box::new(Request {
-                client,
+            request: Some(Box::new(StreamRequest {
+                client: self.clone(),
                 body,
                 call,
                 cancel,
@@ -163,8 +175,13 @@ impl ChatStream {
             credit: Arc::new(Credit::default()),
         }
     }
+}
 
-    /// Sends the request and starts pushing batches to `sink`. Does nothing the second time.
+impl<K: Connect> ChatStream<K>
+where
+    K::Conn: Connection,
+{
+    /// Sends the request and starts pushing deliveries to `sink`. Does nothing the second time.
     pub fn start(&mut self, sink: Sink) {
         if let Some(request) = self.request.take() {
             let reader = Arc::new(Reader {
@@ -184,13 +201,16 @@ impl ChatStream {
             });
         }
     }
+}
 
+impl<K: Connect> ChatStream<K> {
     /// A token that closes this stream from elsewhere.
     pub fn closer(&self) -> CancellationToken {
         self.closed.clone()
     }
 
-    /// The consumer used `events` more events (in delivery order): the reader may go on.
+    /// The consumer used `events` more events (in delivery order): their credit returns to the
+    /// reader, which reads on once the window has room.
     pub fn ack(&self, events: usize) {
         self.credit.refund(events);
     }
@@ -202,13 +222,13 @@ impl ChatStream {
     }
 }
 
-impl Drop for ChatStream {
+impl<K: Connect> Drop for ChatStream<K> {
     fn drop(&mut self) {
         self.closed.cancel();
     }
 }
 
-/// The reader's side: where batches go, and the credit they spend.
+/// The reader's side: where deliveries go, and the credit they spend.
 struct Reader {
     sink: Sink,
     credit: Arc<Credit>,
@@ -220,8 +240,8 @@ impl Reader {
         (self.sink)(Delivery::Events(events));
     }
 
-    fn end(&self, marker: bool) {
-        (self.sink)(Delivery::End { marker });
+    fn end(&self) {
+        (self.sink)(Delivery::End);
     }
 
     fn fail(&self, error: Error) {
@@ -229,40 +249,32 @@ impl Reader {
     }
 }
 
-async fn read_stream(request: Request, reader: Arc<Reader>, closed: CancellationToken) {
-    let Request {
+async fn read_stream<K: Connect>(
+    request: StreamRequest<K>,
+    reader: Arc<Reader>,
+    closed: CancellationToken,
+) where
+    K::Conn: Connection,
+{
+    let StreamRequest {
         client,
         body,
-        mut call,
+        call,
         cancel,
     } = request;
-    call.headers
-        .push((ACCEPT, HeaderValue::from_static("text/event-stream")));
-    // Attempts are retried only while nothing was yielded to the consumer: after the first chunk
-    // a failure surfaces as is.
-    let attempts = async {
-        let mut attempt = 1;
-        loop {
-            let mut yielded = false;
-            // Boxed for the reason given in `Client::chat_attempts`.
-            let one: BoxedAttempt<'_, ()> = Box::pin(stream_attempt(
-                &client,
-                body.clone(),
-                &call,
-                &reader,
-                &mut yielded,
-            ));
-            match client.guarded(client.with_deadline(&call, one)).await {
-                Ok(()) => return Ok(()),
-                Err(e) if yielded => return Err(e.with_attempts(attempt)),
-                Err(e) => {
-                    let delay = client.retry_delay(e, attempt, &call, true)?;
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
-                }
-            }
-        }
-    };
+    let client = &*client;
+    // Set once a chunk reached the consumer: from then on a failure is final, never retried.
+    let committed = AtomicBool::new(false);
+    let attempts = client.attempts(&call, CallKind::Stream, &committed, || {
+        let one: BoxedAttempt<'_, ()> = Box::pin(stream_attempt(
+            client,
+            body.clone(),
+            &call,
+            &reader,
+            &committed,
+        ));
+        one
+    });
     let work = async {
         tokio::select! {
             biased;
@@ -271,30 +283,41 @@ async fn read_stream(request: Request, reader: Arc<Reader>, closed: Cancellation
             result = attempts => result,
         }
     };
-    match client.run(cancel, work).await {
+    match client.run(cancel, &call, work).await {
         Err(e) => reader.fail(e),
-        // The consumer left (closed or dropped the stream): a last batch still tells its side
-        // that nothing more will come, so that nothing waits for this stream any more.
+        // The consumer left (closed or dropped the stream): a last delivery still tells its
+        // side that nothing more will come, so that nothing waits for this stream any more.
         Ok(()) if closed.is_cancelled() => {
             tracing::debug!(
                 origin = client.origin(),
                 "stream closed by its consumer; connection closed"
             );
-            reader.end(true)
+            reader.end()
         }
         Ok(()) => {}
     }
 }
 
-/// Sends the request and pumps events until `[DONE]`, the end of the body, or a failure. Sends
-/// `Done` itself (before draining the body for reuse); the caller sends failures.
-async fn stream_attempt(
-    client: &Client,
+/// What one read's events amount to.
+enum Batch {
+    /// Go on reading.
+    More,
+    /// `[DONE]` was seen.
+    Done,
+}
+
+/// Sends the request and pumps events until the stream is complete or fails. Delivers `End`
+/// itself (before draining the body for reuse); the caller delivers failures.
+async fn stream_attempt<K: Connect>(
+    client: &Client<K>,
     body: Bytes,
     call: &CallOptions,
     reader: &Reader,
-    yielded: &mut bool,
-) -> Result<(), Error> {
+    committed: &AtomicBool,
+) -> Result<(), Error>
+where
+    K::Conn: Connection,
+{
     let config = client.config();
     let first_token = call
         .first_token_timeout
@@ -311,32 +334,24 @@ async fn stream_attempt(
         )
     };
 
-    let sending = client.send(body, call);
-    let (response, lease) = match first_token_deadline {
+    let sending = client.exchange(&client.chat_uri, body, call, Accept::EventStream);
+    let Exchanged {
+        head,
+        body: mut incoming,
+        lease,
+    } = match first_token_deadline {
         None => sending.await?,
         Some(at) => tokio::time::timeout_at(at, sending)
             .await
             .map_err(|_| first_token_error())??,
     };
-    let (parts, mut incoming) = response.into_parts();
-    if !parts.status.is_success() {
-        let (text, complete) = client.read_body(incoming, 64 * 1024).await?;
-        let error = client.http_error(parts.status, &parts.headers, &text);
-        if complete {
-            lease.release(client.keep_alive.idle_lifetime(&parts.headers));
-        }
-        return Err(error);
-    }
-    if is_json(&parts.headers) {
+    if is_json(&head.headers) {
         // The server ignored `stream: true` or failed with a 200 JSON error.
-        let (text, _) = client.read_body(incoming, 64 * 1024).await?;
-        let text = client.redactor.redact(&String::from_utf8_lossy(&text));
-        return Err(match top_level_error(&text) {
-            Some(message) => Error::stream(
-                format!("{} reported an error: {message}", client.origin()),
-                text,
-            ),
-            None => Error::new(
+        let read = client.read_body(incoming, MAX_ERROR_BODY).await?;
+        let text = String::from_utf8_lossy(&read.bytes).into_owned();
+        return Err(match inspect(&text) {
+            Ok(found) if found.error => stream_error(client, text),
+            _ => Error::new(
                 Kind::InvalidResponse,
                 format!(
                     "{} answered with JSON instead of an event stream",
@@ -349,22 +364,25 @@ async fn stream_attempt(
     let mut decoder = SseDecoder::new(config.max_event_size);
     let mut events = Vec::new();
     let mut delivered: u64 = 0;
+    let mut finished = false;
     let mut first_token_at: Option<Instant> = None;
     let mut deadline = first_token_deadline;
     loop {
         if reader.credit.full() {
             // The consumer is behind: stop reading until it catches up. A slow consumer is not a
             // stalled model, so the token gap restarts once there is room again.
-            (reader.sink)(Delivery::Stalled);
-            reader.credit.wait_for_room().await;
-            if *yielded {
+            while reader.credit.full() {
+                (reader.sink)(Delivery::Stalled);
+                reader.credit.wait_for_ack().await;
+            }
+            if first_token_at.is_some() {
                 deadline = token_gap.map(|gap| Instant::now() + gap);
             }
         }
         let frame = tokio::select! {
             biased;
             _ = sleep_until(deadline) => {
-                return Err(if *yielded {
+                return Err(if first_token_at.is_some() {
                     Error::timed_out(
                         Kind::TokenTimeout,
                         client.origin(),
@@ -379,24 +397,27 @@ async fn stream_attempt(
         };
         let data = match frame {
             None => {
-                // The body ended without [DONE]: the connection is reusable; whether the stream
-                // is complete is decided from the chunks (finish_reason) by the consumer.
                 decoder.finish();
+                // The body ended cleanly, so the connection is reusable either way.
+                lease.release(client.keep_alive.idle_lifetime(&head.headers));
+                if !finished {
+                    return Err(Error::new(
+                        Kind::StreamTruncated,
+                        format!(
+                            "stream from {} ended before it was complete (no [DONE] and no finish_reason)",
+                            client.origin()
+                        ),
+                    ));
+                }
+                // No [DONE], but a finish_reason was seen: complete (some servers end so).
                 if let Some(at) = first_token_at {
                     client.metrics.stream_rate(delivered, at.elapsed());
                 }
-                lease.release(client.keep_alive.idle_lifetime(&parts.headers));
-                reader.end(false);
+                reader.end();
                 return Ok(());
             }
             Some(Err(e)) => {
-                return Err(Error::new(
-                    Kind::Socket,
-                    format!(
-                        "connection to {} broke during the stream: {e}",
-                        client.origin()
-                    ),
-                ))
+                return Err(client.socket_error("broke during the stream", &e));
             }
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => data,
@@ -414,44 +435,28 @@ async fn stream_attempt(
             )
         })?;
         let mut payloads = Vec::with_capacity(events.len());
-        let mut saw_done = false;
-        for event in events.drain(..) {
-            let data = event.data;
-            if event.event.as_deref() == Some("error") {
-                return Err(stream_error(client, data));
-            }
-            let trimmed = data.trim();
-            if trimmed == "[DONE]" {
-                saw_done = true;
-                break;
-            }
-            if trimmed.is_empty() {
-                continue;
-            }
-            // A payload with a top-level `error` is detected by the consumer, which parses every
-            // payload anyway (a scan here would cost every chunk).
-            payloads.push(data);
-        }
+        let outcome = judge_events(client, &mut events, &mut payloads, &mut finished);
         if !payloads.is_empty() {
             if first_token_at.is_none() {
                 first_token_at = Some(Instant::now());
                 client.metrics.first_token_after(started.elapsed());
             }
             delivered += payloads.len() as u64;
-            *yielded = true;
+            committed.store(true, Ordering::Relaxed);
+            // Payloads before a failing event still reach the consumer, in order, first.
             reader.push(payloads);
             deadline = token_gap.map(|gap| Instant::now() + gap);
         }
-        if saw_done {
+        if let Batch::Done = outcome? {
             if let Some(at) = first_token_at {
                 client.metrics.stream_rate(delivered, at.elapsed());
             }
-            let lifetime = client.keep_alive.idle_lifetime(&parts.headers);
+            let lifetime = client.keep_alive.idle_lifetime(&head.headers);
             match tokio::time::timeout(DONE_GRACE, body_end(&mut incoming)).await {
                 Ok(true) => lease.release(lifetime),
                 Ok(false) => drop(lease),
                 Err(_) => {
-                    reader.end(true);
+                    reader.end();
                     if let Ok(true) =
                         tokio::time::timeout(DRAIN_AFTER_DONE, body_end(&mut incoming)).await
                     {
@@ -460,10 +465,58 @@ async fn stream_attempt(
                     return Ok(());
                 }
             }
-            reader.end(true);
+            reader.end();
             return Ok(());
         }
     }
+}
+
+/// Decides each decoded event in order: payloads to deliver go to `payloads`; the first event
+/// that ends the stream (`[DONE]`, an error event or payload, a payload that is not a JSON
+/// object) stops the judging, and what follows it is dropped.
+fn judge_events<K: Connect>(
+    client: &Client<K>,
+    events: &mut Vec<crate::sse::SseEvent>,
+    payloads: &mut Vec<String>,
+    finished: &mut bool,
+) -> Result<Batch, Error> {
+    let mut outcome = Ok(Batch::More);
+    for event in events.drain(..) {
+        let data = event.data;
+        if event.event.as_deref() == Some("error") {
+            outcome = Err(stream_error(client, data));
+            break;
+        }
+        let trimmed = data.trim();
+        if trimmed == "[DONE]" {
+            outcome = Ok(Batch::Done);
+            break;
+        }
+        if trimmed.is_empty() {
+            continue;
+        }
+        match inspect(&data) {
+            Err(_) => {
+                outcome = Err(Error::new(
+                    Kind::InvalidResponse,
+                    format!(
+                        "stream from {} sent a chunk that is not a JSON object",
+                        client.origin()
+                    ),
+                ));
+                break;
+            }
+            Ok(found) if found.error => {
+                outcome = Err(stream_error(client, data));
+                break;
+            }
+            Ok(found) => {
+                *finished |= found.finished;
+                payloads.push(data);
+            }
+        }
+    }
+    outcome
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -475,7 +528,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 /// Reads what follows `[DONE]` (normally nothing but the end of the body): true if the body
 /// ended cleanly, false if it broke.
-async fn body_end(incoming: &mut Incoming) -> bool {
+async fn body_end<B: hyper::body::Body + Unpin>(incoming: &mut B) -> bool {
     loop {
         match incoming.frame().await {
             None => return true,
@@ -496,36 +549,15 @@ fn is_json(headers: &hyper::HeaderMap) -> bool {
         })
 }
 
-fn stream_error(client: &Client, payload: String) -> Error {
-    let payload = client.redactor.redact(&payload);
-    let message = top_level_error(&payload)
-        .or_else(|| crate::chat::provider_message(&payload))
-        .unwrap_or_else(|| "no message".to_owned());
-    Error::stream(
+/// An error the provider reported inside the stream; its payload goes with it (redacted on the
+/// way out, in `Client::run`).
+fn stream_error<K: Connect>(client: &Client<K>, payload: String) -> Error {
+    let message = provider_message(&payload).unwrap_or_else(|| "no message".to_owned());
+    Error::provider(
+        Kind::StreamError,
         format!("{} sent an error in the stream: {message}", client.origin()),
         payload,
     )
-}
-
-/// The message of a payload whose top level has an `error` member (`{"error": {...}}`).
-fn top_level_error(data: &str) -> Option<String> {
-    // Cheap pre-check: chunks without the key are the hot path.
-    if !data.contains("\"error\"") {
-        return None;
-    }
-    let value: serde_json::Value = serde_json::from_str(data).ok()?;
-    let error = value.get("error")?;
-    if error.is_null() {
-        return None;
-    }
-    Some(match error {
-        serde_json::Value::String(s) => s.clone(),
-        other => other
-            .get("message")
-            .and_then(|m| m.as_str())
-            .unwrap_or("no message")
-            .to_owned(),
-    })
 }
 
 #[cfg(test)]
@@ -544,7 +576,7 @@ mod tests {
             sink: Box::new(|_| {}),
             credit: Arc::default(),
         });
-        let request = Request {
+        let request = StreamRequest {
             client,
             body: Bytes::new(),
             call: CallOptions::default(),
@@ -556,21 +588,11 @@ mod tests {
     }
 
     #[test]
-    fn top_level_error_only() {
-        assert_eq!(
-            top_level_error(r#"{"error":{"message":"overloaded","type":"server_error"}}"#)
-                .as_deref(),
-            Some("overloaded")
-        );
-        assert_eq!(
-            top_level_error(r#"{"error":"boom"}"#).as_deref(),
-            Some("boom")
-        );
-        assert_eq!(
-            top_level_error(r#"{"choices":[{"delta":{"content":"\"error\""}}]}"#),
-            None
-        );
-        assert_eq!(top_level_error(r#"{"choices":[],"error":null}"#), None);
-        assert_eq!(top_level_error("not json \"error\""), None);
+    fn credit_one_event_larger_than_the_window_passes_alone() {
+        let credit = Credit::default();
+        credit.spend(&["x".repeat(WINDOW_BYTES * 3)]);
+        assert!(credit.full());
+        credit.refund(1);
+        assert!(!credit.full());
     }
 }

@@ -3,7 +3,6 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures::FutureExt;
@@ -15,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 use super::mailbox::{DeliverFn, Delivery, Mailbox, Signal};
 use super::outcome::{ErrorInfo, PoolStats};
 use super::{guard, invalid_arg};
-use crate::chat::{CallOptions, Client};
-use crate::config::{parse_headers, Config};
+use crate::client::Client;
+use crate::config::{CallOptions, Config};
 use crate::stream::{self, ChatStream};
 
 /// Cancels one call; `index.js` wires an `AbortSignal` to it.
@@ -91,33 +90,37 @@ impl NativeClient {
         })
     }
 
-    /// One chat completion; its body text or error is delivered under `id`. `body` is JSON text.
+    /// One chat completion; its body text or error is delivered under `id`. `body` is JSON
+    /// text; `options` the call options as JSON text (without `signal`).
     #[napi]
     pub fn chat(
         &self,
         id: u32,
         body: String,
-        options: Option<NativeCallOptions>,
+        options: Option<String>,
         cancel: Option<ClassInstance<'_, CancelToken>>,
     ) -> Result<()> {
         guard(|| {
-            let call = call_options(options.unwrap_or_default())?;
+            let call = self.call_options(options, false)?;
             let cancel = cancel.map(|c| c.token.clone()).unwrap_or_default();
             let client = self.inner.clone();
             spawn_delivery(self.mailbox.clone(), id, async move {
                 match client.chat(Bytes::from(body), call, cancel).await {
-                    Ok(bytes) => match String::from_utf8(Vec::from(bytes)) {
-                        Ok(text) => Delivery::Body(text),
-                        Err(_) => Delivery::Error(ErrorInfo::invalid_response(
-                            &client.config().endpoint.origin,
-                            "the body is not UTF-8",
-                        )),
-                    },
+                    Ok(text) => Delivery::Body(text),
                     Err(e) => Delivery::Error(ErrorInfo::from(&e)),
                 }
             });
             Ok(())
         })
+    }
+
+    fn call_options(&self, options: Option<String>, stream: bool) -> Result<CallOptions> {
+        let Some(json) = options else {
+            return Ok(CallOptions::default());
+        };
+        let value: serde_json::Value = serde_json::from_str(&json)
+            .map_err(|_| invalid_arg("call options must be an object"))?;
+        CallOptions::from_json(&value, self.inner.config(), stream).map_err(|e| invalid_arg(e.0))
     }
 
     /// A chat stream; nothing is sent until the first `next()`. `body` is JSON text that already
@@ -126,11 +129,11 @@ impl NativeClient {
     pub fn chat_stream(
         &self,
         body: String,
-        options: Option<NativeCallOptions>,
+        options: Option<String>,
         cancel: Option<ClassInstance<'_, CancelToken>>,
     ) -> Result<NativeStream> {
         guard(|| {
-            let call = call_options(options.unwrap_or_default())?;
+            let call = self.call_options(options, true)?;
             let cancel = cancel.map(|c| c.token.clone()).unwrap_or_default();
             let stream = self.inner.chat_stream(Bytes::from(body), call, cancel);
             Ok(NativeStream {
@@ -172,53 +175,17 @@ impl NativeClient {
     }
 }
 
-/// Per-call options as `index.js` passes them (already type-checked there).
-#[napi(object)]
-#[derive(Default)]
-pub struct NativeCallOptions {
-    /// ms; 0 = none.
-    pub timeout: Option<f64>,
-    /// ms; 0 = none.
-    pub first_token_timeout: Option<f64>,
-    /// ms; 0 = none.
-    pub token_timeout: Option<f64>,
-    /// JSON text of a `{ name: value }` object.
-    pub headers: Option<String>,
-    /// Overrides `retry.maxRetries`.
-    pub max_retries: Option<f64>,
+/// Every client option name, nested ones as `parent.child` (the core's list, which tests hold
+/// the typings and the README to).
+#[napi]
+pub fn option_names() -> Vec<String> {
+    crate::config::option_names()
 }
 
-fn limit(name: &str, ms: Option<f64>) -> Result<Option<Option<Duration>>> {
-    match ms {
-        None => Ok(None),
-        Some(ms) if ms.is_finite() && ms >= 0.0 && ms.fract() == 0.0 => {
-            Ok(Some((ms > 0.0).then(|| Duration::from_millis(ms as u64))))
-        }
-        Some(_) => Err(invalid_arg(format!(
-            "{name} must be a non-negative integer number of milliseconds (0 disables it)"
-        ))),
-    }
-}
-
-fn call_options(options: NativeCallOptions) -> Result<CallOptions> {
-    let mut call = CallOptions {
-        timeout: limit("timeout", options.timeout)?,
-        first_token_timeout: limit("firstTokenTimeout", options.first_token_timeout)?,
-        token_timeout: limit("tokenTimeout", options.token_timeout)?,
-        ..CallOptions::default()
-    };
-    if let Some(n) = options.max_retries {
-        if !(n.is_finite() && n >= 0.0 && n.fract() == 0.0 && n <= 100.0) {
-            return Err(invalid_arg("maxRetries must be an integer from 0 to 100"));
-        }
-        call.max_retries = Some(n as u32);
-    }
-    if let Some(json) = options.headers {
-        let value: serde_json::Value =
-            serde_json::from_str(&json).map_err(|_| invalid_arg("headers must be an object"))?;
-        call.headers = parse_headers(&value, "headers").map_err(|e| invalid_arg(e.0))?;
-    }
-    Ok(call)
+/// Every per-call option name.
+#[napi]
+pub fn call_option_names() -> Vec<String> {
+    crate::config::call_option_names()
 }
 
 /// Flow-control window of a stream, in events: `index.js` acknowledges every half window (and at
@@ -247,10 +214,7 @@ impl NativeStream {
                 let delivery = match delivery {
                     stream::Delivery::Events(events) => Delivery::Events(events),
                     stream::Delivery::Stalled => Delivery::Signal(Signal::Stalled),
-                    stream::Delivery::End { marker: true } => Delivery::Signal(Signal::Done),
-                    stream::Delivery::End { marker: false } => {
-                        Delivery::Signal(Signal::UnmarkedEnd)
-                    }
+                    stream::Delivery::End => Delivery::Signal(Signal::Done),
                     stream::Delivery::Failed(e) => Delivery::Error(ErrorInfo::from(&e)),
                 };
                 mailbox.post(id, delivery)

@@ -31,12 +31,10 @@ pub enum Delivery {
 /// Stream signals, as small numbers (the cheapest values to create in JS).
 #[derive(Clone, Copy)]
 pub enum Signal {
-    /// The stream ended with `data: [DONE]`.
+    /// The stream ended complete (or its consumer left).
     Done = 0,
-    /// The body ended without `[DONE]`.
-    UnmarkedEnd = 1,
     /// The reader waits for acknowledgements.
-    Stalled = 2,
+    Stalled = 1,
 }
 
 impl ToNapiValue for Delivery {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use napi_derive::napi;
 
-use crate::chat::ClientStats;
+use crate::client::ClientStats;
 use crate::error::Error;
 
 /// The failure of a call as plain data.
@@ -22,6 +22,9 @@ pub struct ErrorInfo {
     pub attempts: u32,
     /// The wait the server asked for (`Retry-After`), in ms.
     pub retry_after: Option<f64>,
+    /// What the OS or TLS library said (`ECONNRESET`, …), when the failure came from there.
+    pub cause_code: Option<String>,
+    pub cause_message: Option<String>,
 }
 
 impl From<&Error> for ErrorInfo {
@@ -48,6 +51,8 @@ impl From<&Error> for ErrorInfo {
                 .or_else(|| e.provider_error().map(str::to_owned)),
             attempts: e.attempts(),
             retry_after: e.retry_after().map(|d| d.as_millis() as f64),
+            cause_code: e.cause().and_then(|c| c.code).map(str::to_owned),
+            cause_message: e.cause().map(|c| c.message.clone()),
         }
     }
 }
@@ -62,18 +67,8 @@ impl ErrorInfo {
             body: None,
             attempts: 1,
             retry_after: None,
-        }
-    }
-
-    pub fn invalid_response(origin: &str, why: &str) -> Self {
-        ErrorInfo {
-            code: "ERR_INVALID_RESPONSE".into(),
-            message: format!("{origin} sent an invalid response: {why}"),
-            status: None,
-            headers: None,
-            body: None,
-            attempts: 1,
-            retry_after: None,
+            cause_code: None,
+            cause_message: None,
         }
     }
 }

@@ -145,10 +145,6 @@ impl<K: Connect> Pool<K> {
         }
     }
 
-    pub fn connector(&self) -> &K {
-        &self.shared.connector
-    }
-
     /// A connection for one request: a live idle one (most recent first), a new one if the cap
     /// allows, or the next one to free up, waiting at most `pool_timeout`.
     ///

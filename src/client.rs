@@ -1,0 +1,225 @@
+//! One client of one OpenAI-compatible endpoint: its configuration, pool, counters and lifecycle.
+//!
+//! What a call does is spread over one file per job, each an `impl Client` block: `exchange.rs`
+//! (one request on one connection), `attempt.rs` (the attempt loop: retries, backoff, breaker,
+//! deadline), `chat.rs` (a non-stream call) and `stream.rs` (a stream). This file knows none of
+//! them; they build on it.
+//!
+//! `Client` is generic over the connector, as the pool is, so that the attempt loop and the
+//! resend rule are unit-tested with fake connections; [`HttpConnector`] is the real one.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use hyper::header::{
+    HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, USER_AGENT,
+};
+use hyper::Uri;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::breaker::CircuitBreaker;
+use crate::config::{CallOptions, Config, ConfigError};
+use crate::connect::HttpConnector;
+use crate::error::{Error, Kind, Redactor};
+use crate::metrics::{Metrics, Snapshot};
+use crate::pool::keep_alive::KeepAlivePolicy;
+use crate::pool::{Connect, Pool, PoolLimits, PoolStats};
+use crate::retry::RetryPolicy;
+
+const USER_AGENT_VALUE: &str = concat!("llmpool/", env!("CARGO_PKG_VERSION"));
+
+/// Counters and gauges of one client.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    pub pool: PoolStats,
+    /// Calls started.
+    pub requests: u64,
+    /// Calls that ended in an error (including aborts).
+    pub errors: u64,
+    /// Retries made (attempts after the first).
+    pub retries: u64,
+    /// `closed`, `open` or `half-open`; `None` without a circuit breaker.
+    pub circuit: Option<&'static str>,
+}
+
+/// A client bound to one OpenAI-compatible endpoint.
+pub struct Client<K: Connect = HttpConnector> {
+    pub(crate) config: Config,
+    pub(crate) pool: Pool<K>,
+    pub(crate) keep_alive: KeepAlivePolicy,
+    pub(crate) chat_uri: Uri,
+    /// Host, content type, auth and default headers, built once.
+    pub(crate) base_headers: HeaderMap,
+    redactor: Redactor,
+    /// Cancelled by `destroy()`: every in-flight call ends with `ERR_CLOSED`.
+    shutdown: CancellationToken,
+    /// Counts in-flight calls so that `close()` can wait for them.
+    in_flight: TaskTracker,
+    closing: AtomicBool,
+    requests: AtomicU64,
+    errors: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) breaker: Option<CircuitBreaker>,
+    pub(crate) metrics: Metrics,
+}
+
+impl Client<HttpConnector> {
+    pub fn new(config: Config) -> Result<Self, ConfigError> {
+        let connector = HttpConnector::new(config.endpoint.clone(), config.connect.clone())?;
+        Client::with_connector(config, connector)
+    }
+}
+
+impl<K: Connect> Client<K> {
+    /// A client that opens its connections with `connector`.
+    pub fn with_connector(config: Config, connector: K) -> Result<Self, ConfigError> {
+        let pool = Pool::new(
+            connector,
+            PoolLimits {
+                max_connections: config.connections,
+                pool_timeout: config.pool_timeout,
+                origin: config.endpoint.origin.clone(),
+            },
+        );
+        let chat_uri: Uri = config
+            .endpoint
+            .path("/chat/completions")
+            .parse()
+            .map_err(|_| ConfigError("baseUrl has a path that is not a valid URL path".into()))?;
+        let mut base_headers = HeaderMap::new();
+        base_headers.insert(
+            HOST,
+            HeaderValue::from_str(&config.endpoint.authority)
+                .map_err(|_| ConfigError("baseUrl has an invalid host".into()))?,
+        );
+        base_headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        base_headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        base_headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+        if let Some(key) = &config.api_key {
+            let mut auth =
+                HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| {
+                    ConfigError("apiKey must contain only visible ASCII characters".into())
+                })?;
+            auth.set_sensitive(true);
+            base_headers.insert(AUTHORIZATION, auth);
+        }
+        for (name, value) in &config.headers {
+            base_headers.insert(name.clone(), value.clone());
+        }
+        let keep_alive = KeepAlivePolicy {
+            enabled: config.keep_alive,
+            timeout: config.keep_alive_timeout,
+            max_timeout: config.keep_alive_max_timeout,
+            threshold: config.keep_alive_timeout_threshold,
+        };
+        Ok(Client {
+            pool,
+            keep_alive,
+            chat_uri,
+            base_headers,
+            redactor: config.redactor(),
+            shutdown: CancellationToken::new(),
+            in_flight: TaskTracker::new(),
+            closing: AtomicBool::new(false),
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            retry: RetryPolicy::new(config.retry.clone()),
+            breaker: config.circuit_breaker.map(CircuitBreaker::new),
+            metrics: Metrics::new(&config.endpoint.origin),
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub(crate) fn origin(&self) -> &str {
+        &self.config.endpoint.origin
+    }
+
+    /// Wraps one whole call: refuses it after close, counts it, ends it at once on abort or
+    /// destroy, and is the one door errors leave by: each is counted and redacted here.
+    pub(crate) async fn run<T>(
+        &self,
+        cancel: CancellationToken,
+        call: &CallOptions,
+        work: impl std::future::Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        if self.closing.load(Ordering::Acquire) {
+            return Err(self.closed_error());
+        }
+        let _in_flight = self.in_flight.token();
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let started = tokio::time::Instant::now();
+        let result = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => Err(Error::new(
+                Kind::Aborted,
+                format!("request to {} was aborted", self.origin()),
+            )),
+            _ = self.shutdown.cancelled() => Err(self.closed_error()),
+            result = work => result,
+        };
+        self.metrics.request_took(started.elapsed());
+        result.map_err(|e| {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+            self.metrics.error(e.code());
+            tracing::debug!(origin = self.origin(), code = e.code(), "call failed");
+            if call.secrets.is_empty() {
+                self.redactor.redact_error(e)
+            } else {
+                self.redactor.with(&call.secrets).redact_error(e)
+            }
+        })
+    }
+
+    /// The Prometheus text exposition of this client's metrics.
+    pub fn metrics_text(&self) -> String {
+        let stats = self.stats();
+        self.metrics.render(Snapshot {
+            pool: stats.pool,
+            requests: stats.requests,
+            errors: stats.errors,
+            retries: stats.retries,
+        })
+    }
+
+    pub(crate) fn closed_error(&self) -> Error {
+        Error::new(
+            Kind::Closed,
+            format!("client for {} is closed", self.origin()),
+        )
+    }
+
+    pub fn stats(&self) -> ClientStats {
+        ClientStats {
+            pool: self.pool.stats(),
+            requests: self.requests.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            circuit: self
+                .breaker
+                .as_ref()
+                .map(|b| b.state_name(tokio::time::Instant::now())),
+        }
+    }
+
+    /// Graceful: refuses new calls, waits for in-flight ones, then closes every connection.
+    pub async fn close(&self) {
+        self.closing.store(true, Ordering::Release);
+        self.in_flight.close();
+        self.in_flight.wait().await;
+        self.pool.close();
+    }
+
+    /// Abrupt: in-flight calls end at once with `ERR_CLOSED`, every connection is closed.
+    pub fn destroy(&self) {
+        self.closing.store(true, Ordering::Release);
+        self.in_flight.close();
+        self.shutdown.cancel();
+        self.pool.close();
+    }
+}

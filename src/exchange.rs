@@ -1,0 +1,285 @@
+//! One exchange: checkout → send → response head → (an error status's body) → release.
+//!
+//! The resend rule lives here and only here: a request goes out a second time within one attempt
+//! (not counted as a retry) only when the connection proves it was never written
+//! ([`SendError::NotSent`]). Any other failure after checkout is an ordinary failure that the
+//! attempt loop retries or not under the user's policy, because the server may have started
+//! working on the request (a second generation, billed twice).
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{HeaderMap, HeaderValue, ACCEPT};
+use hyper::http::response::Parts;
+use hyper::{Method, Request, StatusCode, Uri};
+
+use crate::client::Client;
+use crate::config::CallOptions;
+use crate::conn::{Connection, SendError};
+use crate::error::{Cause, Error, HttpFailure, Kind};
+use crate::payload::provider_message;
+use crate::pool::{Connect, Lease};
+
+/// Error bodies are read up to this size; a larger one is cut (and its connection closed).
+pub const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// What the caller expects back, as the `Accept` header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accept {
+    Json,
+    EventStream,
+}
+
+/// A successful response head, its unread body and the connection it holds.
+pub struct Exchanged<K: Connect>
+where
+    K::Conn: Connection,
+{
+    pub head: Parts,
+    pub body: <K::Conn as Connection>::Body,
+    pub lease: Lease<K>,
+}
+
+/// A body read up to a limit.
+pub struct BodyRead {
+    pub bytes: Bytes,
+    /// False when the limit was passed before the end: the connection must not be reused.
+    pub complete: bool,
+}
+
+impl<K: Connect> Client<K>
+where
+    K::Conn: Connection,
+{
+    /// Sends one request and returns its 2xx response head with the body unread. A non-2xx
+    /// answer becomes an `ERR_HTTP_STATUS` error carrying its (bounded) body, and its connection
+    /// goes back to the pool when that body was read to the end.
+    pub(crate) async fn exchange(
+        &self,
+        uri: &Uri,
+        body: Bytes,
+        call: &CallOptions,
+        accept: Accept,
+    ) -> Result<Exchanged<K>, Error> {
+        let request = self.build_request(uri, body.clone(), call, accept);
+        let (response, lease) = match self.send(request, false).await {
+            Ok(sent) => sent,
+            Err(SendFailure::Final(e)) => return Err(e),
+            // Rare: boxed so that every request's future does not carry a second send.
+            Err(SendFailure::Unwritten(_)) => {
+                tracing::debug!(
+                    origin = self.origin(),
+                    "connection closed before the request was written; sending it on a fresh one"
+                );
+                let request = self.build_request(uri, body, call, accept);
+                Box::pin(self.send(request, true))
+                    .await
+                    .map_err(SendFailure::into_error)?
+            }
+        };
+        let (head, body) = response.into_parts();
+        if head.status.is_success() {
+            return Ok(Exchanged { head, body, lease });
+        }
+        let read = self.read_body(body, MAX_ERROR_BODY).await?;
+        if read.complete {
+            lease.release(self.keep_alive.idle_lifetime(&head.headers));
+        }
+        Err(self.http_error(head.status, &head.headers, &read.bytes))
+    }
+
+    /// Checks out a connection (a new one when `fresh`) and sends. `Unwritten` only when the
+    /// request was provably never written and this was not already the resend.
+    async fn send(
+        &self,
+        request: Request<Full<Bytes>>,
+        fresh: bool,
+    ) -> Result<(hyper::Response<<K::Conn as Connection>::Body>, Lease<K>), SendFailure> {
+        let mut lease = self.pool.checkout(fresh).await?;
+        let sent_at = tokio::time::Instant::now();
+        let sending = lease.conn().send(request);
+        let result = match self.config.headers_timeout {
+            None => sending.await,
+            Some(limit) => tokio::time::timeout(limit, sending).await.map_err(|_| {
+                Error::timed_out(
+                    Kind::HeadersTimeout,
+                    self.origin(),
+                    "waiting for response headers",
+                    limit,
+                )
+            })?,
+        };
+        match result {
+            Ok(response) => {
+                self.metrics.headers_after(sent_at.elapsed());
+                Ok((response, lease))
+            }
+            Err(SendError::NotSent(e)) if !fresh => Err(SendFailure::Unwritten(
+                self.socket_error("closed before the request was written", &*e),
+            )),
+            Err(SendError::NotSent(e)) => Err(SendFailure::Final(
+                self.socket_error("closed before the request was written", &*e),
+            )),
+            Err(SendError::Failed(e)) => Err(SendFailure::Final(
+                self.socket_error("failed before the response", &*e),
+            )),
+        }
+    }
+
+    fn build_request(
+        &self,
+        uri: &Uri,
+        body: Bytes,
+        call: &CallOptions,
+        accept: Accept,
+    ) -> Request<Full<Bytes>> {
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = uri.clone();
+        let headers = request.headers_mut();
+        *headers = self.base_headers.clone();
+        if accept == Accept::EventStream {
+            headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
+        }
+        for (name, value) in &call.headers {
+            headers.insert(name.clone(), value.clone());
+        }
+        request
+    }
+
+    /// An `ERR_SOCKET` for a connection that broke, with what the OS said as its cause.
+    pub(crate) fn socket_error(
+        &self,
+        when: &str,
+        e: &(dyn std::error::Error + Send + Sync + 'static),
+    ) -> Error {
+        let cause = Cause::of(e);
+        Error::new(
+            Kind::Socket,
+            format!(
+                "connection to {} {when}: {}",
+                self.origin(),
+                cause.message
+            ),
+        )
+        .with_cause(cause)
+    }
+
+    /// Reads a body up to `limit` bytes (`None` = no limit), each chunk within `bodyTimeout` of
+    /// the previous one.
+    pub(crate) async fn read_body<B>(&self, mut body: B, limit: impl Into<Option<usize>>) -> Result<BodyRead, Error>
+    where
+        B: hyper::body::Body<Data = Bytes> + Unpin,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let limit = limit.into().unwrap_or(usize::MAX);
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut size = 0usize;
+        loop {
+            let next = body.frame();
+            let frame = match self.config.body_timeout {
+                None => next.await,
+                Some(gap) => tokio::time::timeout(gap, next).await.map_err(|_| {
+                    Error::timed_out(
+                        Kind::BodyTimeout,
+                        self.origin(),
+                        "reading the response body",
+                        gap,
+                    )
+                })?,
+            };
+            match frame {
+                None => {
+                    return Ok(BodyRead {
+                        bytes: concat(chunks, size),
+                        complete: true,
+                    })
+                }
+                Some(Err(e)) => {
+                    return Err(self.socket_error("failed while reading the response", &e))
+                }
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        size = size.saturating_add(data.len());
+                        chunks.push(data);
+                        if size > limit {
+                            return Ok(BodyRead {
+                                bytes: concat(chunks, size),
+                                complete: false,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// An `ERR_HTTP_STATUS` error from a non-2xx answer: status, headers, the provider's body and
+    /// message, and the clamped wait it asked for. Secrets are stripped later, in `Client::run`.
+    pub(crate) fn http_error(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Error {
+        let body = String::from_utf8_lossy(&body[..body.len().min(MAX_ERROR_BODY)]).into_owned();
+        let reason = status.canonical_reason().unwrap_or("error");
+        let message = match provider_message(&body) {
+            Some(m) => format!(
+                "{} answered {} {reason}: {m}",
+                self.origin(),
+                status.as_u16()
+            ),
+            None => format!("{} answered {} {reason}", self.origin(), status.as_u16()),
+        };
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| {
+                let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                (k.as_str().to_owned(), value)
+            })
+            .collect();
+        let asked = crate::retry::retry_after(&headers, std::time::SystemTime::now());
+        let error = Error::http(
+            message,
+            HttpFailure {
+                status: status.as_u16(),
+                headers,
+                body,
+            },
+        );
+        match asked {
+            Some(asked) => error.with_retry_after(asked),
+            None => error,
+        }
+    }
+}
+
+/// Why a send failed: the request was provably never written and may go again on a fresh
+/// connection, or the failure is final for this attempt.
+enum SendFailure {
+    Unwritten(Error),
+    Final(Error),
+}
+
+impl SendFailure {
+    fn into_error(self) -> Error {
+        match self {
+            SendFailure::Unwritten(e) | SendFailure::Final(e) => e,
+        }
+    }
+}
+
+impl From<Error> for SendFailure {
+    fn from(e: Error) -> Self {
+        SendFailure::Final(e)
+    }
+}
+
+fn concat(chunks: Vec<Bytes>, size: usize) -> Bytes {
+    match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.into_iter().next().expect("one chunk"),
+        _ => {
+            let mut out = Vec::with_capacity(size);
+            for c in chunks {
+                out.extend_from_slice(&c);
+            }
+            Bytes::from(out)
+        }
+    }
+}

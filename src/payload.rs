@@ -1,0 +1,283 @@
+//! A targeted look at one JSON payload from the provider (a completion body or a stream chunk):
+//! is it a JSON object, does it carry a top-level `error`, and did any `choices[].finish_reason`
+//! say the answer is finished. One validating pass over the text; nothing is built for the parts
+//! skipped (serde's `IgnoredAny`), so the cost is a scan, not a parse into values. JS still parses
+//! the payload into objects, but decides nothing from it.
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+/// What the payload says about the call's outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Inspection {
+    /// A top-level `error` member that is not `null`.
+    pub error: bool,
+    /// Some `choices[].finish_reason` is not `null`.
+    pub finished: bool,
+}
+
+/// The payload is not JSON, or not a JSON object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotAnObject;
+
+pub fn inspect(text: &str) -> Result<Inspection, NotAnObject> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let inspection = de.deserialize_map(TopLevel).map_err(|_| NotAnObject)?;
+    de.end().map_err(|_| NotAnObject)?;
+    Ok(inspection)
+}
+
+/// The provider's own words from an OpenAI-style error: `{"error":{"message":…}}`,
+/// `{"error":"…"}` or `{"message":…}`, at most 500 characters.
+pub fn provider_message(body: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(body).ok()?;
+    let error = match value.get("error") {
+        Some(e) if !e.is_null() => e,
+        _ => &value,
+    };
+    let message = match error {
+        serde_json::Value::String(s) => s.as_str(),
+        other => other.get("message")?.as_str()?,
+    };
+    let message = message.trim();
+    (!message.is_empty()).then(|| message.chars().take(500).collect())
+}
+
+/// The keys the inspection cares about.
+enum Key {
+    Error,
+    Choices,
+    Other,
+}
+
+impl<'de> de::Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Key, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
+                Ok(match key {
+                    "error" => Key::Error,
+                    "choices" => Key::Choices,
+                    _ => Key::Other,
+                })
+            }
+        }
+        d.deserialize_identifier(KeyVisitor)
+    }
+}
+
+struct TopLevel;
+
+impl<'de> Visitor<'de> for TopLevel {
+    type Value = Inspection;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Inspection, A::Error> {
+        let mut out = Inspection::default();
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::Error => out.error = map.next_value::<Option<IgnoredAny>>()?.is_some(),
+                Key::Choices => out.finished |= map.next_value::<Finished<Choices>>()?.0,
+                Key::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Whether a value says "finished"; any JSON is accepted, what the rules do not cover is `false`.
+struct Finished<R>(bool, std::marker::PhantomData<R>);
+
+/// How the elements or members of a value are read.
+trait Rule {
+    /// `choices` is an array of choices; a choice is an object with `finish_reason`.
+    fn element_finished<'de, A: SeqAccess<'de>>(seq: &mut A) -> Result<Option<bool>, A::Error>;
+    fn map_finished<'de, A: MapAccess<'de>>(map: A) -> Result<bool, A::Error>;
+}
+
+struct Choices;
+struct Choice;
+
+impl Rule for Choices {
+    fn element_finished<'de, A: SeqAccess<'de>>(seq: &mut A) -> Result<Option<bool>, A::Error> {
+        Ok(seq.next_element::<Finished<Choice>>()?.map(|f| f.0))
+    }
+    fn map_finished<'de, A: MapAccess<'de>>(map: A) -> Result<bool, A::Error> {
+        skip_map(map)
+    }
+}
+
+impl Rule for Choice {
+    fn element_finished<'de, A: SeqAccess<'de>>(seq: &mut A) -> Result<Option<bool>, A::Error> {
+        Ok(seq.next_element::<IgnoredAny>()?.map(|_| false))
+    }
+    fn map_finished<'de, A: MapAccess<'de>>(mut map: A) -> Result<bool, A::Error> {
+        let mut finished = false;
+        while let Some(key) = map.next_key::<ChoiceKey>()? {
+            match key {
+                ChoiceKey::FinishReason => {
+                    finished |= map.next_value::<Option<IgnoredAny>>()?.is_some()
+                }
+                ChoiceKey::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(finished)
+    }
+}
+
+enum ChoiceKey {
+    FinishReason,
+    Other,
+}
+
+impl<'de> de::Deserialize<'de> for ChoiceKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ChoiceKey, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = ChoiceKey;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<ChoiceKey, E> {
+                Ok(if key == "finish_reason" {
+                    ChoiceKey::FinishReason
+                } else {
+                    ChoiceKey::Other
+                })
+            }
+        }
+        d.deserialize_identifier(KeyVisitor)
+    }
+}
+
+fn skip_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<bool, A::Error> {
+    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+    Ok(false)
+}
+
+impl<'de, R: Rule> de::Deserialize<'de> for Finished<R> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(FinishedVisitor::<R>(std::marker::PhantomData))
+            .map(|b| Finished(b, std::marker::PhantomData))
+    }
+}
+
+struct FinishedVisitor<R>(std::marker::PhantomData<R>);
+
+impl<'de, R: Rule> Visitor<'de> for FinishedVisitor<R> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        let mut finished = false;
+        while let Some(f) = R::element_finished(&mut seq)? {
+            finished |= f;
+        }
+        Ok(finished)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<bool, A::Error> {
+        R::map_finished(map)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_unit<E>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_none<E>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(text: &str) -> Inspection {
+        inspect(text).unwrap_or_else(|_| panic!("{text} should inspect"))
+    }
+
+    #[test]
+    fn ordinary_chunks() {
+        let chunk = r#"{"id":"x","choices":[{"index":0,"delta":{"content":"hi \"error\""},"finish_reason":null}]}"#;
+        assert_eq!(ok(chunk), Inspection::default());
+        let last = r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#;
+        assert!(ok(last).finished);
+        let second = r#"{"choices":[{"finish_reason":null},{"finish_reason":"length"}]}"#;
+        assert!(ok(second).finished);
+        assert_eq!(ok(r#"{"choices":[],"usage":{"total_tokens":3}}"#), Inspection::default());
+    }
+
+    #[test]
+    fn nested_finish_reasons_and_errors_do_not_count() {
+        let nested = r#"{"choices":[{"delta":{"finish_reason":"stop","error":{"m":1}}}],"x":{"error":1}}"#;
+        assert_eq!(ok(nested), Inspection::default());
+    }
+
+    #[test]
+    fn top_level_errors() {
+        assert!(ok(r#"{"error":{"message":"overloaded"}}"#).error);
+        assert!(ok(r#"{"error":"boom"}"#).error);
+        assert!(!ok(r#"{"choices":[],"error":null}"#).error);
+    }
+
+    #[test]
+    fn odd_shapes_are_accepted_without_deciding_anything() {
+        assert_eq!(ok(r#"{"choices":null}"#), Inspection::default());
+        assert_eq!(ok(r#"{"choices":"x"}"#), Inspection::default());
+        assert_eq!(ok(r#"{"choices":[1,"a",[2],null]}"#), Inspection::default());
+        assert_eq!(ok(r#"{"choices":{"finish_reason":"stop"}}"#), Inspection::default());
+        assert_eq!(ok(r#"{"\u0063hoices":[{"finish_reason":"stop"}]}"#).finished, true);
+    }
+
+    #[test]
+    fn not_an_object() {
+        for text in ["", "null", "[1]", "\"s\"", "3", "{", "{\"a\":1} x", "{'a':1}"] {
+            assert_eq!(inspect(text), Err(NotAnObject), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn provider_message_shapes() {
+        assert_eq!(
+            provider_message(r#"{"error":{"message":"Rate limit reached","type":"x"}}"#).as_deref(),
+            Some("Rate limit reached")
+        );
+        assert_eq!(
+            provider_message(r#"{"error":"model not found"}"#).as_deref(),
+            Some("model not found")
+        );
+        assert_eq!(provider_message(r#"{"message":"bad"}"#).as_deref(), Some("bad"));
+        assert_eq!(provider_message("<html>"), None);
+        assert_eq!(provider_message(r#"{"error":{"message":""}}"#), None);
+    }
+}

@@ -1,0 +1,431 @@
+//! The attempt loop, the resend rule and the stream reader, tested through `Client` with fake
+//! connections and paused time: each fake connection answers from a shared script, and records
+//! which requests the "server" received (a request counts as received once it was written).
+
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::{Body, Frame};
+use hyper::{Request, Response};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::Client;
+use crate::config::{CallOptions, Config};
+use crate::conn::{Connection, SendError};
+use crate::error::Error;
+use crate::pool::Connect;
+use crate::stream::{Delivery, WINDOW_BYTES};
+
+/// One step of a scripted response body.
+#[derive(Clone)]
+enum Step {
+    Data(&'static str),
+    Big(usize),
+    Wait(u64),
+    Reset,
+}
+
+/// What the fake server does with the next request sent.
+#[derive(Clone)]
+enum Answer {
+    /// The connection was closed before the request was written.
+    NotSent,
+    /// The request was written, then the connection reset with no response byte.
+    ResetAfterWrite,
+    /// Headers after `delay` ms, then the body steps.
+    Reply {
+        delay: u64,
+        status: u16,
+        headers: Vec<(&'static str, String)>,
+        body: Vec<Step>,
+    },
+}
+
+fn ok_json(body: &'static str) -> Answer {
+    Answer::Reply {
+        delay: 0,
+        status: 200,
+        headers: vec![("content-type", "application/json".into())],
+        body: vec![Step::Data(body)],
+    }
+}
+
+fn status(code: u16, headers: Vec<(&'static str, String)>) -> Answer {
+    Answer::Reply {
+        delay: 0,
+        status: code,
+        headers,
+        body: vec![Step::Data(r#"{"error":{"message":"nope"}}"#)],
+    }
+}
+
+fn sse(delay: u64, body: Vec<Step>) -> Answer {
+    Answer::Reply {
+        delay,
+        status: 200,
+        headers: vec![("content-type", "text/event-stream".into())],
+        body,
+    }
+}
+
+const COMPLETION: &str = r#"{"choices":[{"index":0,"message":{"content":"hi"},"finish_reason":"stop"}]}"#;
+const CHUNK: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"a\"},\"finish_reason\":null}]}\n\n";
+const LAST: &str = "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+
+#[derive(Default)]
+struct Server {
+    script: Mutex<VecDeque<Answer>>,
+    /// Requests that reached the server (were written).
+    received: AtomicUsize,
+    opened: AtomicUsize,
+}
+
+#[derive(Clone, Default)]
+struct FakeConnector(Arc<Server>);
+
+struct FakeConn {
+    server: Arc<Server>,
+}
+
+struct FakeBody(mpsc::UnboundedReceiver<Result<Bytes, io::Error>>);
+
+impl Body for FakeBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        self.0.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data)))
+    }
+}
+
+impl Connect for FakeConnector {
+    type Conn = FakeConn;
+
+    fn connect(&self) -> impl std::future::Future<Output = Result<FakeConn, Error>> + Send {
+        self.0.opened.fetch_add(1, Ordering::SeqCst);
+        let server = self.0.clone();
+        async move { Ok(FakeConn { server }) }
+    }
+
+    fn is_closed(_: &FakeConn) -> bool {
+        false
+    }
+}
+
+impl Connection for FakeConn {
+    type Body = FakeBody;
+
+    fn send(
+        &mut self,
+        _request: Request<Full<Bytes>>,
+    ) -> impl std::future::Future<Output = Result<Response<FakeBody>, SendError>> + Send {
+        let server = self.server.clone();
+        async move {
+            let answer = server
+                .script
+                .lock()
+                .unwrap()
+                .pop_front()
+                .unwrap_or_else(|| ok_json(COMPLETION));
+            match answer {
+                Answer::NotSent => Err(SendError::NotSent(Box::new(io::Error::from(
+                    io::ErrorKind::BrokenPipe,
+                )))),
+                Answer::ResetAfterWrite => {
+                    server.received.fetch_add(1, Ordering::SeqCst);
+                    Err(SendError::Failed(Box::new(io::Error::from(
+                        io::ErrorKind::ConnectionReset,
+                    ))))
+                }
+                Answer::Reply {
+                    delay,
+                    status,
+                    headers,
+                    body,
+                } => {
+                    server.received.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    tokio::spawn(async move {
+                        for step in body {
+                            let sent = match step {
+                                Step::Data(text) => tx.send(Ok(Bytes::from_static(text.as_bytes()))),
+                                Step::Big(n) => {
+                                    let event = format!("data: {{\"x\":\"{}\"}}\n\n", "y".repeat(n));
+                                    tx.send(Ok(Bytes::from(event)))
+                                }
+                                Step::Wait(ms) => {
+                                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                                    Ok(())
+                                }
+                                Step::Reset => {
+                                    let _ = tx.send(Err(io::ErrorKind::ConnectionReset.into()));
+                                    return;
+                                }
+                            };
+                            if sent.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                    let mut response = Response::new(FakeBody(rx));
+                    *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                    for (name, value) in headers {
+                        response
+                            .headers_mut()
+                            .insert(name, hyper::header::HeaderValue::from_str(&value).unwrap());
+                    }
+                    Ok(response)
+                }
+            }
+        }
+    }
+}
+
+fn client(options: serde_json::Value, script: Vec<Answer>) -> (Arc<Client<FakeConnector>>, Arc<Server>) {
+    let mut all = json!({ "baseUrl": "http://fake.test/v1", "apiKey": "sk-test-secret-key" });
+    for (k, v) in options.as_object().unwrap() {
+        all[k] = v.clone();
+    }
+    let config = Config::from_json(&all).unwrap();
+    let connector = FakeConnector::default();
+    connector.0.script.lock().unwrap().extend(script);
+    let server = connector.0.clone();
+    (Arc::new(Client::with_connector(config, connector).unwrap()), server)
+}
+
+async fn chat(c: &Client<FakeConnector>) -> Result<String, Error> {
+    c.chat(Bytes::from_static(b"{}"), CallOptions::default(), CancellationToken::new())
+        .await
+}
+
+const FAST_RETRY: &str = r#"{ "maxRetries": 2, "minTimeout": 100, "maxTimeout": 1000 }"#;
+
+fn fast_retry() -> serde_json::Value {
+    serde_json::from_str(FAST_RETRY).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_retries_off_a_request_the_server_received_is_never_sent_again() {
+    let (c, server) = client(json!({ "retry": false }), vec![Answer::ResetAfterWrite]);
+    let err = chat(&c).await.unwrap_err();
+    assert_eq!(err.code(), "ERR_SOCKET");
+    assert_eq!(err.attempts(), 1);
+    assert_eq!(err.cause().and_then(|c| c.code), Some("ECONNRESET"));
+    assert_eq!(server.received.load(Ordering::SeqCst), 1);
+    assert_eq!(c.stats().retries, 0);
+    assert_eq!(c.stats().errors, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_never_written_goes_again_on_a_fresh_connection_without_counting() {
+    let (c, server) = client(json!({ "retry": false }), vec![Answer::NotSent]);
+    assert!(chat(&c).await.is_ok());
+    assert_eq!(server.received.load(Ordering::SeqCst), 1);
+    assert_eq!(server.opened.load(Ordering::SeqCst), 2);
+    assert_eq!(c.stats().retries, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_free_resend_happens_once_per_attempt() {
+    let (c, server) = client(json!({ "retry": false }), vec![Answer::NotSent, Answer::NotSent]);
+    let err = chat(&c).await.unwrap_err();
+    assert_eq!(err.code(), "ERR_SOCKET");
+    assert_eq!(server.received.load(Ordering::SeqCst), 0);
+    assert_eq!(server.opened.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reset_after_the_write_is_an_ordinary_retry_under_the_policy() {
+    let (c, server) = client(json!({ "retry": fast_retry() }), vec![Answer::ResetAfterWrite]);
+    let started = tokio::time::Instant::now();
+    assert!(chat(&c).await.is_ok());
+    assert!(started.elapsed() >= Duration::from_millis(100));
+    assert_eq!(server.received.load(Ordering::SeqCst), 2);
+    assert_eq!(c.stats().retries, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_stop_after_max_retries_with_the_attempt_count() {
+    let script = vec![status(503, vec![]), status(503, vec![]), status(503, vec![])];
+    let (c, server) = client(json!({ "retry": fast_retry() }), script);
+    let err = chat(&c).await.unwrap_err();
+    assert_eq!(err.http_failure().map(|h| h.status), Some(503));
+    assert_eq!(err.attempts(), 3);
+    assert_eq!(server.received.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn absurd_retry_hints_fail_at_once_with_the_status() {
+    for (name, value) in [("retry-after", "1e20"), ("retry-after-ms", "1e30")] {
+        let (c, server) = client(
+            json!({ "retry": fast_retry() }),
+            vec![status(429, vec![(name, value.into())])],
+        );
+        let started = tokio::time::Instant::now();
+        let err = chat(&c).await.unwrap_err();
+        assert_eq!(started.elapsed(), Duration::ZERO, "{name}");
+        assert_eq!(err.http_failure().map(|h| h.status), Some(429));
+        assert_eq!(err.retry_after(), Some(crate::retry::MAX_HINT));
+        assert_eq!(server.received.load(Ordering::SeqCst), 1);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_200_error_body_is_an_error_and_the_key_is_redacted() {
+    let (c, _) = client(
+        json!({ "retry": false }),
+        vec![ok_json(r#"{"error":{"message":"bad header Authorization: Bearer sk-test-secret-key"}}"#)],
+    );
+    let err = chat(&c).await.unwrap_err();
+    assert_eq!(err.code(), "ERR_PROVIDER_ERROR");
+    let all = format!("{err:?}");
+    assert!(!all.contains("sk-test-secret-key"), "{all}");
+    assert!(err.message().contains("[REDACTED]"));
+    assert_eq!(c.stats().errors, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_over_max_response_size_fails_and_its_connection_is_closed() {
+    let (c, _) = client(
+        json!({ "retry": false, "maxResponseSize": 10 }),
+        vec![ok_json(COMPLETION)],
+    );
+    let err = chat(&c).await.unwrap_err();
+    assert_eq!(err.code(), "ERR_RESPONSE_TOO_LARGE");
+    let pool = c.stats().pool;
+    assert_eq!((pool.connected, pool.connections_closed), (0, 1));
+    // The pool goes on: the next call opens a new connection and succeeds.
+    let (c, _) = client(json!({ "maxResponseSize": -1 }), vec![]);
+    assert!(chat(&c).await.is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn non_json_and_non_object_bodies_are_invalid_responses() {
+    for body in ["<html>", "[1,2]", "null"] {
+        let (c, _) = client(json!({ "retry": false }), vec![ok_json(body)]);
+        assert_eq!(chat(&c).await.unwrap_err().code(), "ERR_INVALID_RESPONSE", "{body}");
+    }
+}
+
+/// Runs a stream to its end; the sink acknowledges every delivered event at once, as a fast
+/// consumer does. Returns the payloads and the final delivery.
+async fn stream(c: &Arc<Client<FakeConnector>>, call: CallOptions) -> (Vec<String>, Result<(), Error>) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut s = c.chat_stream(Bytes::from_static(b"{}"), call, CancellationToken::new());
+    s.start(Box::new(move |d| {
+        let _ = tx.send(d);
+    }));
+    let mut payloads = Vec::new();
+    loop {
+        match rx.recv().await.expect("a last delivery") {
+            Delivery::Events(events) => {
+                s.ack(events.len());
+                payloads.extend(events);
+            }
+            Delivery::Stalled => {}
+            Delivery::End => return (payloads, Ok(())),
+            Delivery::Failed(e) => return (payloads, Err(e)),
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_retries_a_first_token_timeout_and_then_succeeds() {
+    let script = vec![
+        sse(0, vec![Step::Wait(5_000), Step::Data(CHUNK), Step::Data(LAST)]),
+        sse(0, vec![Step::Data(CHUNK), Step::Data(LAST)]),
+    ];
+    let (c, server) = client(json!({ "retry": fast_retry(), "firstTokenTimeout": 1000 }), script);
+    let (payloads, end) = stream(&c, CallOptions::default()).await;
+    assert!(end.is_ok());
+    assert_eq!(payloads.len(), 2);
+    assert_eq!(server.received.load(Ordering::SeqCst), 2);
+    assert_eq!(c.stats().retries, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_truncated_before_its_first_chunk_is_retried_after_it_is_final() {
+    let script = vec![sse(0, vec![]), sse(0, vec![Step::Data(CHUNK)])];
+    let (c, server) = client(json!({ "retry": fast_retry() }), script);
+    let (payloads, end) = stream(&c, CallOptions::default()).await;
+    let err = end.unwrap_err();
+    assert_eq!(err.code(), "ERR_STREAM_TRUNCATED");
+    assert_eq!(payloads.len(), 1, "the second attempt's chunk was delivered");
+    assert_eq!(err.attempts(), 2);
+    assert_eq!(server.received.load(Ordering::SeqCst), 2);
+    assert_eq!(c.stats().errors, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn chunks_before_an_error_payload_are_delivered_first() {
+    let script = vec![sse(
+        0,
+        vec![Step::Data(
+            "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\ndata: {\"error\":{\"message\":\"key sk-test-secret-key\"}}\n\n",
+        )],
+    )];
+    let (c, _) = client(json!({ "retry": fast_retry() }), script);
+    let (payloads, end) = stream(&c, CallOptions::default()).await;
+    assert_eq!(payloads.len(), 1);
+    let err = end.unwrap_err();
+    assert_eq!(err.code(), "ERR_STREAM_ERROR");
+    assert_eq!(err.attempts(), 1, "never retried after a chunk reached the consumer");
+    assert!(!format!("{err:?}").contains("sk-test-secret-key"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_error_after_chunks_is_not_retried_but_a_reset_before_them_is() {
+    let script = vec![
+        sse(0, vec![Step::Reset]),
+        sse(0, vec![Step::Data(CHUNK), Step::Reset]),
+    ];
+    let (c, server) = client(json!({ "retry": fast_retry() }), script);
+    let (payloads, end) = stream(&c, CallOptions::default()).await;
+    let err = end.unwrap_err();
+    assert_eq!(err.code(), "ERR_SOCKET");
+    assert_eq!(err.cause().and_then(|c| c.code), Some("ECONNRESET"));
+    assert_eq!((payloads.len(), err.attempts()), (1, 2));
+    assert_eq!(server.received.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_event_larger_than_the_flow_control_window_passes_alone() {
+    let script = vec![sse(
+        0,
+        vec![
+            Step::Data(CHUNK),
+            Step::Big(WINDOW_BYTES * 2),
+            Step::Big(WINDOW_BYTES * 5),
+            Step::Data(LAST),
+        ],
+    )];
+    let (c, _) = client(json!({ "retry": false }), script);
+    let (payloads, end) = stream(&c, CallOptions::default()).await;
+    assert!(end.is_ok());
+    assert_eq!(payloads.len(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_finish_reason_without_done_is_complete() {
+    let script = vec![sse(
+        0,
+        vec![Step::Data("data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"length\"}]}\n\n")],
+    )];
+    let (c, _) = client(json!({ "retry": false }), script);
+    let (payloads, end) = stream(&c, CallOptions::default()).await;
+    assert!(end.is_ok());
+    assert_eq!(payloads.len(), 1);
+}
