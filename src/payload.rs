@@ -280,4 +280,72 @@ mod tests {
         assert_eq!(provider_message("<html>"), None);
         assert_eq!(provider_message(r#"{"error":{"message":""}}"#), None);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use serde_json::Value;
+
+        fn json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                "\\PC{0,8}".prop_map(Value::String),
+                prop_oneof![Just("stop"), Just("length")].prop_map(|s| Value::String(s.into())),
+            ];
+            leaf.prop_recursive(4, 48, 6, |inner| {
+                let keys = prop_oneof![
+                    Just("error".to_string()),
+                    Just("choices".to_string()),
+                    Just("finish_reason".to_string()),
+                    "[a-z]{1,6}",
+                ];
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                    prop::collection::btree_map(keys, inner, 0..5)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// What `inspect` must find, computed the slow way from the parsed value.
+        fn expected(value: &Value) -> Inspection {
+            let error = value.get("error").is_some_and(|e| !e.is_null());
+            let finished = value
+                .get("choices")
+                .and_then(Value::as_array)
+                .is_some_and(|choices| {
+                    choices
+                        .iter()
+                        .any(|c| c.get("finish_reason").is_some_and(|f| !f.is_null()))
+                });
+            Inspection { error, finished }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(3000))]
+
+            /// Any JSON object: the targeted scan agrees with a full parse.
+            #[test]
+            fn agrees_with_a_full_parse(map in prop::collection::btree_map(
+                prop_oneof![Just("error".to_string()), Just("choices".to_string()), "[a-z]{1,6}"],
+                json(),
+                0..6,
+            )) {
+                let value = Value::Object(map.into_iter().collect());
+                let text = serde_json::to_string(&value).unwrap();
+                prop_assert_eq!(inspect(&text), Ok(expected(&value)));
+            }
+
+            /// Any JSON that is not an object is refused; any text at all never panics.
+            #[test]
+            fn non_objects_and_junk(value in json(), junk in "\\PC{0,60}") {
+                let text = serde_json::to_string(&value).unwrap();
+                prop_assert_eq!(inspect(&text).is_ok(), value.is_object());
+                let _ = inspect(&junk);
+                let _ = provider_message(&junk);
+            }
+        }
+    }
 }

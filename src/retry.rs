@@ -422,4 +422,62 @@ mod tests {
         );
         assert_eq!(p.decide(&http(500, &[]), 1, 0, 0.0, NOW), Decision::Stop);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn one(name: &str, value: &str) -> Vec<(String, String)> {
+            vec![(name.to_string(), value.to_string())]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(3000))]
+
+            /// Any text in either header: no panic, and a hint is never longer than MAX_HINT.
+            #[test]
+            fn any_retry_header_text_is_clamped_or_ignored(value in "\\PC{0,40}", now in any::<u32>()) {
+                let now = UNIX_EPOCH + Duration::from_secs(u64::from(now));
+                for name in ["retry-after", "retry-after-ms"] {
+                    if let Some(d) = retry_after(&one(name, &value), now) {
+                        prop_assert!(d <= MAX_HINT);
+                    }
+                }
+            }
+
+            /// Any number, as the server may print it: no panic, clamped.
+            #[test]
+            fn any_number_is_clamped(n in any::<f64>(), exp in -400i32..400) {
+                for text in [n.to_string(), format!("{n}e{exp}"), format!("{}", n * 1e300)] {
+                    for name in ["retry-after", "retry-after-ms"] {
+                        if let Some(d) = retry_after(&one(name, &text), NOW) {
+                            prop_assert!(d <= MAX_HINT);
+                        }
+                    }
+                }
+            }
+
+            /// Dates with any numbers in every field: no panic, and within 1970–9999 when parsed.
+            #[test]
+            fn any_date_fields(day in any::<u64>(), month in 0usize..13, year in any::<u64>(), h in any::<u64>(), m in 0u64..100, s in 0u64..100) {
+                let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec", "Xyz"];
+                let text = format!("Sun, {day:02} {} {year} {h:02}:{m:02}:{s:02} GMT", months[month]);
+                if let Some(at) = parse_http_date(&text) {
+                    prop_assert!(at.duration_since(UNIX_EPOCH).unwrap() < Duration::from_secs(253_402_300_800 + 86_400 * 31));
+                }
+                let _ = retry_after(&one("retry-after", &text), NOW);
+            }
+
+            /// Any x-should-retry value and status: the decision never panics, and the never-list
+            /// holds whatever the server says.
+            #[test]
+            fn any_should_retry_value(value in "\\PC{0,12}", status in 100u16..600) {
+                let p = policy();
+                let retryable = p.is_retryable(&http(status, &[("x-should-retry", value.as_str())]));
+                if NEVER_RETRIED.contains(&status) {
+                    prop_assert!(!retryable);
+                }
+            }
+        }
+    }
 }

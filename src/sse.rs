@@ -58,6 +58,11 @@ impl SseDecoder {
 
     /// Decodes `chunk`, appending every event it completes to `out`.
     pub fn feed(&mut self, mut chunk: &[u8], out: &mut Vec<SseEvent>) -> Result<(), EventTooLarge> {
+        // An empty read says nothing; in particular it must not end a pending CR's wait for its
+        // LF (found by the split property test).
+        if chunk.is_empty() {
+            return Ok(());
+        }
         if self.at_start {
             chunk = self.skip_bom(chunk);
             if self.at_start {
@@ -307,6 +312,14 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_read_between_cr_and_lf_keeps_them_one_line_end() {
+        assert_eq!(
+            decode_chunks(&[b"data: a\r", b"", b"\n\r", b"", b"\n"]),
+            decode(b"data: a\r\n\r\n")
+        );
+    }
+
+    #[test]
     fn multibyte_utf8_split_at_every_byte_stays_intact() {
         let input = "data: héllo wörld — 你好 🌍\n\ndata: {\"content\":\"ünïcödé\"}\n\n".as_bytes();
         assert_eq!(
@@ -367,5 +380,66 @@ mod tests {
             .unwrap();
         }
         assert_eq!(out.len(), 100);
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Bytes that look like SSE often enough to exercise every rule.
+        fn sse_bytes() -> impl Strategy<Value = Vec<u8>> {
+            let piece = prop_oneof![
+                Just(b"data: ".to_vec()),
+                Just(b"data:".to_vec()),
+                Just(b"event: error".to_vec()),
+                Just(b": comment".to_vec()),
+                Just(b"\n".to_vec()),
+                Just(b"\r".to_vec()),
+                Just(b"\r\n".to_vec()),
+                Just(b"\xEF\xBB\xBF".to_vec()),
+                Just("é🌍".as_bytes().to_vec()),
+                prop::collection::vec(any::<u8>(), 0..12),
+            ];
+            prop::collection::vec(piece, 0..40).prop_map(|pieces| pieces.concat())
+        }
+
+        fn feed_all(chunks: &[&[u8]], limit: usize) -> Result<Vec<SseEvent>, EventTooLarge> {
+            let mut d = SseDecoder::new(limit);
+            let mut out = Vec::new();
+            for c in chunks {
+                d.feed(c, &mut out)?;
+            }
+            d.finish();
+            Ok(out)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(3000))]
+
+            /// Any bytes split at any points give the same events as one feed.
+            #[test]
+            fn splits_do_not_change_events(input in sse_bytes(), cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..6)) {
+                let mut points: Vec<usize> = cuts.iter().map(|i| i.index(input.len() + 1)).collect();
+                points.sort_unstable();
+                let mut chunks = Vec::new();
+                let mut start = 0;
+                for p in points {
+                    chunks.push(&input[start..p]);
+                    start = p;
+                }
+                chunks.push(&input[start..]);
+                let whole = feed_all(&[&input], LIMIT).unwrap();
+                prop_assert_eq!(feed_all(&chunks, LIMIT).unwrap(), whole);
+            }
+
+            /// Arbitrary bytes with a tiny limit: never a panic, never an event over the limit.
+            #[test]
+            fn tiny_limits_never_panic(input in prop::collection::vec(any::<u8>(), 0..200), limit in 1usize..32, step in 1usize..9) {
+                let chunks: Vec<&[u8]> = input.chunks(step).collect();
+                if let Ok(events) = feed_all(&chunks, limit) {
+                    prop_assert!(events.iter().all(|e| e.data.len() <= limit));
+                }
+            }
+        }
     }
 }

@@ -148,4 +148,26 @@ mod tests {
         };
         assert_eq!(off.idle_lifetime(&headers(&[])), None);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            /// Any header value, junk or huge: no panic, and the reuse time never passes the
+            /// configured maximum.
+            #[test]
+            fn any_keep_alive_value_is_bounded(value in "[ -~]{0,40}", n in any::<u64>(), junk in "[a-z=,\\- .]{0,12}") {
+                for text in [value.clone(), format!("timeout={n}"), format!("{junk}timeout={n}{junk}")] {
+                    let Ok(v) = HeaderValue::from_str(&text) else { continue };
+                    let mut h = HeaderMap::new();
+                    h.insert("keep-alive", v);
+                    let lifetime = policy().idle_lifetime(&h);
+                    prop_assert!(lifetime.is_none_or(|d| d <= Duration::from_secs(120)));
+                }
+            }
+        }
+    }
 }
