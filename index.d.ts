@@ -33,9 +33,10 @@ export interface RetryOptions {
    */
   statusCodes?: number[]
   /**
-   * Connection-level failures that are retried. Default
-   * `['ERR_CONNECT', 'ERR_CONNECT_TIMEOUT', 'ERR_SOCKET']` (refused, connect timeout, reset or
-   * closed before an answer).
+   * Failures other than HTTP statuses that are retried. Default
+   * `['ERR_CONNECT', 'ERR_CONNECT_TIMEOUT', 'ERR_SOCKET', 'ERR_STREAM_TRUNCATED']` (refused,
+   * connect timeout, a connection that broke, a stream that ended before its first chunk).
+   * Streams retry only before their first chunk.
    */
   errorCodes?: RetryableErrorCode[]
 }
@@ -49,6 +50,10 @@ export type RetryableErrorCode =
   | 'ERR_BODY_TIMEOUT'
   | 'ERR_TIMEOUT'
   | 'ERR_FIRST_TOKEN_TIMEOUT'
+  | 'ERR_STREAM_TRUNCATED'
+  | 'ERR_STREAM_ERROR'
+  | 'ERR_PROVIDER_ERROR'
+  | 'ERR_INVALID_RESPONSE'
 
 /** Opt-in circuit breaker for the origin. */
 export interface CircuitBreakerOptions {
@@ -99,10 +104,23 @@ export interface ClientOptions {
   /** Streaming: largest SSE event, in bytes, then `ERR_SSE_EVENT_TOO_LARGE`. Default `16777216` (16 MiB). */
   maxEventSize?: number
   /**
+   * Largest non-stream response body, in bytes, then `ERR_RESPONSE_TOO_LARGE` (the connection is
+   * closed); `-1` = unlimited. Default `33554432` (32 MiB).
+   */
+  maxResponseSize?: number
+  /**
+   * More header names whose values are secrets, redacted (with the API key and the values of
+   * `authorization`, `proxy-authorization`, `api-key`, `x-api-key` and `cookie`) from every error,
+   * client-level or per call. Default none.
+   */
+  redactHeaders?: string[]
+  /**
    * Retry policy, or `false` for none. Delay before retry n: `min(minTimeout · timeoutFactor^(n−1),
    * maxTimeout)` times `1 + J` with J uniform in [0, 0.25), capped at `maxTimeout`; or exactly
    * what `Retry-After` / `retry-after-ms` asks (a longer ask than `maxTimeout` fails at once).
-   * POST chat calls are retried; streams only before their first chunk.
+   * POST chat calls are retried; streams only before their first chunk. A request the
+   * connection proves it never wrote is sent again on a fresh connection without counting as a
+   * retry, even with `retry: false`; nothing else is.
    */
   retry?: RetryOptions | false
   /** Opt-in circuit breaker; absent or `false` = none. */
@@ -397,11 +415,31 @@ export type ErrorCode =
   | 'ERR_TLS'
   | 'ERR_HTTP_STATUS'
   | 'ERR_INVALID_RESPONSE'
+  | 'ERR_PROVIDER_ERROR'
+  | 'ERR_RESPONSE_TOO_LARGE'
   | 'ERR_STREAM_ERROR'
   | 'ERR_STREAM_TRUNCATED'
   | 'ERR_SSE_EVENT_TOO_LARGE'
   | 'ERR_CIRCUIT_OPEN'
   | 'ERR_INTERNAL'
+
+/**
+ * Codes of errors that are thrown rather than rejected: `ERR_INVALID_ARG` on a `TypeError` for
+ * an option or argument that breaks its rule, and `ERR_LLMPOOL_NATIVE_MISSING` when `require`
+ * finds no native binary for the platform.
+ */
+export type ThrownErrorCode = 'ERR_INVALID_ARG' | 'ERR_LLMPOOL_NATIVE_MISSING'
+
+/** The `TypeError` thrown for an invalid option or argument; its message names the option. */
+export interface InvalidArgumentError extends TypeError {
+  code: 'ERR_INVALID_ARG'
+}
+
+/** The lower-level failure behind an error, as Node's own network errors carry it. */
+export interface LlmpoolErrorCause extends Error {
+  /** What the OS said (`ECONNRESET`, `ECONNREFUSED`, `EPIPE`, `ETIMEDOUT`, …), when it said. */
+  code?: string
+}
 
 /** Every rejection of llmpool. */
 export declare class LlmpoolError extends Error {
@@ -412,10 +450,12 @@ export declare class LlmpoolError extends Error {
   /** Response headers (lowercase names), for `ERR_HTTP_STATUS`. */
   headers?: Record<string, string>
   /**
-   * The provider's error, for `ERR_HTTP_STATUS` and `ERR_STREAM_ERROR`: the `error` member of its
-   * JSON body, the parsed body, or its text.
+   * The provider's error, for `ERR_HTTP_STATUS`, `ERR_STREAM_ERROR` and `ERR_PROVIDER_ERROR`: the
+   * `error` member of its JSON body, the parsed body, or its text. Secrets are redacted.
    */
   error?: unknown
+  /** What the OS or TLS library said, for failures that came from there (redacted). */
+  cause?: LlmpoolErrorCause
   /** Attempts made before this error was final (1 without retries). */
   attempts: number
   /** The wait the server asked for (`Retry-After` / `retry-after-ms`), in ms, when it sent one. */

@@ -647,7 +647,9 @@ impl Config {
         headers
             .iter()
             .filter(|(name, _)| self.redact_headers.iter().any(|n| n == name.as_str()))
-            .flat_map(|(_, value)| Redactor::secrets_of_value(&String::from_utf8_lossy(value.as_bytes())))
+            .flat_map(|(_, value)| {
+                Redactor::secrets_of_value(&String::from_utf8_lossy(value.as_bytes()))
+            })
             .collect()
     }
 

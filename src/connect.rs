@@ -113,24 +113,19 @@ impl Connect for HttpConnector {
 impl Connection for HttpConn {
     type Body = hyper::body::Incoming;
 
-    fn send(
+    async fn send(
         &mut self,
         request: hyper::Request<Full<Bytes>>,
-    ) -> impl Future<Output = Result<hyper::Response<hyper::body::Incoming>, SendError>> + Send
-    {
-        async move {
-            // A connection seen closed here never got the request.
-            if let Err(e) = self.ready().await {
-                return Err(SendError::NotSent(Box::new(e)));
-            }
-            match self.try_send_request(request).await {
-                Ok(response) => Ok(response),
-                // hyper hands the request back only when it never wrote it.
-                Err(e) if e.message().is_some() => {
-                    Err(SendError::NotSent(Box::new(e.into_error())))
-                }
-                Err(e) => Err(SendError::Failed(Box::new(e.into_error()))),
-            }
+    ) -> Result<hyper::Response<hyper::body::Incoming>, SendError> {
+        // A connection seen closed here never got the request.
+        if let Err(e) = self.ready().await {
+            return Err(SendError::NotSent(Box::new(e)));
+        }
+        match self.try_send_request(request).await {
+            Ok(response) => Ok(response),
+            // hyper hands the request back only when it never wrote it.
+            Err(e) if e.message().is_some() => Err(SendError::NotSent(Box::new(e.into_error()))),
+            Err(e) => Err(SendError::Failed(Box::new(e.into_error()))),
         }
     }
 }

@@ -155,18 +155,18 @@ where
         let cause = Cause::of(e);
         Error::new(
             Kind::Socket,
-            format!(
-                "connection to {} {when}: {}",
-                self.origin(),
-                cause.message
-            ),
+            format!("connection to {} {when}: {}", self.origin(), cause.message),
         )
         .with_cause(cause)
     }
 
     /// Reads a body up to `limit` bytes (`None` = no limit), each chunk within `bodyTimeout` of
     /// the previous one.
-    pub(crate) async fn read_body<B>(&self, mut body: B, limit: impl Into<Option<usize>>) -> Result<BodyRead, Error>
+    pub(crate) async fn read_body<B>(
+        &self,
+        mut body: B,
+        limit: impl Into<Option<usize>>,
+    ) -> Result<BodyRead, Error>
     where
         B: hyper::body::Body<Data = Bytes> + Unpin,
         B::Error: std::error::Error + Send + Sync + 'static,

@@ -234,12 +234,16 @@ mod tests {
         assert!(ok(last).finished);
         let second = r#"{"choices":[{"finish_reason":null},{"finish_reason":"length"}]}"#;
         assert!(ok(second).finished);
-        assert_eq!(ok(r#"{"choices":[],"usage":{"total_tokens":3}}"#), Inspection::default());
+        assert_eq!(
+            ok(r#"{"choices":[],"usage":{"total_tokens":3}}"#),
+            Inspection::default()
+        );
     }
 
     #[test]
     fn nested_finish_reasons_and_errors_do_not_count() {
-        let nested = r#"{"choices":[{"delta":{"finish_reason":"stop","error":{"m":1}}}],"x":{"error":1}}"#;
+        let nested =
+            r#"{"choices":[{"delta":{"finish_reason":"stop","error":{"m":1}}}],"x":{"error":1}}"#;
         assert_eq!(ok(nested), Inspection::default());
     }
 
@@ -255,13 +259,25 @@ mod tests {
         assert_eq!(ok(r#"{"choices":null}"#), Inspection::default());
         assert_eq!(ok(r#"{"choices":"x"}"#), Inspection::default());
         assert_eq!(ok(r#"{"choices":[1,"a",[2],null]}"#), Inspection::default());
-        assert_eq!(ok(r#"{"choices":{"finish_reason":"stop"}}"#), Inspection::default());
-        assert_eq!(ok(r#"{"\u0063hoices":[{"finish_reason":"stop"}]}"#).finished, true);
+        assert_eq!(
+            ok(r#"{"choices":{"finish_reason":"stop"}}"#),
+            Inspection::default()
+        );
+        assert!(ok(r#"{"\u0063hoices":[{"finish_reason":"stop"}]}"#).finished);
     }
 
     #[test]
     fn not_an_object() {
-        for text in ["", "null", "[1]", "\"s\"", "3", "{", "{\"a\":1} x", "{'a':1}"] {
+        for text in [
+            "",
+            "null",
+            "[1]",
+            "\"s\"",
+            "3",
+            "{",
+            "{\"a\":1} x",
+            "{'a':1}",
+        ] {
             assert_eq!(inspect(text), Err(NotAnObject), "{text:?}");
         }
     }
@@ -276,7 +292,10 @@ mod tests {
             provider_message(r#"{"error":"model not found"}"#).as_deref(),
             Some("model not found")
         );
-        assert_eq!(provider_message(r#"{"message":"bad"}"#).as_deref(), Some("bad"));
+        assert_eq!(
+            provider_message(r#"{"message":"bad"}"#).as_deref(),
+            Some("bad")
+        );
         assert_eq!(provider_message("<html>"), None);
         assert_eq!(provider_message(r#"{"error":{"message":""}}"#), None);
     }

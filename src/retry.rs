@@ -141,7 +141,11 @@ pub fn retry_after(headers: &[(String, String)], now: SystemTime) -> Option<Dura
         return clamped_secs(secs);
     }
     let at = parse_http_date(value)?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO).min(MAX_HINT))
+    Some(
+        at.duration_since(now)
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_HINT),
+    )
 }
 
 /// A non-negative, finite number of seconds as a duration no longer than [`MAX_HINT`].

@@ -77,9 +77,12 @@ fn sse(delay: u64, body: Vec<Step>) -> Answer {
     }
 }
 
-const COMPLETION: &str = r#"{"choices":[{"index":0,"message":{"content":"hi"},"finish_reason":"stop"}]}"#;
-const CHUNK: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"a\"},\"finish_reason\":null}]}\n\n";
-const LAST: &str = "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+const COMPLETION: &str =
+    r#"{"choices":[{"index":0,"message":{"content":"hi"},"finish_reason":"stop"}]}"#;
+const CHUNK: &str =
+    "data: {\"choices\":[{\"delta\":{\"content\":\"a\"},\"finish_reason\":null}]}\n\n";
+const LAST: &str =
+    "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
 
 #[derive(Default)]
 struct Server {
@@ -161,9 +164,12 @@ impl Connection for FakeConn {
                     tokio::spawn(async move {
                         for step in body {
                             let sent = match step {
-                                Step::Data(text) => tx.send(Ok(Bytes::from_static(text.as_bytes()))),
+                                Step::Data(text) => {
+                                    tx.send(Ok(Bytes::from_static(text.as_bytes())))
+                                }
                                 Step::Big(n) => {
-                                    let event = format!("data: {{\"x\":\"{}\"}}\n\n", "y".repeat(n));
+                                    let event =
+                                        format!("data: {{\"x\":\"{}\"}}\n\n", "y".repeat(n));
                                     tx.send(Ok(Bytes::from(event)))
                                 }
                                 Step::Wait(ms) => {
@@ -194,7 +200,10 @@ impl Connection for FakeConn {
     }
 }
 
-fn client(options: serde_json::Value, script: Vec<Answer>) -> (Arc<Client<FakeConnector>>, Arc<Server>) {
+fn client(
+    options: serde_json::Value,
+    script: Vec<Answer>,
+) -> (Arc<Client<FakeConnector>>, Arc<Server>) {
     let mut all = json!({ "baseUrl": "http://fake.test/v1", "apiKey": "sk-test-secret-key" });
     for (k, v) in options.as_object().unwrap() {
         all[k] = v.clone();
@@ -203,12 +212,19 @@ fn client(options: serde_json::Value, script: Vec<Answer>) -> (Arc<Client<FakeCo
     let connector = FakeConnector::default();
     connector.0.script.lock().unwrap().extend(script);
     let server = connector.0.clone();
-    (Arc::new(Client::with_connector(config, connector).unwrap()), server)
+    (
+        Arc::new(Client::with_connector(config, connector).unwrap()),
+        server,
+    )
 }
 
 async fn chat(c: &Client<FakeConnector>) -> Result<String, Error> {
-    c.chat(Bytes::from_static(b"{}"), CallOptions::default(), CancellationToken::new())
-        .await
+    c.chat(
+        Bytes::from_static(b"{}"),
+        CallOptions::default(),
+        CancellationToken::new(),
+    )
+    .await
 }
 
 const FAST_RETRY: &str = r#"{ "maxRetries": 2, "minTimeout": 100, "maxTimeout": 1000 }"#;
@@ -240,7 +256,10 @@ async fn a_request_never_written_goes_again_on_a_fresh_connection_without_counti
 
 #[tokio::test(start_paused = true)]
 async fn the_free_resend_happens_once_per_attempt() {
-    let (c, server) = client(json!({ "retry": false }), vec![Answer::NotSent, Answer::NotSent]);
+    let (c, server) = client(
+        json!({ "retry": false }),
+        vec![Answer::NotSent, Answer::NotSent],
+    );
     let err = chat(&c).await.unwrap_err();
     assert_eq!(err.code(), "ERR_SOCKET");
     assert_eq!(server.received.load(Ordering::SeqCst), 0);
@@ -249,7 +268,10 @@ async fn the_free_resend_happens_once_per_attempt() {
 
 #[tokio::test(start_paused = true)]
 async fn a_reset_after_the_write_is_an_ordinary_retry_under_the_policy() {
-    let (c, server) = client(json!({ "retry": fast_retry() }), vec![Answer::ResetAfterWrite]);
+    let (c, server) = client(
+        json!({ "retry": fast_retry() }),
+        vec![Answer::ResetAfterWrite],
+    );
     let started = tokio::time::Instant::now();
     assert!(chat(&c).await.is_ok());
     assert!(started.elapsed() >= Duration::from_millis(100));
@@ -259,7 +281,11 @@ async fn a_reset_after_the_write_is_an_ordinary_retry_under_the_policy() {
 
 #[tokio::test(start_paused = true)]
 async fn retries_stop_after_max_retries_with_the_attempt_count() {
-    let script = vec![status(503, vec![]), status(503, vec![]), status(503, vec![])];
+    let script = vec![
+        status(503, vec![]),
+        status(503, vec![]),
+        status(503, vec![]),
+    ];
     let (c, server) = client(json!({ "retry": fast_retry() }), script);
     let err = chat(&c).await.unwrap_err();
     assert_eq!(err.http_failure().map(|h| h.status), Some(503));
@@ -287,7 +313,9 @@ async fn absurd_retry_hints_fail_at_once_with_the_status() {
 async fn a_200_error_body_is_an_error_and_the_key_is_redacted() {
     let (c, _) = client(
         json!({ "retry": false }),
-        vec![ok_json(r#"{"error":{"message":"bad header Authorization: Bearer sk-test-secret-key"}}"#)],
+        vec![ok_json(
+            r#"{"error":{"message":"bad header Authorization: Bearer sk-test-secret-key"}}"#,
+        )],
     );
     let err = chat(&c).await.unwrap_err();
     assert_eq!(err.code(), "ERR_PROVIDER_ERROR");
@@ -316,13 +344,20 @@ async fn a_body_over_max_response_size_fails_and_its_connection_is_closed() {
 async fn non_json_and_non_object_bodies_are_invalid_responses() {
     for body in ["<html>", "[1,2]", "null"] {
         let (c, _) = client(json!({ "retry": false }), vec![ok_json(body)]);
-        assert_eq!(chat(&c).await.unwrap_err().code(), "ERR_INVALID_RESPONSE", "{body}");
+        assert_eq!(
+            chat(&c).await.unwrap_err().code(),
+            "ERR_INVALID_RESPONSE",
+            "{body}"
+        );
     }
 }
 
 /// Runs a stream to its end; the sink acknowledges every delivered event at once, as a fast
 /// consumer does. Returns the payloads and the final delivery.
-async fn stream(c: &Arc<Client<FakeConnector>>, call: CallOptions) -> (Vec<String>, Result<(), Error>) {
+async fn stream(
+    c: &Arc<Client<FakeConnector>>,
+    call: CallOptions,
+) -> (Vec<String>, Result<(), Error>) {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut s = c.chat_stream(Bytes::from_static(b"{}"), call, CancellationToken::new());
     s.start(Box::new(move |d| {
@@ -345,10 +380,16 @@ async fn stream(c: &Arc<Client<FakeConnector>>, call: CallOptions) -> (Vec<Strin
 #[tokio::test(start_paused = true)]
 async fn a_stream_retries_a_first_token_timeout_and_then_succeeds() {
     let script = vec![
-        sse(0, vec![Step::Wait(5_000), Step::Data(CHUNK), Step::Data(LAST)]),
+        sse(
+            0,
+            vec![Step::Wait(5_000), Step::Data(CHUNK), Step::Data(LAST)],
+        ),
         sse(0, vec![Step::Data(CHUNK), Step::Data(LAST)]),
     ];
-    let (c, server) = client(json!({ "retry": fast_retry(), "firstTokenTimeout": 1000 }), script);
+    let (c, server) = client(
+        json!({ "retry": fast_retry(), "firstTokenTimeout": 1000 }),
+        script,
+    );
     let (payloads, end) = stream(&c, CallOptions::default()).await;
     assert!(end.is_ok());
     assert_eq!(payloads.len(), 2);
@@ -363,7 +404,11 @@ async fn a_stream_truncated_before_its_first_chunk_is_retried_after_it_is_final(
     let (payloads, end) = stream(&c, CallOptions::default()).await;
     let err = end.unwrap_err();
     assert_eq!(err.code(), "ERR_STREAM_TRUNCATED");
-    assert_eq!(payloads.len(), 1, "the second attempt's chunk was delivered");
+    assert_eq!(
+        payloads.len(),
+        1,
+        "the second attempt's chunk was delivered"
+    );
     assert_eq!(err.attempts(), 2);
     assert_eq!(server.received.load(Ordering::SeqCst), 2);
     assert_eq!(c.stats().errors, 1);
@@ -382,7 +427,11 @@ async fn chunks_before_an_error_payload_are_delivered_first() {
     assert_eq!(payloads.len(), 1);
     let err = end.unwrap_err();
     assert_eq!(err.code(), "ERR_STREAM_ERROR");
-    assert_eq!(err.attempts(), 1, "never retried after a chunk reached the consumer");
+    assert_eq!(
+        err.attempts(),
+        1,
+        "never retried after a chunk reached the consumer"
+    );
     assert!(!format!("{err:?}").contains("sk-test-secret-key"));
 }
 
@@ -422,7 +471,9 @@ async fn an_event_larger_than_the_flow_control_window_passes_alone() {
 async fn a_finish_reason_without_done_is_complete() {
     let script = vec![sse(
         0,
-        vec![Step::Data("data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"length\"}]}\n\n")],
+        vec![Step::Data(
+            "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"length\"}]}\n\n",
+        )],
     )];
     let (c, _) = client(json!({ "retry": false }), script);
     let (payloads, end) = stream(&c, CallOptions::default()).await;

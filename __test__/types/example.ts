@@ -22,6 +22,8 @@ const options: ClientOptions = {
   timeout: 600_000,
   firstTokenTimeout: 60_000,
   tokenTimeout: 30_000,
+  maxResponseSize: 32 * 1024 * 1024,
+  redactHeaders: ['x-tenant-token'],
   retry: { maxRetries: 3, minTimeout: 1_000, maxTimeout: 30_000, timeoutFactor: 2, retryAfter: true, statusCodes: [429], errorCodes: ['ERR_SOCKET'] },
   circuitBreaker: { failureThreshold: 5, resetTimeout: 30_000 },
 }
@@ -97,3 +99,27 @@ async function main(): Promise<void> {
 }
 
 void main
+
+// Errors thrown and their causes are typed.
+import type { ThrownErrorCode, InvalidArgumentError, LlmpoolErrorCause } from '../../index.js'
+const thrown: ThrownErrorCode[] = ['ERR_INVALID_ARG', 'ERR_LLMPOOL_NATIVE_MISSING']
+function osCode(err: LlmpoolError): string | undefined {
+  const cause: LlmpoolErrorCause | undefined = err.cause
+  return cause?.code
+}
+function isInvalidArgument(e: unknown): e is InvalidArgumentError {
+  return e instanceof TypeError && (e as InvalidArgumentError).code === 'ERR_INVALID_ARG'
+}
+void thrown, osCode, isInvalidArgument
+
+// llmpool/mock is typed too.
+import { startMockServer, hostile } from '../../mock/server.js'
+import type { MockServer } from '../../mock/server.js'
+async function mockUse(): Promise<string> {
+  const server: MockServer = await startMockServer({ chunkDelay: 5 })
+  server.setHandler(hostile.retryHeader('retry-after', '1e20'))
+  const url: string = server.url
+  await server.close()
+  return url
+}
+void mockUse

@@ -178,12 +178,14 @@ impl NativeClient {
 /// Every client option name, nested ones as `parent.child` (the core's list, which tests hold
 /// the typings and the README to).
 #[napi]
+#[allow(dead_code)] // called from JS: the napi macro exports it
 pub fn option_names() -> Vec<String> {
     crate::config::option_names()
 }
 
 /// Every per-call option name.
 #[napi]
+#[allow(dead_code)] // called from JS: the napi macro exports it
 pub fn call_option_names() -> Vec<String> {
     crate::config::call_option_names()
 }
