@@ -1,7 +1,10 @@
 // LLMPOOL_LOG tracing and Prometheus metrics(), through the public API.
 import { execFile } from 'node:child_process'
 import { join } from 'node:path'
-import { body, client, completion, rejection, sendJson, server } from './helpers'
+import { body, client, completion, openaiHandler, rejection, sendJson, server } from './helpers'
+
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const { hostile } = require('../mock/server.js')
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const parsePrometheus: (text: string) => Array<{ name: string; type: string; metrics: any[] }> = require('parse-prometheus-text-format')
@@ -16,6 +19,8 @@ test('LLMPOOL_LOG=debug prints connect and reuse events to stderr, never the API
     ;(async () => {
       await c.chat({ model: 'm', messages: [{ role: 'user', content: 'one' }] })
       await c.chat({ model: 'm', messages: [{ role: 'user', content: 'two' }] })
+      // The server echoes every header back in a 401: the error is logged, redacted.
+      await c.chat({ model: 'm', messages: [{ role: 'user', content: 'echo' }] }).catch(() => {})
       await c.close()
     })()
   `
@@ -25,13 +30,19 @@ test('LLMPOOL_LOG=debug prints connect and reuse events to stderr, never the API
         resolve({ failed: error !== null, stderr }),
       )
     })
+  s.setHandler((ctx: any) => (ctx.body?.messages?.[0]?.content === 'echo' ? hostile.errorBodyEchoingHeaders(401)(ctx) : openaiHandler(ctx)))
   const on = await run({ LLMPOOL_LOG: 'debug' })
   expect(on.failed).toBe(false)
+  expect(on.stderr).toContain('call failed')
   expect(on.stderr).toContain('connecting')
   expect(on.stderr).toContain('connected')
   expect(on.stderr).toContain('reusing an idle connection')
   expect(on.stderr).not.toContain(KEY)
   expect(on.stderr.toLowerCase()).not.toContain('authorization')
+  // Every level, the most verbose included.
+  const trace = await run({ LLMPOOL_LOG: 'trace' })
+  expect(trace.failed).toBe(false)
+  expect(trace.stderr).not.toContain(KEY)
   // Off by default: nothing printed.
   const off = await run({})
   expect(off.failed).toBe(false)

@@ -6,8 +6,8 @@ const net = require('node:net')
 
 const PATH = '/v1/chat/completions'
 
-function llmpool({ baseUrl, connections }) {
-  const { Client } = require('..')
+function llmpool({ baseUrl, connections }, from = '..') {
+  const { Client } = require(from)
   const client = new Client({ baseUrl, connections, retry: false, poolTimeout: 0, timeout: 0 })
   return {
     chat: (body) => client.chat(body),
@@ -176,4 +176,13 @@ function raw({ baseUrl, connections }) {
   }
 }
 
-module.exports = { llmpool, undici, openai, raw }
+/**
+ * Another build of llmpool for before/after comparisons in one run: `LLMPOOL_BASELINE=/path/to/a
+ * checkout CLIENTS=undici,llmpool,baseline npm run bench` (the checkout built with `npm run build`).
+ */
+function baseline(options) {
+  if (!process.env.LLMPOOL_BASELINE) throw new Error('the baseline client needs LLMPOOL_BASELINE=<checkout path>')
+  return llmpool(options, require('node:path').resolve(process.env.LLMPOOL_BASELINE))
+}
+
+module.exports = { llmpool, undici, openai, raw, baseline }

@@ -1,20 +1,28 @@
-//! One chat stream: a reader task that sends the request, decodes the SSE body and pushes the
-//! data payloads to the consumer's sink, under credit-based flow control.
+//! One chat stream: a reader task that runs the attempt loop over exchanges, decodes the SSE
+//! body, decides each event (`[DONE]`, an error, a chunk that is not a JSON object, the
+//! completeness rule at the body's end) and pushes the payloads to the consumer's sink, under
+//! credit-based flow control.
 //!
 //! ```text
-//! socket → hyper body → SseDecoder → [DONE]/error rules → sink(Batch) … consumer … ack(events, bytes)
+//! socket → body → SseDecoder → judge_events (payload::inspect) → sink(Delivery) … consumer … ack(events)
 //! ```
 //!
-//! The reader pushes every socket read's payloads as one batch as soon as they are decoded (the
-//! consumer's side coalesces batches that arrive while it is busy), so a stream costs no call
-//! from the consumer per batch. Flow control: the reader lets at most [`WINDOW_EVENTS`] events
-//! or [`WINDOW_BYTES`] bytes be delivered and not yet acknowledged; past that it stops reading
-//! the socket (and TCP pushes back on the server) until the consumer acknowledges what it used.
+//! The reader pushes every socket read's payloads as one delivery as soon as they are decoded
+//! (the consumer's side coalesces deliveries that arrive while it is busy), so a stream costs no
+//! call from the consumer per batch. Flow control: the reader lets at most [`WINDOW_EVENTS`]
+//! events or [`WINDOW_BYTES`] bytes be delivered and not yet acknowledged; past that it stops
+//! reading the socket (and TCP pushes back on the server) until the consumer acknowledges what
+//! it used. The consumer acknowledges in events, and the reader keeps the size of each, so the
+//! byte window follows exactly; one event larger than the window passes alone.
+//!
+//! Retries happen only until a payload reached the consumer (`committed`): before that, a
+//! failure (status, connect, reset, first-token timeout, an empty body) is retried under the
+//! policy; after it, a failure is final.
 //!
 //! The request starts with [`ChatStream::start`], so a stream that is never iterated holds
 //! nothing. The reader ends, closing the connection (never returning it mid-body), when the
 //! consumer closes or drops the stream, on abort, on a timeout, or on `destroy()`; it always
-//! delivers a last batch (`done` or `error`) unless the consumer left first.
+//! delivers a last `End` or `Failed` unless the consumer left first.
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;

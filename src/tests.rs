@@ -480,3 +480,72 @@ async fn a_finish_reason_without_done_is_complete() {
     assert!(end.is_ok());
     assert_eq!(payloads.len(), 1);
 }
+
+/// The architecture's one-way rule: no module of the core reaches back up, so the modules'
+/// `crate::…` references form no cycle (a module's own submodules count as the module).
+#[test]
+fn modules_depend_one_way() {
+    use std::collections::{BTreeMap, BTreeSet};
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut stack = vec![src.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let relative = path
+                .strip_prefix(&src)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            // The top-level module a file belongs to: `pool/tests.rs` → `pool`.
+            let module = relative.split(['/', '.']).next().unwrap().to_owned();
+            if ["lib", "tests"].contains(&module.as_str()) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            // Unit tests may reach anywhere; only the code counts.
+            let code = text.split("#[cfg(test)]").next().unwrap();
+            let uses = graph.entry(module.clone()).or_default();
+            for (i, _) in code.match_indices("crate::") {
+                let name: String = code[i + 7..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if name != module {
+                    uses.insert(name);
+                }
+            }
+        }
+    }
+    assert!(graph["chat"].contains("client"), "the scan sees references");
+    // Depth-first search for a cycle.
+    fn visit(
+        node: &str,
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) {
+        if done.contains(node) {
+            return;
+        }
+        assert!(
+            !path.iter().any(|p| p == node),
+            "import cycle: {} → {node}",
+            path.join(" → ")
+        );
+        path.push(node.to_owned());
+        for next in graph.get(node).into_iter().flatten() {
+            visit(next, graph, path, done);
+        }
+        path.pop();
+        done.insert(node.to_owned());
+    }
+    let mut done = BTreeSet::new();
+    for node in graph.keys() {
+        visit(node, &graph, &mut Vec::new(), &mut done);
+    }
+}
