@@ -9,9 +9,11 @@
 //! resend rule are unit-tested with fake connections; [`HttpConnector`] is the real one.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use hyper::header::{
-    HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, USER_AGENT,
+    HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, PROXY_AUTHORIZATION,
+    USER_AGENT,
 };
 use hyper::Uri;
 use tokio_util::sync::CancellationToken;
@@ -19,7 +21,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::breaker::CircuitBreaker;
 use crate::config::{CallOptions, Config, ConfigError};
-use crate::connect::HttpConnector;
+use crate::transport::dns::DnsStats;
+use crate::transport::HttpConnector;
 use crate::error::{Error, Kind, Redactor};
 use crate::metrics::{Metrics, Snapshot};
 use crate::pool::keep_alive::KeepAlivePolicy;
@@ -40,6 +43,21 @@ pub struct ClientStats {
     pub retries: u64,
     /// `closed`, `open` or `half-open`; `None` without a circuit breaker.
     pub circuit: Option<&'static str>,
+    /// Host name lookups made, and answers served from the DNS cache.
+    pub dns_lookups: u64,
+    pub dns_hits: u64,
+}
+
+/// What a client knows of its transport beyond the connector (defaults for fake connectors).
+#[derive(Default)]
+pub struct TransportInfo {
+    pub dns: Arc<DnsStats>,
+    pub warnings: Vec<String>,
+    /// `Some` when requests go to an http origin through a proxy, in absolute form, with this
+    /// `Proxy-Authorization` value when the proxy URL has credentials.
+    pub forwarding: Option<Option<String>>,
+    /// More secrets to redact (proxy credentials).
+    pub secrets: Vec<String>,
 }
 
 /// A client bound to one OpenAI-compatible endpoint.
@@ -62,18 +80,37 @@ pub struct Client<K: Connect = HttpConnector> {
     pub(crate) retry: RetryPolicy,
     pub(crate) breaker: Option<CircuitBreaker>,
     pub(crate) metrics: Metrics,
+    dns: Arc<DnsStats>,
+    warnings: Vec<String>,
 }
 
 impl Client<HttpConnector> {
+    /// A client of the real transport; the environment is read here, once (proxies,
+    /// `NODE_EXTRA_CA_CERTS`).
     pub fn new(config: Config) -> Result<Self, ConfigError> {
-        let connector = HttpConnector::new(config.endpoint.clone(), config.connect.clone())?;
-        Client::with_connector(config, connector)
+        let dns = Arc::new(DnsStats::default());
+        let setup = HttpConnector::setup(&config, |name| std::env::var(name).ok(), dns.clone())?;
+        let info = TransportInfo {
+            dns,
+            warnings: setup.warnings,
+            forwarding: setup.forwarding,
+            secrets: setup.secrets,
+        };
+        Client::with_transport(config, setup.connector, info)
     }
 }
 
 impl<K: Connect> Client<K> {
     /// A client that opens its connections with `connector`.
     pub fn with_connector(config: Config, connector: K) -> Result<Self, ConfigError> {
+        Client::with_transport(config, connector, TransportInfo::default())
+    }
+
+    fn with_transport(
+        config: Config,
+        connector: K,
+        transport: TransportInfo,
+    ) -> Result<Self, ConfigError> {
         let pool = Pool::new(
             connector,
             PoolLimits {
@@ -82,9 +119,16 @@ impl<K: Connect> Client<K> {
                 origin: config.endpoint.origin.clone(),
             },
         );
-        let chat_uri: Uri = config
-            .endpoint
-            .path("/chat/completions")
+        // Through a proxy, an http origin's requests name it whole (absolute form).
+        let target = match transport.forwarding {
+            Some(_) => format!(
+                "{}{}",
+                config.endpoint.origin,
+                config.endpoint.path("/chat/completions")
+            ),
+            None => config.endpoint.path("/chat/completions"),
+        };
+        let chat_uri: Uri = target
             .parse()
             .map_err(|_| ConfigError("baseUrl has a path that is not a valid URL path".into()))?;
         let mut base_headers = HeaderMap::new();
@@ -107,6 +151,12 @@ impl<K: Connect> Client<K> {
         for (name, value) in &config.headers {
             base_headers.insert(name.clone(), value.clone());
         }
+        if let Some(Some(credentials)) = &transport.forwarding {
+            let mut value = HeaderValue::from_str(credentials)
+                .map_err(|_| ConfigError("proxy has credentials that are not valid".into()))?;
+            value.set_sensitive(true);
+            base_headers.insert(PROXY_AUTHORIZATION, value);
+        }
         let keep_alive = KeepAlivePolicy {
             enabled: config.keep_alive,
             timeout: config.keep_alive_timeout,
@@ -118,7 +168,7 @@ impl<K: Connect> Client<K> {
             keep_alive,
             chat_uri,
             base_headers,
-            redactor: config.redactor(),
+            redactor: config.redactor().with(&transport.secrets),
             shutdown: CancellationToken::new(),
             in_flight: TaskTracker::new(),
             closing: AtomicBool::new(false),
@@ -128,12 +178,19 @@ impl<K: Connect> Client<K> {
             retry: RetryPolicy::new(config.retry.clone()),
             breaker: config.circuit_breaker.map(CircuitBreaker::new),
             metrics: Metrics::new(&config.endpoint.origin),
+            dns: transport.dns,
+            warnings: transport.warnings,
             config,
         })
     }
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// What setting the client up found worth a warning (Node prints such warnings too).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     pub(crate) fn origin(&self) -> &str {
@@ -184,6 +241,8 @@ impl<K: Connect> Client<K> {
             requests: stats.requests,
             errors: stats.errors,
             retries: stats.retries,
+            dns_lookups: stats.dns_lookups,
+            dns_hits: stats.dns_hits,
         })
     }
 
@@ -204,6 +263,8 @@ impl<K: Connect> Client<K> {
                 .breaker
                 .as_ref()
                 .map(|b| b.state_name(tokio::time::Instant::now())),
+            dns_lookups: self.dns.lookups.load(Ordering::Relaxed),
+            dns_hits: self.dns.hits.load(Ordering::Relaxed),
         }
     }
 

@@ -12,6 +12,7 @@ use hyper::Uri;
 use serde_json::{Map, Value};
 
 use crate::error::{Redactor, SECRET_HEADERS};
+use crate::proxy_url::ProxyUrl;
 
 /// Default per-origin connection cap. undici's own default is unlimited; an LLM service wants a cap.
 pub const DEFAULT_CONNECTIONS: usize = 100;
@@ -33,6 +34,11 @@ pub const DEFAULT_AUTO_SELECT_FAMILY_ATTEMPT_TIMEOUT_MS: u64 = 250;
 pub const DEFAULT_TCP_KEEP_ALIVE: bool = true;
 pub const DEFAULT_TCP_KEEP_ALIVE_INITIAL_DELAY_MS: u64 = 60_000;
 pub const DEFAULT_POOL_TIMEOUT_MS: u64 = 10_000;
+/// How long resolved addresses are reused (undici's dns interceptor: `maxTTL` 10 s; the system
+/// resolver gives no TTL of its own).
+pub const DEFAULT_DNS_MAX_TTL_MS: u64 = 10_000;
+/// Most host names kept in the DNS cache.
+pub const DEFAULT_DNS_MAX_ITEMS: usize = 1_000;
 /// Deadline of one attempt, start to last byte.
 pub const DEFAULT_TIMEOUT_MS: u64 = 600_000;
 pub const DEFAULT_FIRST_TOKEN_TIMEOUT_MS: u64 = 60_000;
@@ -57,7 +63,7 @@ pub const DEFAULT_RETRY_ERROR_CODES: [&str; 4] = [
     "ERR_STREAM_TRUNCATED",
 ];
 /// The codes `retry.errorCodes` may list.
-pub const RETRYABLE_ERROR_CODES: [&str; 12] = [
+pub const RETRYABLE_ERROR_CODES: [&str; 13] = [
     "ERR_CONNECT",
     "ERR_CONNECT_TIMEOUT",
     "ERR_SOCKET",
@@ -70,6 +76,7 @@ pub const RETRYABLE_ERROR_CODES: [&str; 12] = [
     "ERR_STREAM_ERROR",
     "ERR_PROVIDER_ERROR",
     "ERR_INVALID_RESPONSE",
+    "ERR_PROXY",
 ];
 
 /// The largest duration accepted, in ms: about 24.8 days, the same bound as Node's timers.
@@ -181,6 +188,31 @@ pub struct ConnectConfig {
     pub ca: Vec<String>,
     /// `false` accepts any server certificate. Dangerous: for tests and private networks only.
     pub reject_unauthorized: bool,
+    /// Client certificate chain and its private key (PEM), for mTLS.
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    /// The name sent as SNI and checked against the server's certificate, instead of the host.
+    pub servername: Option<String>,
+    /// Trust the operating system's store too (Node's `--use-system-ca`).
+    pub use_system_ca: bool,
+}
+
+/// The DNS cache (`dns: {…}`); `dns: false` resolves on every new connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DnsConfig {
+    pub max_ttl: Duration,
+    pub max_items: usize,
+}
+
+/// What the `proxy` option says.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ProxySetting {
+    /// Unset: the environment decides (`HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`).
+    #[default]
+    Environment,
+    /// `proxy: false`: always direct, whatever the environment says.
+    Off,
+    Url(ProxyUrl),
 }
 
 /// Retry policy settings (undici `RetryHandler` names). `retry: false` gives `max_retries = 0`.
@@ -245,6 +277,9 @@ pub struct Config {
     pub first_token_timeout: Option<Duration>,
     pub token_timeout: Option<Duration>,
     pub max_event_size: usize,
+    pub proxy: ProxySetting,
+    /// `None` = `dns: false`.
+    pub dns: Option<DnsConfig>,
     /// Largest non-stream body; `None` (-1 in JS) = unlimited.
     pub max_response_size: Option<usize>,
     /// Lowercase names of headers whose values are secrets: [`SECRET_HEADERS`] plus
@@ -292,15 +327,22 @@ const KNOWN_OPTIONS: &[&str] = &[
     "maxEventSize",
     "maxResponseSize",
     "redactHeaders",
+    "proxy",
+    "dns",
     "retry",
     "circuitBreaker",
 ];
 const KNOWN_BREAKER_OPTIONS: &[&str] = &["failureThreshold", "resetTimeout"];
+const KNOWN_DNS_OPTIONS: &[&str] = &["maxTTL", "maxItems"];
 const KNOWN_CONNECT_OPTIONS: &[&str] = &[
     "keepAlive",
     "keepAliveInitialDelay",
     "ca",
     "rejectUnauthorized",
+    "cert",
+    "key",
+    "servername",
+    "useSystemCA",
 ];
 const KNOWN_RETRY_OPTIONS: &[&str] = &[
     "maxRetries",
@@ -504,8 +546,22 @@ impl Config {
                 tcp_keep_alive: Some(ms(DEFAULT_TCP_KEEP_ALIVE_INITIAL_DELAY_MS)),
                 ca: Vec::new(),
                 reject_unauthorized: true,
+                cert: None,
+                key: None,
+                servername: None,
+                use_system_ca: false,
             },
         )?;
+
+        let proxy = match o.get("proxy") {
+            None => ProxySetting::Environment,
+            Some(Value::Bool(false)) => ProxySetting::Off,
+            // The rule only: the text may hold credentials.
+            Some(Value::String(text)) => {
+                ProxySetting::Url(ProxyUrl::parse(text).map_err(|why| rule("proxy", why))?)
+            }
+            Some(_) => return Err(rule("proxy", "must be a proxy URL string or false")),
+        };
 
         let max_response_size = match o.get("maxResponseSize") {
             Some(v) if v.as_i64() == Some(-1) => None,
@@ -576,6 +632,8 @@ impl Config {
             first_token_timeout: o.limit_ms("firstTokenTimeout", DEFAULT_FIRST_TOKEN_TIMEOUT_MS)?,
             token_timeout: o.limit_ms("tokenTimeout", DEFAULT_TOKEN_TIMEOUT_MS)?,
             max_event_size,
+            proxy,
+            dns: parse_dns(o.map.get("dns"))?,
             max_response_size,
             redact_headers,
             retry: parse_retry(o.map.get("retry"))?,
@@ -668,10 +726,11 @@ impl Config {
 /// Every option name the client accepts, nested ones as `parent.child`: the source of truth the
 /// typings and the README are checked against.
 pub fn option_names() -> Vec<String> {
-    let nested: [(&str, &[&str]); 3] = [
+    let nested: [(&str, &[&str]); 4] = [
         ("connect", KNOWN_CONNECT_OPTIONS),
         ("retry", KNOWN_RETRY_OPTIONS),
         ("circuitBreaker", KNOWN_BREAKER_OPTIONS),
+        ("dns", KNOWN_DNS_OPTIONS),
     ];
     let mut names: Vec<String> = KNOWN_OPTIONS.iter().map(|s| s.to_string()).collect();
     for (parent, children) in nested {
@@ -701,6 +760,39 @@ fn parse_connect(value: Option<&Value>, mut out: ConnectConfig) -> Result<Connec
     )?;
     out.tcp_keep_alive = keep_alive.then_some(delay);
     out.reject_unauthorized = o.bool("rejectUnauthorized", true)?;
+    out.use_system_ca = o.bool("useSystemCA", false)?;
+    let pem = |key: &str, marker: &str| -> Result<Option<String>> {
+        match o.get(key) {
+            None => Ok(None),
+            Some(Value::String(text)) if text.contains(marker) => Ok(Some(text.clone())),
+            // Never echo the value: it may be a private key.
+            Some(_) => Err(rule(&o.name(key), "must be a PEM string or Buffer")),
+        }
+    };
+    out.cert = pem("cert", "-----BEGIN CERTIFICATE-----")?;
+    out.key = pem("key", "PRIVATE KEY-----")?;
+    if out.cert.is_some() != out.key.is_some() {
+        return Err(rule(
+            if out.cert.is_some() {
+                "connect.key"
+            } else {
+                "connect.cert"
+            },
+            "is required with the other: a client certificate needs both",
+        ));
+    }
+    out.servername = match o.get("servername") {
+        None => None,
+        Some(Value::String(name))
+            if !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':')) =>
+        {
+            Some(name.clone())
+        }
+        Some(_) => return Err(rule("connect.servername", "must be a host name")),
+    };
     let ca_rule = "must be a PEM string or an array of PEM strings";
     out.ca = match o.get("ca") {
         None => Vec::new(),
@@ -723,6 +815,28 @@ fn parse_connect(value: Option<&Value>, mut out: ConnectConfig) -> Result<Connec
         return Err(rule("connect.ca", ca_rule));
     }
     Ok(out)
+}
+
+fn parse_dns(value: Option<&Value>) -> Result<Option<DnsConfig>> {
+    let defaults = DnsConfig {
+        max_ttl: ms(DEFAULT_DNS_MAX_TTL_MS),
+        max_items: DEFAULT_DNS_MAX_ITEMS,
+    };
+    let value = match value {
+        None | Some(Value::Null) | Some(Value::Bool(true)) => return Ok(Some(defaults)),
+        Some(Value::Bool(false)) => return Ok(None),
+        Some(v @ Value::Object(_)) => v,
+        Some(_) => return Err(rule("dns", "must be an object or false")),
+    };
+    let o = Options::new(value, "dns.", "dns", KNOWN_DNS_OPTIONS)?;
+    let max_ttl = o.non_negative_ms("maxTTL", DEFAULT_DNS_MAX_TTL_MS)?;
+    let max_items = match o.uint("maxItems", "must be a positive integer", u32::MAX as u64)? {
+        Some(0) => return Err(rule("dns.maxItems", "must be a positive integer")),
+        Some(n) => n as usize,
+        None => DEFAULT_DNS_MAX_ITEMS,
+    };
+    // maxTTL 0 caches nothing: the same as `dns: false`.
+    Ok((!max_ttl.is_zero()).then_some(DnsConfig { max_ttl, max_items }))
 }
 
 fn parse_breaker(value: Option<&Value>) -> Result<Option<BreakerConfig>> {

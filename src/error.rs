@@ -26,6 +26,7 @@ pub(crate) enum Kind {
     Connect,
     Socket,
     Tls,
+    Proxy,
     HttpStatus,
     InvalidResponse,
     ProviderError,
@@ -52,6 +53,7 @@ impl Kind {
             Kind::Connect => "ERR_CONNECT",
             Kind::Socket => "ERR_SOCKET",
             Kind::Tls => "ERR_TLS",
+            Kind::Proxy => "ERR_PROXY",
             Kind::HttpStatus => "ERR_HTTP_STATUS",
             Kind::InvalidResponse => "ERR_INVALID_RESPONSE",
             Kind::ProviderError => "ERR_PROVIDER_ERROR",
@@ -169,6 +171,13 @@ impl Error {
         }
     }
 
+    /// The same error under another kind (a proxy's refusal carries an HTTP answer, but is not
+    /// the origin's).
+    pub(crate) fn into_kind(mut self, kind: Kind) -> Self {
+        self.kind = kind;
+        self
+    }
+
     pub(crate) fn kind(&self) -> Kind {
         self.kind
     }
@@ -254,7 +263,10 @@ impl Error {
     }
 
     pub fn is_connect(&self) -> bool {
-        matches!(self.kind, Kind::Connect | Kind::ConnectTimeout | Kind::Tls)
+        matches!(
+            self.kind,
+            Kind::Connect | Kind::ConnectTimeout | Kind::Tls | Kind::Proxy
+        )
     }
 
     pub fn is_cancelled(&self) -> bool {

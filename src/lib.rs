@@ -2,7 +2,7 @@
 //!
 //! A pure Rust core (everything but `binding`) and a thin napi binding layer. Data flows one way:
 //! JS options → [`config`] → [`client::Client`] → [`chat`] / [`stream`] → [`attempt`] (the
-//! attempt loop) → [`exchange`] (one request) → [`pool`] (checkout) → [`connect`] (new
+//! attempt loop) → [`exchange`] (one request) → [`pool`] (checkout) → [`transport`] (new
 //! connections only) → hyper → body or [`sse`] decoder → outcome, decided with [`payload`] →
 //! JS. Only `binding` names napi, so `cargo test --no-default-features` tests the core without
 //! Node.
@@ -15,15 +15,16 @@ pub mod chat;
 pub mod client;
 pub mod config;
 pub mod conn;
-pub mod connect;
 pub mod error;
 pub mod exchange;
 pub mod metrics;
 pub mod payload;
 pub mod pool;
+pub mod proxy_url;
 pub mod retry;
 pub mod sse;
 pub mod stream;
+pub mod transport;
 
 #[cfg(feature = "napi")]
 mod binding;

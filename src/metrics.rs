@@ -75,12 +75,14 @@ pub struct Metrics {
 }
 
 /// The counters and gauges kept elsewhere, read when rendering.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Snapshot {
     pub pool: PoolStats,
     pub requests: u64,
     pub errors: u64,
     pub retries: u64,
+    pub dns_lookups: u64,
+    pub dns_hits: u64,
 }
 
 impl Metrics {
@@ -162,6 +164,18 @@ impl Metrics {
             "llmpool_connections_reused_total",
             "Requests served by an already open connection.",
             snapshot.pool.reused,
+        );
+        counter(
+            &mut out,
+            "llmpool_dns_lookups_total",
+            "Host name lookups made for new connections.",
+            snapshot.dns_lookups,
+        );
+        counter(
+            &mut out,
+            "llmpool_dns_cache_hits_total",
+            "New connections whose addresses came from the DNS cache.",
+            snapshot.dns_hits,
         );
         let _ = writeln!(
             out,
@@ -258,6 +272,8 @@ mod tests {
             requests: 4,
             errors: 0,
             retries: 0,
+            dns_lookups: 0,
+            dns_hits: 0,
         });
         assert!(text.contains(
             "llmpool_request_duration_seconds_bucket{origin=\"http://h\",le=\"0.005\"} 1\n"
@@ -283,6 +299,8 @@ mod tests {
             requests: 3,
             errors: 3,
             retries: 0,
+            dns_lookups: 0,
+            dns_hits: 0,
         });
         assert!(text.contains(
             "llmpool_errors_total{origin=\"http://we\\\"ird\",code=\"ERR_HTTP_STATUS\"} 2\n"

@@ -147,7 +147,7 @@ struct StreamRequest<K: Connect> {
 }
 
 /// The consumer's handle on one chat stream.
-pub struct ChatStream<K: Connect = crate::connect::HttpConnector> {
+pub struct ChatStream<K: Connect = crate::transport::HttpConnector> {
     request: Option<Box<StreamRequest<K>>>,
     /// Cancelled when the consumer is done (`close()` or drop): the reader ends quietly.
     closed: CancellationToken,

@@ -150,6 +150,13 @@ impl NativeClient {
         guard(|| Ok(self.inner.metrics_text()))
     }
 
+    /// What setting the client up found worth a warning; `index.js` emits them as process
+    /// warnings, as Node does for the same conditions.
+    #[napi]
+    pub fn warnings(&self) -> Vec<String> {
+        self.inner.warnings().to_vec()
+    }
+
     #[napi]
     pub fn stats(&self) -> Result<PoolStats> {
         guard(|| Ok(self.inner.stats().into()))

@@ -100,6 +100,10 @@ pub struct PoolStats {
     pub retries: i64,
     /// Circuit breaker state (`closed`, `open`, `half-open`), when one is configured.
     pub circuit: Option<String>,
+    /// Host name lookups made for new connections.
+    pub dns_lookups: i64,
+    /// New connections whose addresses came from the DNS cache.
+    pub dns_hits: i64,
 }
 
 fn clamp(n: usize) -> u32 {
@@ -126,6 +130,8 @@ impl From<ClientStats> for PoolStats {
             reused: count(s.pool.reused),
             retries: count(s.retries),
             circuit: s.circuit.map(str::to_owned),
+            dns_lookups: count(s.dns_lookups),
+            dns_hits: count(s.dns_hits),
         }
     }
 }
