@@ -13,6 +13,26 @@ export interface ConnectOptions {
    * pretend to be the endpoint; only for tests and closed networks.
    */
   rejectUnauthorized?: boolean
+  /**
+   * Also trust the operating system's certificate store (and `SSL_CERT_FILE` / `SSL_CERT_DIR`),
+   * in addition to the bundled roots, `ca` and `NODE_EXTRA_CA_CERTS`; in the spirit of Node's
+   * `--use-system-ca`. Default `false`.
+   */
+  useSystemCA?: boolean
+  /** Client certificate chain (PEM), for servers that demand one (mTLS). Needs `key`. Default none. */
+  cert?: string | Buffer
+  /** The client certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1, unencrypted). Needs `cert`. Default none. */
+  key?: string | Buffer
+  /** The name sent as SNI and checked against the server's certificate, instead of the host. Default the host. */
+  servername?: string
+}
+
+/** The DNS cache of new connections (undici's dns interceptor names). */
+export interface DnsOptions {
+  /** How long resolved addresses are reused, in ms; `0` = no cache. Default `10000`. */
+  maxTTL?: number
+  /** Most host names kept. Default `1000`. */
+  maxItems?: number
 }
 
 /** Retry policy; names and meanings follow undici's `RetryHandler`. */
@@ -54,6 +74,7 @@ export type RetryableErrorCode =
   | 'ERR_STREAM_ERROR'
   | 'ERR_PROVIDER_ERROR'
   | 'ERR_INVALID_RESPONSE'
+  | 'ERR_PROXY'
 
 /** Opt-in circuit breaker for the origin. */
 export interface CircuitBreakerOptions {
@@ -114,6 +135,16 @@ export interface ClientOptions {
    * client-level or per call. Default none.
    */
   redactHeaders?: string[]
+  /**
+   * The proxy: `'http://[user:pass@]host:port'` or `'https://…'` (TLS to the proxy itself, with
+   * the same trusted roots), or `false` for none whatever the environment says. Unset: the
+   * environment decides, as curl and undici's `EnvHttpProxyAgent` do (`HTTPS_PROXY` for https
+   * targets, `HTTP_PROXY` for http ones, lowercase names first, `NO_PROXY` exempts hosts).
+   * https targets go through a `CONNECT` tunnel; http ones are forwarded in absolute form.
+   */
+  proxy?: string | false
+  /** The DNS cache of new connections, or `false` to resolve every time. Default `{ maxTTL: 10000, maxItems: 1000 }`. */
+  dns?: DnsOptions | false
   /**
    * Retry policy, or `false` for none. Delay before retry n: `min(minTimeout · timeoutFactor^(n−1),
    * maxTimeout)` times `1 + J` with J uniform in [0, 0.25), capped at `maxTimeout`; or exactly
@@ -413,6 +444,7 @@ export type ErrorCode =
   | 'ERR_CONNECT'
   | 'ERR_SOCKET'
   | 'ERR_TLS'
+  | 'ERR_PROXY'
   | 'ERR_HTTP_STATUS'
   | 'ERR_INVALID_RESPONSE'
   | 'ERR_PROVIDER_ERROR'
@@ -445,7 +477,7 @@ export interface LlmpoolErrorCause extends Error {
 export declare class LlmpoolError extends Error {
   name: 'LlmpoolError'
   code: ErrorCode
-  /** HTTP status, for `ERR_HTTP_STATUS`. */
+  /** HTTP status, for `ERR_HTTP_STATUS`, and the proxy's for `ERR_PROXY` (407: authentication failed). */
   status?: number
   /** Response headers (lowercase names), for `ERR_HTTP_STATUS`. */
   headers?: Record<string, string>
@@ -488,6 +520,10 @@ export interface PoolStats {
   retries: number
   /** Circuit breaker state, when `circuitBreaker` is set. */
   circuit?: 'closed' | 'open' | 'half-open'
+  /** Host name lookups made for new connections. */
+  dnsLookups: number
+  /** New connections whose addresses came from the DNS cache. */
+  dnsHits: number
 }
 
 export declare class Client {

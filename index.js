@@ -170,6 +170,8 @@ class Client {
     } catch (e) {
       throw nativeArgumentError(e)
     }
+    // What Node itself would warn about (an unreadable NODE_EXTRA_CA_CERTS file, …).
+    for (const warning of this.#native.warnings()) process.emitWarning(warning, 'LlmpoolWarning')
     this.#origin = new URL(options.baseUrl).origin
   }
 

@@ -21,13 +21,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::breaker::CircuitBreaker;
 use crate::config::{CallOptions, Config, ConfigError};
-use crate::transport::dns::DnsStats;
-use crate::transport::HttpConnector;
 use crate::error::{Error, Kind, Redactor};
 use crate::metrics::{Metrics, Snapshot};
 use crate::pool::keep_alive::KeepAlivePolicy;
 use crate::pool::{Connect, Pool, PoolLimits, PoolStats};
 use crate::retry::RetryPolicy;
+use crate::transport::dns::DnsStats;
+use crate::transport::HttpConnector;
 
 const USER_AGENT_VALUE: &str = concat!("llmpool/", env!("CARGO_PKG_VERSION"));
 

@@ -234,7 +234,16 @@ where
             })
             .collect();
         let asked = crate::retry::retry_after(&headers, std::time::SystemTime::now());
-        let error = Error::http(
+        // 407 is only ever a proxy's answer (to a request it forwards in absolute form).
+        let proxy_refused = status == StatusCode::PROXY_AUTHENTICATION_REQUIRED;
+        let message = if proxy_refused {
+            format!(
+                "{message} (proxy authentication failed: check the credentials in the proxy URL)"
+            )
+        } else {
+            message
+        };
+        let mut error = Error::http(
             message,
             HttpFailure {
                 status: status.as_u16(),
@@ -242,6 +251,9 @@ where
                 body,
             },
         );
+        if proxy_refused {
+            error = error.into_kind(Kind::Proxy);
+        }
         match asked {
             Some(asked) => error.with_retry_after(asked),
             None => error,

@@ -67,7 +67,10 @@ impl ProxyUrl {
     /// The `Proxy-Authorization` value for the URL's credentials.
     pub fn authorization(&self) -> Option<String> {
         let (user, pass) = self.credentials.as_ref()?;
-        Some(format!("Basic {}", base64(format!("{user}:{pass}").as_bytes())))
+        Some(format!(
+            "Basic {}",
+            base64(format!("{user}:{pass}").as_bytes())
+        ))
     }
 
     /// Everything that would give the credentials away, for the redactor.
@@ -93,7 +96,10 @@ fn split_host_port(text: &str) -> Result<(String, Option<u16>), &'static str> {
         v6.parse::<std::net::Ipv6Addr>().map_err(|_| bad_host)?;
         match after {
             "" => (v6.to_owned(), None),
-            _ => (v6.to_owned(), Some(after.strip_prefix(':').ok_or(bad_host)?)),
+            _ => (
+                v6.to_owned(),
+                Some(after.strip_prefix(':').ok_or(bad_host)?),
+            ),
         }
     } else {
         let (host, port) = match text.rsplit_once(':') {
@@ -167,8 +173,14 @@ mod tests {
         assert_eq!(u.authorization().as_deref(), Some("Basic dXNlcjpwQHNz"));
         assert!(!format!("{u:?}").contains("p@ss"));
         assert!(u.secrets().contains(&"p@ss".to_string()));
-        assert_eq!(ProxyUrl::parse("proxy:8080").unwrap().origin, "http://proxy:8080");
-        assert_eq!(ProxyUrl::parse("https://p").unwrap().origin, "https://p:443");
+        assert_eq!(
+            ProxyUrl::parse("proxy:8080").unwrap().origin,
+            "http://proxy:8080"
+        );
+        assert_eq!(
+            ProxyUrl::parse("https://p").unwrap().origin,
+            "https://p:443"
+        );
         assert_eq!(ProxyUrl::parse("http://[::1]:9").unwrap().host, "::1");
         assert_eq!(ProxyUrl::parse("http://p").unwrap().authorization(), None);
         for bad in [

@@ -15,7 +15,11 @@ use crate::config::DnsConfig;
 
 /// Resolves a host name; the system resolver, or a fake in tests.
 pub trait Resolve: Send + Sync + 'static {
-    fn lookup(&self, host: &str, port: u16) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send;
+    fn lookup(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send;
 }
 
 /// `getaddrinfo`, through tokio's blocking pool.
@@ -171,12 +175,19 @@ mod tests {
 
     fn cache(max_items: usize) -> (DnsCache<Fake>, Fake) {
         let fake = Fake::default();
-        *fake.answer.lock().unwrap() = vec![addr("10.0.0.1:443"), addr("10.0.0.2:443"), addr("10.0.0.3:443")];
+        *fake.answer.lock().unwrap() = vec![
+            addr("10.0.0.1:443"),
+            addr("10.0.0.2:443"),
+            addr("10.0.0.3:443"),
+        ];
         let config = DnsConfig {
             max_ttl: Duration::from_secs(10),
             max_items,
         };
-        (DnsCache::new(fake.clone(), Some(config), Arc::default()), fake)
+        (
+            DnsCache::new(fake.clone(), Some(config), Arc::default()),
+            fake,
+        )
     }
 
     #[tokio::test(start_paused = true)]

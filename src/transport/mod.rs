@@ -85,8 +85,8 @@ impl HttpConnector {
         let origin_name = match endpoint.scheme {
             Scheme::Http => None,
             Scheme::Https => Some(
-                tls::server_name(&endpoint.host, config.connect.servername.as_deref()).map_err(
-                    |_| ConfigError("baseUrl has a host name that TLS cannot verify".into()),
+                tls::server_name(&endpoint.host, config.connect.servername.as_deref()).ok_or_else(
+                    || ConfigError("baseUrl has a host name that TLS cannot verify".into()),
                 )?,
             ),
         };
@@ -118,16 +118,25 @@ impl HttpConnector {
             Route::Broken(why) => Err(Error::new(Kind::Proxy, why.clone())),
             Route::Direct => {
                 tracing::debug!(origin = origin.as_str(), "connecting");
-                let tcp = self.tcp(&self.endpoint.host, self.endpoint.port, origin).await?;
+                let tcp = self
+                    .tcp(&self.endpoint.host, self.endpoint.port, origin)
+                    .await?;
                 self.to_origin(tcp).await
             }
             Route::Proxy(proxy) => {
-                tracing::debug!(origin = origin.as_str(), proxy = proxy.origin.as_str(), "connecting through a proxy");
+                tracing::debug!(
+                    origin = origin.as_str(),
+                    proxy = proxy.origin.as_str(),
+                    "connecting through a proxy"
+                );
                 let what = format!("proxy {} (for {origin})", proxy.origin);
                 let tcp = self.tcp(&proxy.host, proxy.port, &what).await?;
                 if proxy.tls {
-                    let name = tls::server_name(&proxy.host, None).map_err(|_| {
-                        Error::new(Kind::Proxy, format!("{what} has a host name that TLS cannot verify"))
+                    let name = tls::server_name(&proxy.host, None).ok_or_else(|| {
+                        Error::new(
+                            Kind::Proxy,
+                            format!("{what} has a host name that TLS cannot verify"),
+                        )
                     })?;
                     let stream = self.tls_handshake(tcp, name, &what).await?;
                     self.through(stream, proxy).await
@@ -170,7 +179,11 @@ impl HttpConnector {
         proxy::open_tunnel(&mut stream, &target, auth.as_deref())
             .await
             .map_err(|e| tunnel_error(e, proxy, &self.endpoint.origin))?;
-        tracing::debug!(origin = self.endpoint.origin.as_str(), proxy = proxy.origin.as_str(), "tunnel open");
+        tracing::debug!(
+            origin = self.endpoint.origin.as_str(),
+            proxy = proxy.origin.as_str(),
+            "tunnel open"
+        );
         self.to_origin(stream).await
     }
 
@@ -198,7 +211,10 @@ impl HttpConnector {
     where
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
-        let connector = self.tls.as_ref().expect("TLS is set up for https targets and proxies");
+        let connector = self
+            .tls
+            .as_ref()
+            .expect("TLS is set up for https targets and proxies");
         connector.connect(name, stream).await.map_err(|e| {
             Error::new(Kind::Tls, format!("TLS handshake with {what} failed: {e}"))
                 .with_cause(Cause::of(&e))

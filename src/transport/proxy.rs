@@ -37,7 +37,11 @@ pub fn route(
     port: u16,
     env: impl Fn(&str) -> Option<String>,
 ) -> Route {
-    let read = |name: &'static str| env(name).filter(|v| !v.trim().is_empty()).map(|v| (name, v));
+    let read = |name: &'static str| {
+        env(name)
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| (name, v))
+    };
     match setting {
         ProxySetting::Off => Route::Direct,
         ProxySetting::Url(url) => Route::Proxy(url.clone()),
@@ -297,7 +301,11 @@ mod tests {
             (".", "example.com", 443, false),
         ];
         for (list, host, port, want) in cases {
-            assert_eq!(no_proxy_matches(list, host, port), want, "{list:?} vs {host}:{port}");
+            assert_eq!(
+                no_proxy_matches(list, host, port),
+                want,
+                "{list:?} vs {host}:{port}"
+            );
         }
     }
 
@@ -305,7 +313,13 @@ mod tests {
     fn no_proxy_applies_to_the_environment_only() {
         let e = [("https_proxy", "http://p:1"), ("NO_PROXY", "api.x")];
         assert_eq!(
-            route(&ProxySetting::Environment, Scheme::Https, "api.x", 443, env(&e)),
+            route(
+                &ProxySetting::Environment,
+                Scheme::Https,
+                "api.x",
+                443,
+                env(&e)
+            ),
             Route::Direct
         );
         let explicit = ProxySetting::Url(ProxyUrl::parse("http://q:2").unwrap());
@@ -320,7 +334,13 @@ mod tests {
             ("NO_PROXY", "api.x"),
         ];
         assert!(matches!(
-            route(&ProxySetting::Environment, Scheme::Https, "api.x", 443, env(&both)),
+            route(
+                &ProxySetting::Environment,
+                Scheme::Https,
+                "api.x",
+                443,
+                env(&both)
+            ),
             Route::Proxy(_)
         ));
     }
@@ -345,9 +365,10 @@ mod tests {
             String::from_utf8(sent).unwrap(),
             "CONNECT api.x:443 HTTP/1.1\r\nHost: api.x:443\r\nProxy-Authorization: Basic abc\r\n\r\n"
         );
-        let (refused, _) =
-            answer(b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic\r\n\r\n")
-                .await;
+        let (refused, _) = answer(
+            b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic\r\n\r\n",
+        )
+        .await;
         match refused {
             Err(TunnelError::Refused { status, headers }) => {
                 assert_eq!(status, 407);
@@ -355,7 +376,10 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(answer(b"SSH-2.0-x\r\n\r\n").await.0, Err(TunnelError::Garbled)));
+        assert!(matches!(
+            answer(b"SSH-2.0-x\r\n\r\n").await.0,
+            Err(TunnelError::Garbled)
+        ));
     }
 
     mod properties {

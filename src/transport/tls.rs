@@ -115,8 +115,8 @@ fn add_pem_roots(roots: &mut RootCertStore, pem: &[u8]) -> Result<(), &'static s
 
 /// The name a server certificate is checked against (and sent as SNI): `connect.servername`
 /// when given, else the host.
-pub fn server_name(host: &str, servername: Option<&str>) -> Result<ServerName<'static>, ()> {
-    ServerName::try_from(servername.unwrap_or(host).to_owned()).map_err(|_| ())
+pub fn server_name(host: &str, servername: Option<&str>) -> Option<ServerName<'static>> {
+    ServerName::try_from(servername.unwrap_or(host).to_owned()).ok()
 }
 
 /// `connect.rejectUnauthorized: false`: any certificate is accepted, but handshake signatures are
@@ -199,7 +199,9 @@ mod tests {
     #[test]
     fn bad_ca_pem_is_a_config_error() {
         let s = ConnectConfig {
-            ca: vec!["-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n".into()],
+            ca: vec![
+                "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n".into(),
+            ],
             ..settings()
         };
         assert!(error(&s, None).starts_with("connect.ca"));
@@ -225,13 +227,16 @@ mod tests {
         let setup = client_config(&settings(), Some("/nonexistent/llmpool-ca.pem")).unwrap();
         assert_eq!(setup.warnings.len(), 1);
         assert!(setup.warnings[0].contains("NODE_EXTRA_CA_CERTS"));
-        assert!(client_config(&settings(), Some("")).unwrap().warnings.is_empty());
+        assert!(client_config(&settings(), Some(""))
+            .unwrap()
+            .warnings
+            .is_empty());
     }
 
     #[test]
     fn server_names() {
-        assert!(server_name("api.openai.com", None).is_ok());
-        assert!(server_name("127.0.0.1", Some("llmpool.test")).is_ok());
-        assert!(server_name("h", Some("bad name!")).is_err());
+        assert!(server_name("api.openai.com", None).is_some());
+        assert!(server_name("127.0.0.1", Some("llmpool.test")).is_some());
+        assert!(server_name("h", Some("bad name!")).is_none());
     }
 }
