@@ -40,6 +40,37 @@ for _ in $(seq 1 120); do
   sleep 1
 done
 
+# squid (Debian package; .ci/run installs it) as a real forward proxy on a free port, for the
+# proxy tests: absolute-form forwarding to the llama server and CONNECT tunnels.
+if ! command -v squid >/dev/null 2>&1; then
+  echo "squid is not installed: apt-get install -y squid" >&2
+  exit 1
+fi
+squid_dir=$(mktemp -d -t llmpool-squid.XXXXXX)
+chmod 777 "$squid_dir" # squid drops root for the 'proxy' user and writes its logs here
+squid_port=$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cat >"$squid_dir/squid.conf" <<CONF
+http_port 127.0.0.1:$squid_port
+http_access allow all
+cache deny all
+access_log stdio:$squid_dir/access.log
+cache_log $squid_dir/cache.log
+pid_filename $squid_dir/squid.pid
+coredump_dir $squid_dir
+shutdown_lifetime 1 seconds
+CONF
+squid -N -f "$squid_dir/squid.conf" &
+squid_pid=$!
+trap 'kill $server $squid_pid 2>/dev/null || true; wait $server $squid_pid 2>/dev/null || true; rm -rf "$squid_dir"' EXIT
+for _ in $(seq 1 50); do
+  if "$venv/bin/python" -c "import socket; socket.create_connection(('127.0.0.1', $squid_port), 1)" 2>/dev/null; then break; fi
+  if ! kill -0 $squid_pid 2>/dev/null; then echo "squid exited:"; cat "$squid_dir/cache.log"; exit 1; fi
+  sleep 0.2
+done
+echo "== squid $(squid -v | sed -n '1s/.*Version //p') on 127.0.0.1:$squid_port"
+
 started=$(date +%s)
-LLM_BASE_URL="http://127.0.0.1:$port/v1" LLM_SERVER_LOG="$log" npx jest --config test-real/jest.config.js
+LLM_BASE_URL="http://127.0.0.1:$port/v1" LLM_SERVER_LOG="$log" \
+  SQUID_URL="http://127.0.0.1:$squid_port" SQUID_ACCESS_LOG="$squid_dir/access.log" \
+  npx jest --config test-real/jest.config.js
 echo "== real-server suite took $(( $(date +%s) - started )) s (server start and install not included)"
