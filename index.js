@@ -177,9 +177,28 @@ class Client {
 
   /** One chat completion; resolves with the parsed `ChatCompletion`. */
   chat(body, options) {
+    return this.#callJson('chat', body, options, (id, json, native, cancel) => this.#native.chat(id, json, native, cancel))
+  }
+
+  /**
+   * Any JSON endpoint under `baseUrl` (`/embeddings`, `/responses`, `/completions`,
+   * `/moderations`, …): `POST {baseUrl}{path}` with `body`, resolving with the parsed answer, with
+   * the same pool, retries, limits, redaction and errors as `chat()`.
+   */
+  request(path, body, options) {
+    if (typeof path !== 'string') return Promise.reject(invalidArg('request() path must be a string such as "/embeddings"'))
+    return this.#callJson('request', body, options, (id, json, native, cancel) => this.#native.request(id, path, json, native, cancel))
+  }
+
+  /** `POST {baseUrl}/embeddings`: a `CreateEmbeddingResponse`. */
+  embeddings(body, options) {
+    return this.request('/embeddings', body, options)
+  }
+
+  #callJson(method, body, options, send) {
     return new Promise((resolve, reject) => {
-      const json = serializeBody(body, 'chat')
-      if (body.stream === true) {
+      const json = serializeBody(body, method)
+      if (method === 'chat' && body.stream === true) {
         throw invalidArg('chat() body.stream must not be true: use chatStream() to stream')
       }
       const { signal, native } = readCallOptions(options)
@@ -187,7 +206,7 @@ class Client {
       const { cancel, detach } = linkSignal(signal)
       const id = this.#inbox.expect((value) => {
         detach()
-        // Rust decided the outcome: a string is a completion, checked to be a JSON object.
+        // Rust decided the outcome: a string is the answer, checked to be a JSON object.
         if (typeof value !== 'string') return reject(fromInfo(value))
         try {
           resolve(JSON.parse(value))
@@ -197,7 +216,7 @@ class Client {
         }
       })
       try {
-        this.#native.chat(id, json, native, cancel)
+        send(id, json, native, cancel)
       } catch (e) {
         // The native call could not even start: nothing will be delivered under `id`.
         this.#inbox.unsubscribe(id)
@@ -213,21 +232,48 @@ class Client {
    * Invalid arguments throw a `TypeError` here, synchronously.
    */
   chatStream(body, options) {
-    serializeBody(body, 'chatStream')
+    return this.#openStream('chatStream', body, options, ChatStream, (json, native, cancel) => this.#native.chatStream(json, native, cancel))
+  }
+
+  /**
+   * Any SSE endpoint under `baseUrl`: an async iterable of `{ event, data }` (data parsed as
+   * JSON), on the same decoder, flow control and timeouts as `chatStream()`. `stream: true` is
+   * added to the body unless it has a `stream` member. `[DONE]`, `response.completed` and
+   * `response.incomplete` end it; `error` and `response.failed` events fail it.
+   */
+  stream(path, body, options) {
+    if (typeof path !== 'string') throw invalidArg('stream() path must be a string such as "/responses"')
+    return this.#openStream('stream', body, options, EventStream, (json, native, cancel) => this.#native.stream(path, json, native, cancel))
+  }
+
+  /** `POST {baseUrl}/responses` streamed: the Responses API's typed events. */
+  responsesStream(body, options) {
+    return this.stream('/responses', body, options)
+  }
+
+  #openStream(method, body, options, Kind, open) {
+    serializeBody(body, method)
     const { signal, native } = readCallOptions(options)
     // A shallow copy: the caller's object is never touched.
-    const json = JSON.stringify({ ...body, stream: true })
+    const json = JSON.stringify(method === 'chatStream' || !('stream' in body) ? { ...body, stream: true } : body)
     const { cancel, detach } = linkSignal(signal)
     let handle
     try {
-      handle = this.#native.chatStream(json, native, cancel)
+      handle = open(json, native, cancel)
     } catch (e) {
       detach()
       throw nativeArgumentError(e)
     }
     if (signal?.aborted) cancel.cancel()
-    return new ChatStream(handle, this.#inbox, this.#origin, detach)
+    return new Kind(handle, this.#inbox, this.#origin, detach)
   }
+
+  /**
+   * A WHATWG `fetch` for the SDKs (`new OpenAI({ fetch: client.fetch })`): requests to this
+   * client's origin go through its pool, TLS, proxy, timeouts and retries; the body streams. See
+   * the README for what it keeps and what it cannot.
+   */
+  fetch = (input, init) => fetchThrough(this.#native, this.#inbox, this.#origin, input, init)
 
   /**
    * Prometheus text exposition (format 0.0.4): counters (requests, errors by code, retries,
@@ -321,7 +367,7 @@ const SIGNAL_STALLED = 1
  * acknowledges what it yielded every half window, and at once after Rust says it stalled, so a
  * fast consumer costs one call into Rust per ~128 chunks and a slow one holds Rust back.
  */
-class ChatStream {
+class NativeIterator {
   #native
   #inbox
   #origin
@@ -407,14 +453,7 @@ class ChatStream {
     throw error
   }
 
-  /** Consumes the stream and returns one `ChatCompletion` merged from its chunks. */
-  async finalCompletion() {
-    const chunks = []
-    for await (const chunk of this) chunks.push(chunk)
-    return accumulate(chunks)
-  }
-
-  /** A web `ReadableStream` of the chunks; cancelling it cancels the request. */
+  /** A web `ReadableStream` of the items; cancelling it cancels the request. */
   toReadableStream() {
     return new ReadableStream({
       pull: async (controller) => {
@@ -475,7 +514,7 @@ class ChatStream {
 
   #parse(text) {
     try {
-      return JSON.parse(text)
+      return this.decode(text)
     } catch (e) {
       // Rust checked every payload; only JSON that V8 refuses and serde accepted could land here.
       this.#end()
@@ -502,8 +541,194 @@ class ChatStream {
   }
 
   [inspect.custom]() {
-    return `ChatStream { origin: '${this.#origin}' }`
+    return `${this.constructor.name} { origin: '${this.#origin}' }`
   }
 }
 
-module.exports = { Client, ChatStream, LlmpoolError }
+/** A chat stream: `ChatCompletionChunk`s. */
+class ChatStream extends NativeIterator {
+  decode(text) {
+    return JSON.parse(text)
+  }
+
+  /** Consumes the stream and returns one `ChatCompletion` merged from its chunks. */
+  async finalCompletion() {
+    const chunks = []
+    for await (const chunk of this) chunks.push(chunk)
+    return accumulate(chunks)
+  }
+}
+
+/** Any SSE endpoint's events: `{ event, data }`, data parsed. */
+class EventStream extends NativeIterator {
+  decode(text) {
+    const split = text.indexOf('\n')
+    return { event: text.slice(0, split), data: JSON.parse(text.slice(split + 1)) }
+  }
+
+  /** Responses API: consumes the stream and returns the final `response` object. */
+  async finalResponse() {
+    let last
+    for await (const { event, data } of this) {
+      if (event === 'response.completed' || event === 'response.incomplete') last = data.response
+    }
+    if (last === undefined) throw llmpoolError('ERR_INVALID_RESPONSE', 'the stream ended without a response.completed event')
+    return last
+  }
+}
+
+// ---- client.fetch ----
+
+/** Statuses whose responses have no body (the Response constructor refuses one). */
+const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304])
+
+/** A request body as bytes: strings and byte arrays directly, anything else through a Request. */
+async function bodyBytes(body, headers) {
+  if (body === null || body === undefined) return undefined
+  if (typeof body === 'string') return Buffer.from(body)
+  if (body instanceof ArrayBuffer) return Buffer.from(body)
+  if (ArrayBuffer.isView(body)) return Buffer.from(body.buffer, body.byteOffset, body.byteLength)
+  // Blob, FormData, URLSearchParams, ReadableStream: let the platform serialise it.
+  const request = new Request('http://body.invalid/', { method: 'POST', body, duplex: 'half' })
+  const type = request.headers.get('content-type')
+  if (type && !headers.has('content-type')) headers.set('content-type', type)
+  return Buffer.from(await request.arrayBuffer())
+}
+
+/** How fetch reports an abort: an error named AbortError (what SDKs test for). */
+function abortError(err) {
+  err.name = 'AbortError'
+  return err
+}
+
+async function fetchThrough(native, inbox, origin, input, init = {}) {
+  const request = typeof input === 'object' && input !== null && typeof input.url === 'string' && !(input instanceof URL) ? input : undefined
+  const url = new URL(request ? request.url : input instanceof URL ? input.href : String(input))
+  if (url.origin !== origin) {
+    throw invalidArg(`client.fetch reaches ${origin} only, not ${url.origin}: use another client or the platform fetch`)
+  }
+  const method = String(init.method ?? request?.method ?? 'GET').toUpperCase()
+  const headers = new Headers(init.headers ?? request?.headers)
+  // llmpool does not decompress: ask for identity, as the server would otherwise be entitled to.
+  headers.delete('accept-encoding')
+  const signal = init.signal ?? request?.signal ?? undefined
+  const source = init.body !== undefined ? init.body : request?.body ? await request.arrayBuffer() : undefined
+  const bytes = await bodyBytes(source, headers)
+  if (signal?.aborted) throw abortError(llmpoolError('ERR_ABORTED', `request to ${origin} was aborted`))
+  const { cancel, detach } = linkSignal(signal)
+  let handle
+  try {
+    handle = native.fetch(method, url.pathname + url.search, JSON.stringify([...headers]), bytes, undefined, cancel)
+  } catch (e) {
+    detach()
+    throw nativeArgumentError(e)
+  }
+  return new FetchBody(handle, inbox, detach).response(method)
+}
+
+/**
+ * The deliveries of one fetch: the head resolves the Response, byte chunks feed its body
+ * stream under the same flow control as chat streams (acknowledged every half window, or at once
+ * when Rust says it stalled).
+ */
+class FetchBody {
+  #native
+  #inbox
+  #detach
+  #id = -1
+  #chunks = []
+  #used = 0
+  #stalled = false
+  #ended = false
+  #error = null
+  #wake = null
+  #head = null
+
+  constructor(native, inbox, detach) {
+    this.#native = native
+    this.#inbox = inbox
+    this.#detach = detach
+  }
+
+  response(method) {
+    return new Promise((resolve, reject) => {
+      this.#head = { resolve, reject, method }
+      this.#id = this.#inbox.subscribe((value) => this.#receive(value))
+      try {
+        this.#native.start(this.#id)
+      } catch (e) {
+        this.#finish()
+        reject(nativeArgumentError(e))
+      }
+    })
+  }
+
+  #receive(value) {
+    if (Buffer.isBuffer(value)) {
+      this.#chunks.push(value)
+    } else if (value === SIGNAL_STALLED) {
+      this.#stalled = true
+      if (this.#used > 0) this.#ack()
+    } else if (value !== null && typeof value === 'object' && typeof value.status === 'number' && value.code === undefined) {
+      const { resolve, method } = this.#head
+      this.#head = null
+      const headers = new Headers()
+      for (const [name, v] of value.headers) headers.append(name, v)
+      const empty = NULL_BODY_STATUSES.has(value.status) || method === 'HEAD'
+      if (empty) this.#close()
+      resolve(new Response(empty ? null : this.#stream(), { status: value.status, headers }))
+    } else {
+      if (value !== SIGNAL_DONE) {
+        const err = fromInfo(value)
+        this.#error = err.code === 'ERR_ABORTED' ? abortError(err) : err
+      }
+      this.#finish()
+      if (this.#head && this.#error) {
+        this.#head.reject(this.#error)
+        this.#head = null
+      }
+    }
+    const wake = this.#wake
+    this.#wake = null
+    wake?.()
+  }
+
+  #stream() {
+    return new ReadableStream({
+      pull: async (controller) => {
+        for (;;) {
+          const chunk = this.#chunks.shift()
+          if (chunk !== undefined) {
+            if (++this.#used >= STREAM_WINDOW_EVENTS / 2 || this.#stalled) this.#ack()
+            return controller.enqueue(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength))
+          }
+          if (this.#error) return controller.error(this.#error)
+          if (this.#ended) return controller.close()
+          await new Promise((resolve) => (this.#wake = resolve))
+        }
+      },
+      cancel: () => this.#close(),
+    })
+  }
+
+  #ack() {
+    if (!this.#ended) this.#native.ack(this.#used)
+    this.#used = 0
+    this.#stalled = false
+  }
+
+  #finish() {
+    this.#ended = true
+    if (this.#id !== -1) this.#inbox.unsubscribe(this.#id)
+    this.#detach()
+  }
+
+  /** The consumer is done with the body: the request is cancelled. */
+  #close() {
+    this.#chunks = []
+    this.#native.close()
+    this.#finish()
+  }
+}
+
+module.exports = { Client, ChatStream, EventStream, LlmpoolError }

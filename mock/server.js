@@ -52,8 +52,69 @@ function sendJson(res, status, value, headers = {}) {
   res.end(text)
 }
 
-/** The default behaviour: a completion, or an SSE stream of it (`chunkDelay` ms apart). */
-async function openaiHandler({ body, res, server }) {
+/** A small deterministic embedding of a text: 8 numbers from its character codes. */
+function embed(text) {
+  const vector = new Array(8).fill(0)
+  for (let i = 0; i < text.length; i++) vector[i % 8] += text.charCodeAt(i) / 1000
+  return vector
+}
+
+/** POST …/embeddings: one embedding per input. */
+function embeddingsAnswer(body, res) {
+  const inputs = Array.isArray(body?.input) ? body.input : [body?.input ?? '']
+  const tokens = inputs.reduce((n, t) => n + String(t).split(' ').length, 0)
+  sendJson(res, 200, {
+    object: 'list',
+    data: inputs.map((input, index) => ({ object: 'embedding', index, embedding: embed(String(input)) })),
+    model: body?.model ?? 'mock-embedding',
+    usage: { prompt_tokens: tokens, total_tokens: tokens },
+  })
+}
+
+/** A Responses API `response` object. */
+function responseObject(body, text, status) {
+  return {
+    id: 'resp_mock',
+    object: 'response',
+    created_at: 1_700_000_000,
+    status,
+    model: body?.model ?? 'mock-model',
+    output:
+      status === 'completed'
+        ? [{ type: 'message', id: 'msg_mock', status: 'completed', role: 'assistant', content: [{ type: 'output_text', text, annotations: [] }] }]
+        : [],
+    usage: status === 'completed' ? usageOf(text) : null,
+  }
+}
+
+/** POST …/responses: a response, or its stream of typed events (`chunkDelay` ms apart). */
+async function responsesAnswer(body, res, server) {
+  const input = typeof body?.input === 'string' ? body.input : JSON.stringify(body?.input ?? '')
+  const text = `Hello from the mock! You said: ${input}`
+  if (!body?.stream) return sendJson(res, 200, { ...responseObject(body, text, 'completed'), output_text: text })
+  const delay = server?.options.chunkDelay ?? 0
+  let sequence = 0
+  const send = (type, extra) => res.write(`event: ${type}\ndata: ${JSON.stringify({ type, sequence_number: sequence++, ...extra })}\n\n`)
+  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' })
+  send('response.created', { response: responseObject(body, '', 'in_progress') })
+  for (const delta of pieces(text)) {
+    if (delay) await new Promise((r) => setTimeout(r, delay))
+    if (res.destroyed) return
+    send('response.output_text.delta', { item_id: 'msg_mock', output_index: 0, content_index: 0, delta })
+  }
+  send('response.output_text.done', { item_id: 'msg_mock', output_index: 0, content_index: 0, text })
+  send('response.completed', { response: responseObject(body, text, 'completed') })
+  res.end()
+}
+
+/**
+ * The default behaviour: `…/embeddings` and `…/responses` as OpenAI answers them, and for any
+ * other path a chat completion, or an SSE stream of it (`chunkDelay` ms apart).
+ */
+async function openaiHandler({ req, body, res, server }) {
+  const path = (req?.url ?? '').split('?')[0]
+  if (path.endsWith('/embeddings')) return embeddingsAnswer(body, res)
+  if (path.endsWith('/responses')) return responsesAnswer(body, res, server)
   const content = replyText(body)
   if (!body?.stream) return sendJson(res, 200, completion(body, content))
   const delay = server?.options.chunkDelay ?? 0

@@ -1,10 +1,11 @@
-//! A non-stream chat call: the attempt loop over exchanges, the body read within
-//! `maxResponseSize`, and the outcome decided here: a completion (a JSON object without a
-//! top-level `error`) or one typed error.
+//! A non-stream JSON call (`chat()`, and `request()` for any JSON endpoint): the attempt loop over
+//! exchanges, the body read within `maxResponseSize`, and the outcome decided here: a JSON object
+//! without a top-level `error`, or one typed error.
 
 use std::sync::atomic::AtomicBool;
 
 use bytes::Bytes;
+use hyper::{Method, Uri};
 use tokio_util::sync::CancellationToken;
 
 use crate::attempt::{BoxedAttempt, CallKind};
@@ -12,7 +13,7 @@ use crate::client::Client;
 use crate::config::CallOptions;
 use crate::conn::Connection;
 use crate::error::{Error, Kind};
-use crate::exchange::Accept;
+use crate::exchange::{Accept, Outgoing};
 use crate::payload::{inspect, provider_message};
 use crate::pool::Connect;
 
@@ -28,19 +29,40 @@ where
         call: CallOptions,
         cancel: CancellationToken,
     ) -> Result<String, Error> {
+        self.post_json(&self.chat_uri, body, call, cancel).await
+    }
+
+    /// POSTs `body` (JSON text) to `uri` and returns the answer's JSON text.
+    pub async fn post_json(
+        &self,
+        uri: &Uri,
+        body: Bytes,
+        call: CallOptions,
+        cancel: CancellationToken,
+    ) -> Result<String, Error> {
         // A non-stream call never commits output before it succeeds.
         let committed = AtomicBool::new(false);
         let attempts = self.attempts(&call, CallKind::Chat, &committed, || {
-            let one: BoxedAttempt<'_, String> = Box::pin(self.chat_attempt(body.clone(), &call));
+            let one: BoxedAttempt<'_, String> =
+                Box::pin(self.json_attempt(uri, body.clone(), &call));
             one
         });
         self.run(cancel, &call, attempts).await
     }
 
-    async fn chat_attempt(&self, body: Bytes, call: &CallOptions) -> Result<String, Error> {
-        let exchanged = self
-            .exchange(&self.chat_uri, body, call, Accept::Json)
-            .await?;
+    async fn json_attempt(
+        &self,
+        uri: &Uri,
+        body: Bytes,
+        call: &CallOptions,
+    ) -> Result<String, Error> {
+        let outgoing = Outgoing {
+            method: Method::POST,
+            uri,
+            body,
+            accept: Accept::Json,
+        };
+        let exchanged = self.exchange(outgoing, call).await?;
         let read = self
             .read_body(exchanged.body, self.config.max_response_size)
             .await?;

@@ -66,6 +66,8 @@ pub struct Client<K: Connect = HttpConnector> {
     pub(crate) pool: Pool<K>,
     pub(crate) keep_alive: KeepAlivePolicy,
     pub(crate) chat_uri: Uri,
+    /// Requests name the origin whole (absolute form): an http origin through a proxy.
+    absolute_form: bool,
     /// Host, content type, auth and default headers, built once.
     pub(crate) base_headers: HeaderMap,
     redactor: Redactor,
@@ -167,6 +169,7 @@ impl<K: Connect> Client<K> {
             pool,
             keep_alive,
             chat_uri,
+            absolute_form: transport.forwarding.is_some(),
             base_headers,
             redactor: config.redactor().with(&transport.secrets),
             shutdown: CancellationToken::new(),
@@ -191,6 +194,26 @@ impl<K: Connect> Client<K> {
     /// What setting the client up found worth a warning (Node prints such warnings too).
     pub fn warnings(&self) -> &[String] {
         &self.warnings
+    }
+
+    /// The request target of an API path under `baseUrl` (`/embeddings` → `/v1/embeddings`).
+    pub fn api_uri(&self, path: &str) -> Result<Uri, ConfigError> {
+        self.origin_uri(&self.config.endpoint.path(path))
+    }
+
+    /// The request target of a path on the origin, `baseUrl`'s prefix not added (what a
+    /// `fetch` of a full URL asks for). A query is allowed.
+    pub fn origin_uri(&self, path: &str) -> Result<Uri, ConfigError> {
+        let bad = || ConfigError("path must start with / and be a valid URL path".into());
+        if !path.starts_with('/') || path.starts_with("//") {
+            return Err(bad());
+        }
+        let target = if self.absolute_form {
+            format!("{}{path}", self.config.endpoint.origin)
+        } else {
+            path.to_owned()
+        };
+        target.parse().map_err(|_| bad())
     }
 
     pub(crate) fn origin(&self) -> &str {

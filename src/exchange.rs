@@ -29,6 +29,15 @@ pub enum Accept {
     EventStream,
 }
 
+/// One request to send: method, target, body and what it accepts.
+#[derive(Debug, Clone)]
+pub struct Outgoing<'a> {
+    pub method: Method,
+    pub uri: &'a Uri,
+    pub body: Bytes,
+    pub accept: Accept,
+}
+
 /// A successful response head, its unread body and the connection it holds.
 pub struct Exchanged<K: Connect>
 where
@@ -55,12 +64,10 @@ where
     /// goes back to the pool when that body was read to the end.
     pub(crate) async fn exchange(
         &self,
-        uri: &Uri,
-        body: Bytes,
+        outgoing: Outgoing<'_>,
         call: &CallOptions,
-        accept: Accept,
     ) -> Result<Exchanged<K>, Error> {
-        let request = self.build_request(uri, body.clone(), call, accept);
+        let request = self.build_request(&outgoing, call);
         let (response, lease) = match self.send(request, false).await {
             Ok(sent) => sent,
             Err(SendFailure::Final(e)) => return Err(e),
@@ -70,7 +77,7 @@ where
                     origin = self.origin(),
                     "connection closed before the request was written; sending it on a fresh one"
                 );
-                let request = self.build_request(uri, body, call, accept);
+                let request = self.build_request(&outgoing, call);
                 Box::pin(self.send(request, true))
                     .await
                     .map_err(SendFailure::into_error)?
@@ -125,19 +132,13 @@ where
         }
     }
 
-    fn build_request(
-        &self,
-        uri: &Uri,
-        body: Bytes,
-        call: &CallOptions,
-        accept: Accept,
-    ) -> Request<Full<Bytes>> {
-        let mut request = Request::new(Full::new(body));
-        *request.method_mut() = Method::POST;
-        *request.uri_mut() = uri.clone();
+    fn build_request(&self, outgoing: &Outgoing<'_>, call: &CallOptions) -> Request<Full<Bytes>> {
+        let mut request = Request::new(Full::new(outgoing.body.clone()));
+        *request.method_mut() = outgoing.method.clone();
+        *request.uri_mut() = outgoing.uri.clone();
         let headers = request.headers_mut();
         *headers = self.base_headers.clone();
-        if accept == Accept::EventStream {
+        if outgoing.accept == Accept::EventStream {
             headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
         }
         for (name, value) in &call.headers {

@@ -17,6 +17,7 @@ pub mod config;
 pub mod conn;
 pub mod error;
 pub mod exchange;
+pub mod fetch;
 pub mod metrics;
 pub mod payload;
 pub mod pool;

@@ -28,12 +28,19 @@ pub fn inspect(text: &str) -> Result<Inspection, NotAnObject> {
     Ok(inspection)
 }
 
+/// Whether `text` is one JSON value (any kind), checked without building it.
+pub fn is_json(text: &str) -> bool {
+    serde_json::from_str::<IgnoredAny>(text).is_ok()
+}
+
 /// The provider's own words from an OpenAI-style error: `{"error":{"message":…}}`,
 /// `{"error":"…"}` or `{"message":…}`, at most 500 characters.
 pub fn provider_message(body: &str) -> Option<String> {
     let value: serde_json::Value = serde_json::from_str(body).ok()?;
-    let error = match value.get("error") {
-        Some(e) if !e.is_null() => e,
+    // `{"error": …}`, the Responses API's `{"response": {"error": …}}`, or the value itself.
+    let error = match (value.get("error"), value.pointer("/response/error")) {
+        (Some(e), _) if !e.is_null() => e,
+        (_, Some(e)) if !e.is_null() => e,
         _ => &value,
     };
     let message = match error {
@@ -295,6 +302,13 @@ mod tests {
         assert_eq!(
             provider_message(r#"{"message":"bad"}"#).as_deref(),
             Some("bad")
+        );
+        assert_eq!(
+            provider_message(
+                r#"{"type":"response.failed","response":{"error":{"message":"server overloaded"}}}"#
+            )
+            .as_deref(),
+            Some("server overloaded")
         );
         assert_eq!(provider_message("<html>"), None);
         assert_eq!(provider_message(r#"{"error":{"message":""}}"#), None);

@@ -31,9 +31,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use futures::FutureExt;
 use http_body_util::BodyExt;
 use hyper::header::CONTENT_TYPE;
+use hyper::{Method, Uri};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -43,7 +45,7 @@ use crate::client::Client;
 use crate::config::CallOptions;
 use crate::conn::Connection;
 use crate::error::{Error, Kind};
-use crate::exchange::{Accept, Exchanged, MAX_ERROR_BODY};
+use crate::exchange::{Accept, Exchanged, Outgoing, MAX_ERROR_BODY};
 use crate::payload::{inspect, provider_message};
 use crate::pool::Connect;
 use crate::sse::SseDecoder;
@@ -75,6 +77,13 @@ pub enum Delivery {
     /// as soon as it used anything. Sent again each time the reader wakes and is still held
     /// back, so an acknowledgement that did not free enough room is followed by another.
     Stalled,
+    /// The response head of a raw (`fetch`) stream, before its body.
+    Head {
+        status: u16,
+        headers: Vec<(String, String)>,
+    },
+    /// One chunk of a raw body.
+    Bytes(Bytes),
     /// The stream ended complete (`[DONE]`, or the body's end after a `finish_reason`), or the
     /// consumer left.
     End,
@@ -87,7 +96,7 @@ pub type Sink = Box<dyn Fn(Delivery) + Send + Sync>;
 /// Sizes of the events delivered and not yet acknowledged, and a wake-up for a reader waiting
 /// for room. The consumer acknowledges in events; the sizes let the byte window follow exactly.
 #[derive(Debug, Default)]
-struct Credit {
+pub(crate) struct Credit {
     unacked: Mutex<Unacked>,
     room: Notify,
 }
@@ -117,11 +126,11 @@ impl Credit {
         notified.await;
     }
 
-    fn spend(&self, events: &[String]) {
+    fn spend(&self, sizes: impl IntoIterator<Item = usize>) {
         let mut unacked = self.lock();
-        for event in events {
-            unacked.sizes.push_back(event.len());
-            unacked.bytes += event.len();
+        for size in sizes {
+            unacked.sizes.push_back(size);
+            unacked.bytes += size;
         }
     }
 
@@ -141,22 +150,43 @@ impl Credit {
 
 struct StreamRequest<K: Connect> {
     client: Arc<Client<K>>,
+    uri: Uri,
+    dialect: Dialect,
     body: Bytes,
     call: CallOptions,
     cancel: CancellationToken,
 }
 
-/// The consumer's handle on one chat stream.
-pub struct ChatStream<K: Connect = crate::transport::HttpConnector> {
-    request: Option<Box<StreamRequest<K>>>,
+/// Which rules end a stream and shape its payloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// Chat Completions: payloads are chunk objects; `[DONE]` ends; complete at the body's end
+    /// only after a `finish_reason`.
+    Chat,
+    /// Any SSE endpoint (the Responses API among them): each payload is delivered as
+    /// `event + "\n" + data` (data checked to be JSON). `[DONE]`, `response.completed` and
+    /// `response.incomplete` end it; `error` and `response.failed` events fail it. At the body's
+    /// end a stream that sent `response.*` events and no terminal one is truncated; any other is
+    /// complete.
+    Events,
+}
+
+/// The work a stream does once started: it gets the reader (where deliveries go) and the
+/// consumer's close token.
+pub(crate) type Job =
+    Box<dyn FnOnce(Arc<Reader>, CancellationToken) -> BoxFuture<'static, ()> + Send>;
+
+/// The consumer's handle on one stream (a chat stream, an event stream, a `fetch` body).
+pub struct StreamHandle {
+    job: Option<Job>,
     /// Cancelled when the consumer is done (`close()` or drop): the reader ends quietly.
     closed: CancellationToken,
     credit: Arc<Credit>,
 }
 
-impl<K: Connect> std::fmt::Debug for ChatStream<K> {
+impl std::fmt::Debug for StreamHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ChatStream")
+        f.write_str("StreamHandle")
     }
 }
 
@@ -165,40 +195,57 @@ where
     K::Conn: Connection,
 {
     /// A chat stream (`body` is the JSON text, with `stream: true`). Nothing is sent before
-    /// [`ChatStream::start`].
+    /// [`StreamHandle::start`].
     pub fn chat_stream(
         self: &Arc<Self>,
         body: Bytes,
         call: CallOptions,
         cancel: CancellationToken,
-    ) -> ChatStream<K> {
-        ChatStream {
-            request: Some(Box::new(StreamRequest {
-                client: self.clone(),
-                body,
-                call,
-                cancel,
-            })),
+    ) -> StreamHandle {
+        self.stream(self.chat_uri.clone(), Dialect::Chat, body, call, cancel)
+    }
+
+    /// A stream from any SSE endpoint at `uri`, POSTing `body`.
+    pub fn stream(
+        self: &Arc<Self>,
+        uri: Uri,
+        dialect: Dialect,
+        body: Bytes,
+        call: CallOptions,
+        cancel: CancellationToken,
+    ) -> StreamHandle {
+        let request = StreamRequest {
+            client: self.clone(),
+            uri,
+            dialect,
+            body,
+            call,
+            cancel,
+        };
+        StreamHandle::new(Box::new(move |reader, closed| {
+            Box::pin(read_stream(request, reader, closed))
+        }))
+    }
+}
+
+impl StreamHandle {
+    pub(crate) fn new(job: Job) -> Self {
+        StreamHandle {
+            job: Some(job),
             closed: CancellationToken::new(),
             credit: Arc::new(Credit::default()),
         }
     }
-}
 
-impl<K: Connect> ChatStream<K>
-where
-    K::Conn: Connection,
-{
     /// Sends the request and starts pushing deliveries to `sink`. Does nothing the second time.
     pub fn start(&mut self, sink: Sink) {
-        if let Some(request) = self.request.take() {
+        if let Some(job) = self.job.take() {
             let reader = Arc::new(Reader {
                 sink,
                 credit: self.credit.clone(),
             });
-            let closed = self.closed.clone();
+            let reading = job(reader.clone(), self.closed.clone());
             tokio::spawn(async move {
-                let reading = read_stream(*request, reader.clone(), closed);
                 // A bug must still end the consumer's wait, never leave it hanging.
                 if AssertUnwindSafe(reading).catch_unwind().await.is_err() {
                     reader.fail(Error::new(
@@ -209,50 +256,71 @@ where
             });
         }
     }
-}
 
-impl<K: Connect> ChatStream<K> {
     /// A token that closes this stream from elsewhere.
     pub fn closer(&self) -> CancellationToken {
         self.closed.clone()
     }
 
-    /// The consumer used `events` more events (in delivery order): their credit returns to the
-    /// reader, which reads on once the window has room.
+    /// The consumer used `events` more deliveries' items (payloads or byte chunks, in order):
+    /// their credit returns to the reader, which reads on once the window has room.
     pub fn ack(&self, events: usize) {
         self.credit.refund(events);
     }
 
     /// The consumer is done: the request is cancelled and its connection closed.
     pub fn close(&mut self) {
-        self.request = None;
+        self.job = None;
         self.closed.cancel();
     }
 }
 
-impl<K: Connect> Drop for ChatStream<K> {
+impl Drop for StreamHandle {
     fn drop(&mut self) {
         self.closed.cancel();
     }
 }
 
 /// The reader's side: where deliveries go, and the credit they spend.
-struct Reader {
+pub(crate) struct Reader {
     sink: Sink,
     credit: Arc<Credit>,
 }
 
 impl Reader {
     fn push(&self, events: Vec<String>) {
-        self.credit.spend(&events);
+        self.credit.spend(events.iter().map(String::len));
         (self.sink)(Delivery::Events(events));
     }
 
-    fn end(&self) {
+    /// One chunk of a raw body.
+    pub(crate) fn push_bytes(&self, chunk: Bytes) {
+        self.credit.spend([chunk.len()]);
+        (self.sink)(Delivery::Bytes(chunk));
+    }
+
+    pub(crate) fn head(&self, status: u16, headers: Vec<(String, String)>) {
+        (self.sink)(Delivery::Head { status, headers });
+    }
+
+    /// Waits while the consumer is a window behind, telling it so after every acknowledgement
+    /// that left the reader held back.
+    pub(crate) async fn wait_for_credit(&self) {
+        while self.credit.full() {
+            (self.sink)(Delivery::Stalled);
+            self.credit.wait_for_ack().await;
+        }
+    }
+
+    pub(crate) fn has_credit(&self) -> bool {
+        !self.credit.full()
+    }
+
+    pub(crate) fn end(&self) {
         (self.sink)(Delivery::End);
     }
 
-    fn fail(&self, error: Error) {
+    pub(crate) fn fail(&self, error: Error) {
         (self.sink)(Delivery::Failed(error));
     }
 }
@@ -266,6 +334,8 @@ async fn read_stream<K: Connect>(
 {
     let StreamRequest {
         client,
+        uri,
+        dialect,
         body,
         call,
         cancel,
@@ -276,6 +346,7 @@ async fn read_stream<K: Connect>(
     let attempts = client.attempts(&call, CallKind::Stream, &committed, || {
         let one: BoxedAttempt<'_, ()> = Box::pin(stream_attempt(
             client,
+            Target { uri: &uri, dialect },
             body.clone(),
             &call,
             &reader,
@@ -314,10 +385,18 @@ enum Batch {
     Done,
 }
 
+/// Where a stream goes and which rules it follows.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    uri: &'a Uri,
+    dialect: Dialect,
+}
+
 /// Sends the request and pumps events until the stream is complete or fails. Delivers `End`
 /// itself (before draining the body for reuse); the caller delivers failures.
 async fn stream_attempt<K: Connect>(
     client: &Client<K>,
+    target: Target<'_>,
     body: Bytes,
     call: &CallOptions,
     reader: &Reader,
@@ -342,7 +421,15 @@ where
         )
     };
 
-    let sending = client.exchange(&client.chat_uri, body, call, Accept::EventStream);
+    let sending = client.exchange(
+        Outgoing {
+            method: Method::POST,
+            uri: target.uri,
+            body,
+            accept: Accept::EventStream,
+        },
+        call,
+    );
     let Exchanged {
         head,
         body: mut incoming,
@@ -373,16 +460,15 @@ where
     let mut events = Vec::new();
     let mut delivered: u64 = 0;
     let mut finished = false;
+    // Events dialect: `response.*` events were seen (a Responses stream), and none ended it.
+    let mut responses = false;
     let mut first_token_at: Option<Instant> = None;
     let mut deadline = first_token_deadline;
     loop {
-        if reader.credit.full() {
+        if !reader.has_credit() {
             // The consumer is behind: stop reading until it catches up. A slow consumer is not a
             // stalled model, so the token gap restarts once there is room again.
-            while reader.credit.full() {
-                (reader.sink)(Delivery::Stalled);
-                reader.credit.wait_for_ack().await;
-            }
+            reader.wait_for_credit().await;
             if first_token_at.is_some() {
                 deadline = token_gap.map(|gap| Instant::now() + gap);
             }
@@ -408,12 +494,20 @@ where
                 decoder.finish();
                 // The body ended cleanly, so the connection is reusable either way.
                 lease.release(client.keep_alive.idle_lifetime(&head.headers));
-                if !finished {
+                let complete = match target.dialect {
+                    Dialect::Chat => finished,
+                    Dialect::Events => !responses,
+                };
+                if !complete {
                     return Err(Error::new(
                         Kind::StreamTruncated,
                         format!(
-                            "stream from {} ended before it was complete (no [DONE] and no finish_reason)",
-                            client.origin()
+                            "stream from {} ended before it was complete ({})",
+                            client.origin(),
+                            match target.dialect {
+                                Dialect::Chat => "no [DONE] and no finish_reason",
+                                Dialect::Events => "no response.completed",
+                            }
                         ),
                     ));
                 }
@@ -443,7 +537,12 @@ where
             )
         })?;
         let mut payloads = Vec::with_capacity(events.len());
-        let outcome = judge_events(client, &mut events, &mut payloads, &mut finished);
+        let outcome = match target.dialect {
+            Dialect::Chat => judge_events(client, &mut events, &mut payloads, &mut finished),
+            Dialect::Events => {
+                judge_named_events(client, &mut events, &mut payloads, &mut responses)
+            }
+        };
         if !payloads.is_empty() {
             if first_token_at.is_none() {
                 first_token_at = Some(Instant::now());
@@ -527,6 +626,65 @@ fn judge_events<K: Connect>(
     outcome
 }
 
+/// The Events dialect's rules (see [`Dialect::Events`]).
+fn judge_named_events<K: Connect>(
+    client: &Client<K>,
+    events: &mut Vec<crate::sse::SseEvent>,
+    payloads: &mut Vec<String>,
+    responses: &mut bool,
+) -> Result<Batch, Error> {
+    let mut outcome = Ok(Batch::More);
+    for event in events.drain(..) {
+        let name = event.event.as_deref().unwrap_or("message");
+        let data = event.data;
+        if name == "error" || name == "response.failed" {
+            outcome = Err(stream_error(client, data));
+            break;
+        }
+        let trimmed = data.trim();
+        if trimmed == "[DONE]" {
+            outcome = Ok(Batch::Done);
+            break;
+        }
+        if trimmed.is_empty() {
+            continue;
+        }
+        let valid = if trimmed.starts_with('{') {
+            match inspect(&data) {
+                Ok(found) if found.error => {
+                    outcome = Err(stream_error(client, data));
+                    break;
+                }
+                Ok(_) => true,
+                Err(_) => false,
+            }
+        } else {
+            crate::payload::is_json(&data)
+        };
+        if !valid {
+            outcome = Err(Error::new(
+                Kind::InvalidResponse,
+                format!(
+                    "stream from {} sent an event whose data is not JSON",
+                    client.origin()
+                ),
+            ));
+            break;
+        }
+        let terminal = matches!(name, "response.completed" | "response.incomplete");
+        *responses |= name.starts_with("response.") && !terminal;
+        if terminal {
+            *responses = false;
+        }
+        payloads.push(format!("{name}\n{data}"));
+        if terminal {
+            outcome = Ok(Batch::Done);
+            break;
+        }
+    }
+    outcome
+}
+
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -585,6 +743,8 @@ mod tests {
             credit: Arc::default(),
         });
         let request = StreamRequest {
+            uri: client.chat_uri.clone(),
+            dialect: Dialect::Chat,
             client,
             body: Bytes::new(),
             call: CallOptions::default(),
@@ -598,7 +758,7 @@ mod tests {
     #[test]
     fn credit_one_event_larger_than_the_window_passes_alone() {
         let credit = Credit::default();
-        credit.spend(&["x".repeat(WINDOW_BYTES * 3)]);
+        credit.spend([WINDOW_BYTES * 3]);
         assert!(credit.full());
         credit.refund(1);
         assert!(!credit.full());

@@ -6,17 +6,20 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::FutureExt;
-use napi::bindgen_prelude::{ClassInstance, PromiseRaw};
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::Method;
+use napi::bindgen_prelude::{Buffer, ClassInstance, PromiseRaw};
 use napi::{Env, Result};
 use napi_derive::napi;
 use tokio_util::sync::CancellationToken;
 
 use super::mailbox::{DeliverFn, Delivery, Mailbox, Signal};
-use super::outcome::{ErrorInfo, PoolStats};
+use super::outcome::{ErrorInfo, PoolStats, ResponseHead};
 use super::{guard, invalid_arg};
 use crate::client::Client;
 use crate::config::{CallOptions, Config};
-use crate::stream::{self, ChatStream};
+use crate::fetch::RawRequest;
+use crate::stream::{self, Dialect, StreamHandle};
 
 /// Cancels one call; `index.js` wires an `AbortSignal` to it.
 #[napi]
@@ -114,6 +117,107 @@ impl NativeClient {
         })
     }
 
+    /// Any JSON endpoint under `baseUrl`: `POST {baseUrl}{path}` with `body` (JSON text); the
+    /// answer's JSON text or the error is delivered under `id`. A bad `path` throws.
+    #[napi]
+    pub fn request(
+        &self,
+        id: u32,
+        path: String,
+        body: String,
+        options: Option<String>,
+        cancel: Option<ClassInstance<'_, CancelToken>>,
+    ) -> Result<()> {
+        guard(|| {
+            let uri = self.inner.api_uri(&path).map_err(|e| invalid_arg(e.0))?;
+            let call = self.call_options(options, false)?;
+            let cancel = cancel.map(|c| c.token.clone()).unwrap_or_default();
+            let client = self.inner.clone();
+            spawn_delivery(self.mailbox.clone(), id, async move {
+                match client
+                    .post_json(&uri, Bytes::from(body), call, cancel)
+                    .await
+                {
+                    Ok(text) => Delivery::Body(text),
+                    Err(e) => Delivery::Error(ErrorInfo::from(&e)),
+                }
+            });
+            Ok(())
+        })
+    }
+
+    /// Any SSE endpoint under `baseUrl` (`POST {baseUrl}{path}`); events are delivered as
+    /// `event + "\n" + data` strings. Nothing is sent until the first `next()`.
+    #[napi]
+    pub fn stream(
+        &self,
+        path: String,
+        body: String,
+        options: Option<String>,
+        cancel: Option<ClassInstance<'_, CancelToken>>,
+    ) -> Result<NativeStream> {
+        guard(|| {
+            let uri = self.inner.api_uri(&path).map_err(|e| invalid_arg(e.0))?;
+            let call = self.call_options(options, true)?;
+            let cancel = cancel.map(|c| c.token.clone()).unwrap_or_default();
+            let stream = self
+                .inner
+                .stream(uri, Dialect::Events, Bytes::from(body), call, cancel);
+            Ok(self.native_stream(stream))
+        })
+    }
+
+    /// A raw call for `client.fetch`: `method` on `path` (a path on the origin, query included),
+    /// `headers` as JSON text of `[name, value]` pairs, `body` bytes. The head, then the body's
+    /// chunks, are delivered once started.
+    #[napi]
+    pub fn fetch(
+        &self,
+        method: String,
+        path: String,
+        headers: String,
+        body: Option<Buffer>,
+        options: Option<String>,
+        cancel: Option<ClassInstance<'_, CancelToken>>,
+    ) -> Result<NativeStream> {
+        guard(|| {
+            let method = Method::from_bytes(method.as_bytes())
+                .map_err(|_| invalid_arg("method is not a valid HTTP method"))?;
+            let uri = self.inner.origin_uri(&path).map_err(|e| invalid_arg(e.0))?;
+            let mut call = self.call_options(options, false)?;
+            let pairs: Vec<(String, String)> = serde_json::from_str(&headers)
+                .map_err(|_| invalid_arg("headers must be name and value pairs"))?;
+            call.headers = pairs
+                .iter()
+                .filter(|(name, _)| !HOP_BY_HOP.contains(&name.to_ascii_lowercase().as_str()))
+                .map(|(name, value)| {
+                    let name = HeaderName::from_bytes(name.as_bytes())
+                        .map_err(|_| invalid_arg("headers has an invalid header name"))?;
+                    let value = HeaderValue::from_str(value).map_err(|_| {
+                        invalid_arg(format!("headers.{name} is not a valid header value"))
+                    })?;
+                    Ok((name, value))
+                })
+                .collect::<Result<_>>()?;
+            call.secrets = self.inner.config().secret_values(&call.headers);
+            let cancel = cancel.map(|c| c.token.clone()).unwrap_or_default();
+            let request = RawRequest {
+                method,
+                uri,
+                body: body.map(|b| Bytes::copy_from_slice(&b)).unwrap_or_default(),
+            };
+            Ok(self.native_stream(self.inner.fetch(request, call, cancel)))
+        })
+    }
+
+    fn native_stream(&self, stream: StreamHandle) -> NativeStream {
+        NativeStream {
+            closer: stream.closer(),
+            inner: Mutex::new(stream),
+            mailbox: self.mailbox.clone(),
+        }
+    }
+
     fn call_options(&self, options: Option<String>, stream: bool) -> Result<CallOptions> {
         let Some(json) = options else {
             return Ok(CallOptions::default());
@@ -136,11 +240,7 @@ impl NativeClient {
             let call = self.call_options(options, true)?;
             let cancel = cancel.map(|c| c.token.clone()).unwrap_or_default();
             let stream = self.inner.chat_stream(Bytes::from(body), call, cancel);
-            Ok(NativeStream {
-                closer: stream.closer(),
-                inner: Mutex::new(stream),
-                mailbox: self.mailbox.clone(),
-            })
+            Ok(self.native_stream(stream))
         })
     }
 
@@ -203,10 +303,22 @@ pub fn call_option_names() -> Vec<String> {
 #[allow(dead_code)] // read from JS: the napi macro exports it
 pub const STREAM_WINDOW_EVENTS: u32 = crate::stream::WINDOW_EVENTS as u32;
 
-/// The native side of one `ChatStream`: `index.js` wraps it into the async iterator.
+/// Headers a `fetch` caller may set that are the connection's business, not the request's.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "upgrade",
+    "proxy-connection",
+    "content-length",
+    "host",
+];
+
+/// The native side of one stream (`chatStream`, `stream`, a `fetch` body): `index.js` wraps it.
 #[napi]
 pub struct NativeStream {
-    inner: Mutex<ChatStream>,
+    inner: Mutex<StreamHandle>,
     /// Closes the stream without taking the lock.
     closer: CancellationToken,
     mailbox: Arc<Mailbox>,
@@ -223,6 +335,10 @@ impl NativeStream {
                 let delivery = match delivery {
                     stream::Delivery::Events(events) => Delivery::Events(events),
                     stream::Delivery::Stalled => Delivery::Signal(Signal::Stalled),
+                    stream::Delivery::Head { status, headers } => {
+                        Delivery::Head(ResponseHead::new(status, headers))
+                    }
+                    stream::Delivery::Bytes(chunk) => Delivery::Bytes(chunk.to_vec()),
                     stream::Delivery::End => Delivery::Signal(Signal::Done),
                     stream::Delivery::Failed(e) => Delivery::Error(ErrorInfo::from(&e)),
                 };

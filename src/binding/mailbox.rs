@@ -13,11 +13,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use napi::bindgen_prelude::{FnArgs, Function, ToNapiValue};
+use napi::bindgen_prelude::{Buffer, FnArgs, Function, ToNapiValue};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{sys, Result, Status};
 
-use super::outcome::ErrorInfo;
+use super::outcome::{ErrorInfo, ResponseHead};
 
 /// What one id receives. In JS: a string (a chat body), an array of strings (stream payloads),
 /// a number (a stream signal, see [`Signal`]) or an object (an `ErrorInfo`).
@@ -26,6 +26,10 @@ pub enum Delivery {
     Events(Vec<String>),
     Signal(Signal),
     Error(ErrorInfo),
+    /// The head of a `fetch` response (an object with `status`).
+    Head(ResponseHead),
+    /// A chunk of a `fetch` body (a Buffer).
+    Bytes(Vec<u8>),
 }
 
 /// Stream signals, as small numbers (the cheapest values to create in JS).
@@ -47,6 +51,8 @@ impl ToNapiValue for Delivery {
                 Delivery::Events(events) => Vec::<String>::to_napi_value(env, events),
                 Delivery::Signal(signal) => u32::to_napi_value(env, signal as u32),
                 Delivery::Error(info) => ErrorInfo::to_napi_value(env, info),
+                Delivery::Head(head) => ResponseHead::to_napi_value(env, head),
+                Delivery::Bytes(bytes) => Buffer::to_napi_value(env, Buffer::from(bytes)),
             }
         }
     }

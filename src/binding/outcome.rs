@@ -73,6 +73,23 @@ impl ErrorInfo {
     }
 }
 
+/// The head of a `fetch` response.
+#[napi(object)]
+pub struct ResponseHead {
+    pub status: u32,
+    /// `[name, value]` pairs in arrival order (a name may repeat).
+    pub headers: Vec<Vec<String>>,
+}
+
+impl ResponseHead {
+    pub fn new(status: u16, headers: Vec<(String, String)>) -> Self {
+        ResponseHead {
+            status: u32::from(status),
+            headers: headers.into_iter().map(|(k, v)| vec![k, v]).collect(),
+        }
+    }
+}
+
 /// `client.stats()`: undici's `PoolStats` plus counters.
 #[napi(object)]
 pub struct PoolStats {

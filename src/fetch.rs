@@ -1,0 +1,163 @@
+//! A raw call for `client.fetch`: any method and path on the origin, the response head handed
+//! over as soon as it arrives, then the body as byte chunks under the stream's flow control.
+//!
+//! It runs the same attempt loop as every call (retries before the head, breaker, deadline) and
+//! passes the same redactor. A final non-2xx answer is handed over as a response (status,
+//! headers, body up to 64 KiB), not an error: an SDK on top of `fetch` turns it into its own
+//! error class. Once the head is handed over, nothing is retried.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::{Method, Uri};
+use tokio_util::sync::CancellationToken;
+
+use crate::attempt::{BoxedAttempt, CallKind};
+use crate::client::Client;
+use crate::config::CallOptions;
+use crate::conn::Connection;
+use crate::error::{Error, Kind};
+use crate::exchange::{Accept, Exchanged, Outgoing};
+use crate::pool::Connect;
+use crate::stream::{Reader, StreamHandle};
+
+/// One raw request.
+pub struct RawRequest {
+    pub method: Method,
+    pub uri: Uri,
+    pub body: Bytes,
+}
+
+impl<K: Connect> Client<K>
+where
+    K::Conn: Connection,
+{
+    /// A raw call; nothing is sent before [`StreamHandle::start`].
+    pub fn fetch(
+        self: &Arc<Self>,
+        request: RawRequest,
+        call: CallOptions,
+        cancel: CancellationToken,
+    ) -> StreamHandle {
+        let client = self.clone();
+        StreamHandle::new(Box::new(move |reader, closed| {
+            Box::pin(read_raw(client, request, call, cancel, reader, closed))
+        }))
+    }
+}
+
+async fn read_raw<K: Connect>(
+    client: Arc<Client<K>>,
+    request: RawRequest,
+    call: CallOptions,
+    cancel: CancellationToken,
+    reader: Arc<Reader>,
+    closed: CancellationToken,
+) where
+    K::Conn: Connection,
+{
+    let client = &*client;
+    // Set once the head reached the consumer: from then on a failure is final.
+    let committed = AtomicBool::new(false);
+    let attempts = client.attempts(&call, CallKind::Chat, &committed, || {
+        let one: BoxedAttempt<'_, ()> =
+            Box::pin(raw_attempt(client, &request, &call, &reader, &committed));
+        one
+    });
+    let work = async {
+        tokio::select! {
+            biased;
+            _ = closed.cancelled() => Ok(()),
+            result = attempts => result,
+        }
+    };
+    match client.run(cancel, &call, work).await {
+        // A final HTTP error before the head: the consumer gets it as the response it was.
+        Err(e)
+            if !committed.load(Ordering::Relaxed)
+                && e.http_failure().is_some()
+                && e.kind() == Kind::HttpStatus =>
+        {
+            let http = e.http_failure().expect("checked");
+            reader.head(http.status, http.headers.clone());
+            if !http.body.is_empty() {
+                reader.push_bytes(Bytes::from(http.body.clone()));
+            }
+            reader.end();
+        }
+        Err(e) => reader.fail(e),
+        Ok(()) if closed.is_cancelled() => reader.end(),
+        Ok(()) => {}
+    }
+}
+
+async fn raw_attempt<K: Connect>(
+    client: &Client<K>,
+    request: &RawRequest,
+    call: &CallOptions,
+    reader: &Reader,
+    committed: &AtomicBool,
+) -> Result<(), Error>
+where
+    K::Conn: Connection,
+{
+    let outgoing = Outgoing {
+        method: request.method.clone(),
+        uri: &request.uri,
+        body: request.body.clone(),
+        accept: Accept::Json,
+    };
+    let Exchanged {
+        head,
+        mut body,
+        lease,
+    } = client.exchange(outgoing, call).await?;
+    let headers = head
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    committed.store(true, Ordering::Relaxed);
+    reader.head(head.status.as_u16(), headers);
+    loop {
+        if !reader.has_credit() {
+            reader.wait_for_credit().await;
+        }
+        let next = body.frame();
+        let frame = match client.config.body_timeout {
+            None => next.await,
+            Some(gap) => tokio::time::timeout(gap, next).await.map_err(|_| {
+                Error::timed_out(
+                    Kind::BodyTimeout,
+                    client.origin(),
+                    "reading the response body",
+                    gap,
+                )
+            })?,
+        };
+        match frame {
+            None => {
+                lease.release(client.keep_alive.idle_lifetime(&head.headers));
+                reader.end();
+                return Ok(());
+            }
+            Some(Err(e)) => {
+                return Err(client.socket_error("failed while reading the response", &e))
+            }
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    if !data.is_empty() {
+                        reader.push_bytes(data);
+                    }
+                }
+            }
+        }
+    }
+}
