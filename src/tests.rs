@@ -373,8 +373,193 @@ async fn stream(
             Delivery::Stalled => {}
             Delivery::End => return (payloads, Ok(())),
             Delivery::Failed(e) => return (payloads, Err(e)),
+            other => panic!("a chat stream delivered {other:?}"),
         }
     }
+}
+
+/// Everything a started handle delivers, the sink acknowledging every item at once.
+async fn drain(mut handle: crate::stream::StreamHandle) -> Vec<Delivery> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    handle.start(Box::new(move |d| {
+        let _ = tx.send(d);
+    }));
+    let mut out = Vec::new();
+    while let Some(d) = rx.recv().await {
+        match &d {
+            Delivery::Events(e) => handle.ack(e.len()),
+            Delivery::Bytes(_) => handle.ack(1),
+            _ => {}
+        }
+        let last = matches!(d, Delivery::End | Delivery::Failed(_));
+        out.push(d);
+        if last {
+            break;
+        }
+    }
+    out
+}
+
+fn events_stream(c: &Arc<Client<FakeConnector>>) -> crate::stream::StreamHandle {
+    c.stream(
+        c.api_uri("/responses").unwrap(),
+        crate::stream::Dialect::Events,
+        Bytes::from_static(b"{}"),
+        CallOptions::default(),
+        CancellationToken::new(),
+    )
+}
+
+fn names(deliveries: &[Delivery]) -> Vec<String> {
+    deliveries
+        .iter()
+        .flat_map(|d| match d {
+            Delivery::Events(e) => e
+                .iter()
+                .map(|p| p.split('\n').next().unwrap().to_owned())
+                .collect(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+const CREATED: &str = "event: response.created\ndata: {\"type\":\"response.created\"}\n\n";
+const DELTA: &str = "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"hi\"}\n\n";
+const COMPLETED: &str =
+    "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{}}\n\n";
+
+#[tokio::test(start_paused = true)]
+async fn a_responses_stream_ends_at_response_completed() {
+    let script = vec![sse(
+        0,
+        vec![
+            Step::Data(CREATED),
+            Step::Data(DELTA),
+            Step::Data(COMPLETED),
+            Step::Wait(60_000),
+        ],
+    )];
+    let (c, _) = client(json!({ "retry": false }), script);
+    let out = drain(events_stream(&c)).await;
+    assert!(matches!(out.last(), Some(Delivery::End)), "{out:?}");
+    assert_eq!(
+        names(&out),
+        [
+            "response.created",
+            "response.output_text.delta",
+            "response.completed"
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_responses_stream_fails_on_response_failed_and_is_truncated_without_an_end() {
+    let failed = "event: response.failed\ndata: {\"type\":\"response.failed\",\"response\":{\"error\":{\"message\":\"overloaded\"}}}\n\n";
+    let (c, _) = client(
+        json!({ "retry": false }),
+        vec![sse(0, vec![Step::Data(CREATED), Step::Data(failed)])],
+    );
+    let out = drain(events_stream(&c)).await;
+    let Some(Delivery::Failed(e)) = out.last() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(e.code(), "ERR_STREAM_ERROR");
+    assert!(e.message().contains("overloaded"), "{}", e.message());
+
+    let (c, _) = client(
+        json!({ "retry": false }),
+        vec![sse(0, vec![Step::Data(CREATED), Step::Data(DELTA)])],
+    );
+    let out = drain(events_stream(&c)).await;
+    let Some(Delivery::Failed(e)) = out.last() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(e.code(), "ERR_STREAM_TRUNCATED");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_generic_event_stream_is_complete_at_its_end_and_checks_its_json() {
+    let plain = "event: tick\ndata: [1,2]\n\ndata: \"text\"\n\n";
+    let (c, _) = client(
+        json!({ "retry": false }),
+        vec![sse(0, vec![Step::Data(plain)])],
+    );
+    let out = drain(events_stream(&c)).await;
+    assert!(matches!(out.last(), Some(Delivery::End)), "{out:?}");
+    assert_eq!(names(&out), ["tick", "message"]);
+
+    let (c, _) = client(
+        json!({ "retry": false }),
+        vec![sse(0, vec![Step::Data("data: {oops\n\n")])],
+    );
+    let out = drain(events_stream(&c)).await;
+    let Some(Delivery::Failed(e)) = out.last() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(e.code(), "ERR_INVALID_RESPONSE");
+}
+
+fn fetch(c: &Arc<Client<FakeConnector>>) -> crate::stream::StreamHandle {
+    c.fetch(
+        crate::fetch::RawRequest {
+            method: hyper::Method::GET,
+            uri: c.origin_uri("/v1/models?limit=1").unwrap(),
+            body: Bytes::new(),
+        },
+        CallOptions::default(),
+        CancellationToken::new(),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn fetch_delivers_the_head_then_the_body() {
+    let (c, _) = client(
+        json!({ "retry": false }),
+        vec![sse(0, vec![Step::Data("abc"), Step::Data("def")])],
+    );
+    let out = drain(fetch(&c)).await;
+    assert!(
+        matches!(out[0], Delivery::Head { status: 200, .. }),
+        "{out:?}"
+    );
+    let body: Vec<u8> = out
+        .iter()
+        .filter_map(|d| match d {
+            Delivery::Bytes(b) => Some(b.to_vec()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(body, b"abcdef");
+    assert!(matches!(out.last(), Some(Delivery::End)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn fetch_retries_before_the_head_and_hands_a_final_error_over_as_a_response() {
+    let (c, server) = client(
+        json!({ "retry": fast_retry() }),
+        vec![status(503, vec![]), ok_json(COMPLETION)],
+    );
+    let out = drain(fetch(&c)).await;
+    assert!(
+        matches!(out[0], Delivery::Head { status: 200, .. }),
+        "{out:?}"
+    );
+    assert_eq!(server.received.load(Ordering::SeqCst), 2);
+
+    let (c, _) = client(json!({ "retry": false }), vec![status(404, vec![])]);
+    let out = drain(fetch(&c)).await;
+    assert!(
+        matches!(out[0], Delivery::Head { status: 404, .. }),
+        "{out:?}"
+    );
+    assert!(matches!(out[1], Delivery::Bytes(_)));
+    assert!(matches!(out.last(), Some(Delivery::End)));
+    assert_eq!(
+        c.stats().errors,
+        1,
+        "a failed call is counted, even handed over as a response"
+    );
 }
 
 #[tokio::test(start_paused = true)]
