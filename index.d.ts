@@ -209,10 +209,18 @@ export interface RefusalContentPart {
 
 export type UserContentPart = TextContentPart | ImageContentPart | InputAudioContentPart | FileContentPart
 
+/** A function the model called. */
 export interface ToolCall {
   id: string
   type: 'function'
   function: { name: string; arguments: string }
+}
+
+/** A custom (free-form input) tool the model called. */
+export interface CustomToolCall {
+  id: string
+  type: 'custom'
+  custom: { name: string; input: string }
 }
 
 export interface SystemMessage {
@@ -238,7 +246,7 @@ export interface AssistantMessage {
   content?: string | Array<TextContentPart | RefusalContentPart> | null
   refusal?: string | null
   name?: string
-  tool_calls?: ToolCall[]
+  tool_calls?: Array<ToolCall | CustomToolCall>
   audio?: { id: string } | null
   /** Deprecated by OpenAI in favour of `tool_calls`. */
   function_call?: { name: string; arguments: string } | null
@@ -278,22 +286,34 @@ export interface Tool {
   function: FunctionDefinition
 }
 
+/** A custom tool (free-form text input, optionally constrained by a grammar). */
+export interface CustomTool {
+  type: 'custom'
+  custom: { name: string; description?: string; format?: { type: string } }
+}
+
 export type ToolChoice =
   | 'none'
   | 'auto'
   | 'required'
   | { type: 'function'; function: { name: string } }
+  | { type: string }
 
 export type ResponseFormat =
   | { type: 'text' }
   | { type: 'json_object' }
   | {
       type: 'json_schema'
-      json_schema: { name: string; description?: string; schema?: Record<string, unknown>; strict?: boolean | null }
+      json_schema: { name: string; description?: string; schema?: { [k: string]: unknown }; strict?: boolean | null }
     }
+  | { type: string }
 
-/** The body of `POST /chat/completions`. Fields not listed here are passed through untouched. */
-export interface ChatCompletionCreateParams {
+/**
+ * The fields of a `POST /chat/completions` body that llmpool knows. The methods take any object
+ * that has them (openai-node's own `ChatCompletionCreateParams` included); other fields (a
+ * provider's own, such as `top_k`) pass through untouched.
+ */
+export interface ChatCompletionCreateParamsBase {
   model: string
   messages: ChatMessage[]
   max_tokens?: number | null
@@ -309,18 +329,23 @@ export interface ChatCompletionCreateParams {
   top_logprobs?: number | null
   seed?: number | null
   user?: string
-  tools?: Tool[]
+  tools?: Array<Tool | CustomTool>
   tool_choice?: ToolChoice
   parallel_tool_calls?: boolean
   response_format?: ResponseFormat
-  reasoning_effort?: 'minimal' | 'low' | 'medium' | 'high' | null
-  metadata?: Record<string, string> | null
+  /** `'minimal' | 'low' | 'medium' | 'high'` and what providers add. */
+  reasoning_effort?: string | null
+  metadata?: { [key: string]: string } | null
   store?: boolean | null
-  service_tier?: 'auto' | 'default' | 'flex' | 'priority' | null
+  service_tier?: string | null
   modalities?: Array<'text' | 'audio'> | null
   /** `chat()` sends the body as given (and refuses `stream: true`); `chatStream()` sets `stream: true`. */
   stream?: boolean | null
-  stream_options?: { include_usage?: boolean } | null
+  stream_options?: { include_usage?: boolean; include_obfuscation?: boolean } | null
+}
+
+/** A chat body to annotate your own variables with: the known fields, and any other. */
+export interface ChatCompletionCreateParams extends ChatCompletionCreateParamsBase {
   [extra: string]: unknown
 }
 
@@ -337,11 +362,25 @@ export interface CompletionUsage {
 
 export type FinishReason = 'stop' | 'length' | 'tool_calls' | 'content_filter' | 'function_call'
 
+/** One token's log probability, with the most likely alternatives. */
+export interface TokenLogprob {
+  token: string
+  bytes: number[] | null
+  logprob: number
+  top_logprobs: Array<{ token: string; bytes: number[] | null; logprob: number }>
+}
+
+export interface ChoiceLogprobs {
+  content: TokenLogprob[] | null
+  refusal: TokenLogprob[] | null
+}
+
 export interface ChatCompletionMessage {
   role: 'assistant'
   content: string | null
-  refusal?: string | null
-  tool_calls?: ToolCall[]
+  /** OpenAI always sends it (null when there is no refusal); some servers omit it. */
+  refusal: string | null
+  tool_calls?: Array<ToolCall | CustomToolCall>
   function_call?: { name: string; arguments: string } | null
   [extra: string]: unknown
 }
@@ -349,10 +388,14 @@ export interface ChatCompletionMessage {
 export interface ChatCompletionChoice {
   index: number
   message: ChatCompletionMessage
-  finish_reason: FinishReason | null
-  logprobs?: unknown
+  /** Always set in a completion (a merged stream that never sent one reports `'stop'`). */
+  finish_reason: FinishReason
+  /** `null` unless `logprobs: true` was asked; some servers omit it. */
+  logprobs: ChoiceLogprobs | null
   [extra: string]: unknown
 }
+
+export type ServiceTier = 'auto' | 'default' | 'flex' | 'scale' | 'priority' | null
 
 /** The response of `POST /chat/completions`. Fields not listed are kept as the server sent them. */
 export interface ChatCompletion {
@@ -362,8 +405,8 @@ export interface ChatCompletion {
   model: string
   choices: ChatCompletionChoice[]
   usage?: CompletionUsage
-  system_fingerprint?: string | null
-  service_tier?: string | null
+  system_fingerprint?: string
+  service_tier?: ServiceTier
   [extra: string]: unknown
 }
 
@@ -391,7 +434,7 @@ export interface ChatCompletionChunkChoice {
   index: number
   delta: ChatCompletionChunkDelta
   finish_reason: FinishReason | null
-  logprobs?: unknown
+  logprobs?: ChoiceLogprobs | null
   [extra: string]: unknown
 }
 
@@ -404,8 +447,8 @@ export interface ChatCompletionChunk {
   choices: ChatCompletionChunkChoice[]
   /** Present on the last chunk when `stream_options: { include_usage: true }` was sent. */
   usage?: CompletionUsage | null
-  system_fingerprint?: string | null
-  service_tier?: string | null
+  system_fingerprint?: string
+  service_tier?: ServiceTier
   [extra: string]: unknown
 }
 
@@ -429,6 +472,69 @@ export declare class ChatStream implements AsyncIterableIterator<ChatCompletionC
 }
 
 // ---- Errors and stats ----
+
+// ---- Embeddings, the Responses API, any SSE endpoint ----
+
+/** The body of `POST /embeddings`. Fields not listed are passed through untouched. */
+export interface EmbeddingCreateParams {
+  model: string
+  input: string | string[] | number[] | number[][]
+  dimensions?: number
+  encoding_format?: 'float' | 'base64'
+  user?: string
+}
+
+export interface Embedding {
+  object: 'embedding'
+  index: number
+  embedding: number[]
+}
+
+/** The answer of `POST /embeddings`. */
+export interface CreateEmbeddingResponse {
+  object: 'list'
+  data: Embedding[]
+  model: string
+  usage: { prompt_tokens: number; total_tokens: number }
+  [extra: string]: unknown
+}
+
+/** The body of `POST /responses` (the Responses API). Fields not listed are passed through. */
+export interface ResponseCreateParams {
+  model?: string
+  input?: unknown
+  instructions?: string | null
+  max_output_tokens?: number | null
+}
+
+/** One event of a Responses API stream (`response.created`, `response.output_text.delta`, …). */
+export interface ResponseStreamEvent {
+  type: string
+  sequence_number?: number
+  /** `response.output_text.delta`: the text added. */
+  delta?: string
+  /** `response.created` / `response.completed` / …: the response object. */
+  response?: { id: string; status?: string; output?: unknown[]; usage?: unknown; [k: string]: unknown }
+  [extra: string]: unknown
+}
+
+/** One event of `client.stream()`: the SSE event name (`message` when none) and its JSON data. */
+export interface StreamEvent<T = unknown> {
+  event: string
+  data: T
+}
+
+/** The events of any SSE endpoint; cancellation and flow control as `ChatStream`. */
+export declare class EventStream<T = unknown> implements AsyncIterableIterator<StreamEvent<T>> {
+  [Symbol.asyncIterator](): EventStream<T>
+  next(): Promise<IteratorResult<StreamEvent<T>, undefined>>
+  return(value?: unknown): Promise<IteratorResult<StreamEvent<T>, undefined>>
+  throw(error?: unknown): Promise<IteratorResult<StreamEvent<T>, undefined>>
+  /** Responses API: consumes the stream and resolves with the `response` of its final event. */
+  finalResponse(): Promise<NonNullable<ResponseStreamEvent['response']>>
+  /** A web `ReadableStream` of the events; cancelling it cancels the request. */
+  toReadableStream(): ReadableStream<StreamEvent<T>>
+}
 
 /** Stable error codes; match on `err.code`. */
 export type ErrorCode =
@@ -530,12 +636,37 @@ export declare class Client {
   /** Throws a `TypeError` naming the option when an option is invalid. */
   constructor(options: ClientOptions)
   /** One chat completion. Rejects with an `LlmpoolError`. */
-  chat(body: ChatCompletionCreateParams, options?: CallOptions): Promise<ChatCompletion>
+  chat<P extends ChatCompletionCreateParamsBase>(body: P, options?: CallOptions): Promise<ChatCompletion>
   /**
    * A streamed chat completion (`stream: true` is set on the wire; the body object is not
    * touched). Invalid arguments throw a `TypeError` synchronously; failures reject `next()`.
    */
-  chatStream(body: ChatCompletionCreateParams, options?: StreamCallOptions): ChatStream
+  chatStream<P extends ChatCompletionCreateParamsBase>(body: P, options?: StreamCallOptions): ChatStream
+  /**
+   * Any JSON endpoint under `baseUrl` (`/embeddings`, `/responses`, `/completions`,
+   * `/moderations`, …): `POST {baseUrl}{path}` with `body`, resolving with the parsed answer,
+   * with the same pool, retries, redaction and errors as `chat()`. `path` starts with `/`.
+   */
+  request<T = unknown>(path: string, body: object, options?: CallOptions): Promise<T>
+  /** `POST {baseUrl}/embeddings`. */
+  embeddings<P extends EmbeddingCreateParams>(body: P, options?: CallOptions): Promise<CreateEmbeddingResponse>
+  /**
+   * Any SSE endpoint under `baseUrl`: `{ event, data }` items, data parsed as JSON, on the same
+   * decoder, flow control and timeouts as `chatStream()`. `stream: true` is added to the body
+   * unless it has a `stream` member. `[DONE]`, `response.completed` and `response.incomplete`
+   * end it; `error` and `response.failed` events reject with `ERR_STREAM_ERROR`.
+   */
+  stream<T = unknown>(path: string, body: object, options?: StreamCallOptions): EventStream<T>
+  /** `POST {baseUrl}/responses` streamed: the Responses API's typed events. */
+  responsesStream<P extends ResponseCreateParams>(body: P, options?: StreamCallOptions): EventStream<ResponseStreamEvent>
+  /**
+   * A WHATWG `fetch` that sends through this client (pool, TLS, proxy, timeouts, retries,
+   * redaction): `new OpenAI({ baseURL, apiKey, fetch: client.fetch, maxRetries: 0 })`. Only this
+   * client's origin; the response body streams. A final non-2xx answer resolves as that response
+   * (so the SDK raises its own error class); failures reject with an `LlmpoolError`
+   * (`name: 'AbortError'` for an abort).
+   */
+  fetch: (input: string | URL | Request, init?: RequestInit) => Promise<Response>
   stats(): PoolStats
   /**
    * Prometheus text exposition (format 0.0.4): `llmpool_requests_total`, `llmpool_errors_total`

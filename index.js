@@ -320,6 +320,12 @@ function accumulate(chunks) {
     for (const delta of chunk.choices ?? []) mergeChoice(completion.choices, delta)
   }
   completion.choices = completion.choices.filter(Boolean)
+  for (const choice of completion.choices) {
+    // The stream was complete (Rust checked): one that ended with [DONE] and no finish_reason
+    // stopped where the model stopped.
+    choice.finish_reason ??= 'stop'
+    choice.message.refusal ??= null
+  }
   return completion
 }
 

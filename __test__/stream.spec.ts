@@ -340,7 +340,7 @@ describe('finalCompletion()', () => {
       if (!b.stream) {
         return sendJson(res, 200, {
           id: 'chatcmpl-tool', object: 'chat.completion', created: 1, model: 'mock-model',
-          choices: [{ index: 0, message: { role: 'assistant', content: null, tool_calls: [toolCall] }, logprobs: null, finish_reason: 'tool_calls' }],
+          choices: [{ index: 0, message: { role: 'assistant', content: null, refusal: null, tool_calls: [toolCall] }, logprobs: null, finish_reason: 'tool_calls' }],
           usage,
         })
       }

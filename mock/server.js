@@ -25,7 +25,7 @@ function completion(body, content, extra = {}) {
     object: 'chat.completion',
     created: 1_700_000_000,
     model: body?.model ?? 'mock-model',
-    choices: [{ index: 0, message: { role: 'assistant', content }, logprobs: null, finish_reason: 'stop' }],
+    choices: [{ index: 0, message: { role: 'assistant', content, refusal: null }, logprobs: null, finish_reason: 'stop' }],
     usage: usageOf(content),
     ...extra,
   }

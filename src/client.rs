@@ -198,22 +198,20 @@ impl<K: Connect> Client<K> {
 
     /// The request target of an API path under `baseUrl` (`/embeddings` → `/v1/embeddings`).
     pub fn api_uri(&self, path: &str) -> Result<Uri, ConfigError> {
+        check_path(path)?;
         self.origin_uri(&self.config.endpoint.path(path))
     }
 
     /// The request target of a path on the origin, `baseUrl`'s prefix not added (what a
     /// `fetch` of a full URL asks for). A query is allowed.
     pub fn origin_uri(&self, path: &str) -> Result<Uri, ConfigError> {
-        let bad = || ConfigError("path must start with / and be a valid URL path".into());
-        if !path.starts_with('/') || path.starts_with("//") {
-            return Err(bad());
-        }
+        check_path(path)?;
         let target = if self.absolute_form {
             format!("{}{path}", self.config.endpoint.origin)
         } else {
             path.to_owned()
         };
-        target.parse().map_err(|_| bad())
+        target.parse().map_err(|_| bad_path())
     }
 
     pub(crate) fn origin(&self) -> &str {
@@ -305,5 +303,18 @@ impl<K: Connect> Client<K> {
         self.in_flight.close();
         self.shutdown.cancel();
         self.pool.close();
+    }
+}
+
+fn bad_path() -> ConfigError {
+    ConfigError("path must start with / and be a valid URL path".into())
+}
+
+/// A path of this origin: `/…`, never `//…` (which would name another host).
+fn check_path(path: &str) -> Result<(), ConfigError> {
+    if path.starts_with('/') && !path.starts_with("//") {
+        Ok(())
+    } else {
+        Err(bad_path())
     }
 }

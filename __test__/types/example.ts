@@ -54,7 +54,8 @@ async function main(): Promise<void> {
   const controller = new AbortController()
   const completion: ChatCompletion = await client.chat(request, { signal: controller.signal, timeout: 30_000, headers: { 'x-trace': '1' } })
   const text: string | null = completion.choices[0].message.content
-  const toolName: string | undefined = completion.choices[0].message.tool_calls?.[0].function.name
+  const call = completion.choices[0].message.tool_calls?.[0]
+  const toolName: string | undefined = call?.type === 'function' ? call.function.name : call?.custom.name
   const tokens: number | undefined = completion.usage?.total_tokens
   console.log(text, toolName, tokens)
 
