@@ -1,5 +1,5 @@
 // ES module entry: the same objects as the CommonJS entry (one module instance, one addon).
 import llmpool from './index.js'
 
-export const { Client, ChatStream, LlmpoolError } = llmpool
+export const { Client, ChatStream, EventStream, LlmpoolError } = llmpool
 export default llmpool

@@ -67,6 +67,24 @@ function openai({ baseUrl, connections }) {
   }
 }
 
+/** The OpenAI SDK as above, on llmpool's transport (`fetch: client.fetch`) instead of undici's. */
+function openaiOnLlmpool({ baseUrl, connections }) {
+  const { Client } = require('..')
+  const { default: OpenAI } = require('openai')
+  const pool = new Client({ baseUrl, connections, retry: false, poolTimeout: 0, timeout: 0 })
+  const client = new OpenAI({ baseURL: baseUrl, apiKey: 'bench', maxRetries: 0, fetch: pool.fetch })
+  return {
+    chat: (body) => client.chat.completions.create(body),
+    async stream(body, headers) {
+      let n = 0
+      const stream = await client.chat.completions.create({ ...body, stream: true }, { headers })
+      for await (const _ of stream) n++
+      return n
+    },
+    close: () => pool.close(),
+  }
+}
+
 /**
  * The floor: HTTP/1.1 keep-alive over node:net with the least parsing that works against the
  * bench server (content-length bodies, chunked SSE). No error handling beyond what it needs.
@@ -185,4 +203,4 @@ function baseline(options) {
   return llmpool(options, require('node:path').resolve(process.env.LLMPOOL_BASELINE))
 }
 
-module.exports = { llmpool, undici, openai, raw, baseline }
+module.exports = { llmpool, undici, openai, 'openai-llmpool': openaiOnLlmpool, raw, baseline }

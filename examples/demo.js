@@ -1,8 +1,9 @@
 'use strict'
-// The main job: 50 concurrent chat() calls, then 16 concurrent streams, all through one pool of 8
+// The main job: 50 concurrent chat() calls, then 16 concurrent streams, then the other
+// endpoints (embeddings, the Responses API, plain and streamed), all through one pool of 8
 // connections, with a live progress line and the final stats(). Talks to an embedded mock server
-// unless OPENAI_BASE_URL is set (then that endpoint, OPENAI_API_KEY and OPENAI_MODEL, default
-// gpt-4o-mini).
+// unless OPENAI_BASE_URL is set (then that endpoint, OPENAI_API_KEY, OPENAI_MODEL, default
+// gpt-4o-mini, and OPENAI_EMBEDDING_MODEL, default text-embedding-3-small).
 
 const { Client } = require('..')
 const { startMockServer, openaiHandler } = require('../mock/server.js')
@@ -82,6 +83,39 @@ async function streams(client, model) {
   return failed
 }
 
+/** Embeddings and the Responses API through the same client (and pool). */
+async function otherEndpoints(client, model) {
+  let failed = 0
+  const step = async (label, work) => {
+    try {
+      console.log(`  ${label}: ${await work()}`)
+    } catch (err) {
+      failed += 1
+      console.error(`  ${label} failed: ${err.code}: ${err.message}`)
+    }
+  }
+  await step('embeddings()', async () => {
+    const res = await client.embeddings({ model: process.env.OPENAI_EMBEDDING_MODEL ?? 'text-embedding-3-small', input: ['pooled', 'connections'] })
+    return `${res.data.length} vectors of ${res.data[0].embedding.length} numbers`
+  })
+  await step("request('/responses')", async () => {
+    const res = await client.request('/responses', { model, input: 'one line about pools', max_output_tokens: 32 })
+    return JSON.stringify(res.output_text ?? res.status)
+  })
+  await step('responsesStream()', async () => {
+    let deltas = 0
+    let text = ''
+    for await (const { event, data } of client.responsesStream({ model, input: 'one line about streams', max_output_tokens: 32 })) {
+      if (event === 'response.output_text.delta') {
+        deltas += 1
+        text += data.delta
+      }
+    }
+    return `${deltas} text deltas: ${JSON.stringify(text)}`
+  })
+  return failed
+}
+
 async function main() {
   let mock
   let baseUrl = process.env.OPENAI_BASE_URL
@@ -101,7 +135,7 @@ async function main() {
 
   const client = new Client({ baseUrl, apiKey: process.env.OPENAI_API_KEY, connections: CONNECTIONS })
   const started = Date.now()
-  const failed = (await chats(client, model)) + (await streams(client, model))
+  const failed = (await chats(client, model)) + (await streams(client, model)) + (await otherEndpoints(client, model))
   console.log(`finished in ${Date.now() - started} ms`)
   if (mock) console.log(`the mock server accepted ${mock.accepted} connections`)
   console.log('stats():', client.stats())

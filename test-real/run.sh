@@ -28,9 +28,10 @@ port=$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0
 log=$(mktemp -t llama-server.XXXXXX.log)
 
 echo "== starting llama_cpp.server on 127.0.0.1:$port (log: $log)"
-# n_ctx 512 keeps the context-overflow test small; one thread per core.
+# n_ctx 512 keeps the context-overflow test small; one thread per core; --embedding true also
+# serves /v1/embeddings (chat still works).
 "$venv/bin/python" -m llama_cpp.server --model "$model" --chat_format gemma \
-  --host 127.0.0.1 --port "$port" --n_ctx 512 --n_threads 2 --verbose true >"$log" 2>&1 &
+  --host 127.0.0.1 --port "$port" --n_ctx 512 --n_threads 2 --embedding true --verbose true >"$log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true; wait $server 2>/dev/null || true' EXIT
 
