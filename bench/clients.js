@@ -50,11 +50,10 @@ function undici({ baseUrl, connections }) {
   }
 }
 
-function openai({ baseUrl, connections }) {
-  const { Agent, fetch } = require('undici')
+/** The OpenAI SDK over a given fetch; `close` closes what carries it. */
+function openaiSdk(baseUrl, fetchOptions, close) {
   const { default: OpenAI } = require('openai')
-  const dispatcher = new Agent({ connections, keepAliveTimeout: 90_000 })
-  const client = new OpenAI({ baseURL: baseUrl, apiKey: 'bench', maxRetries: 0, fetch, fetchOptions: { dispatcher } })
+  const client = new OpenAI({ baseURL: baseUrl, apiKey: 'bench', maxRetries: 0, ...fetchOptions })
   return {
     chat: (body) => client.chat.completions.create(body),
     async stream(body, headers) {
@@ -63,26 +62,21 @@ function openai({ baseUrl, connections }) {
       for await (const _ of stream) n++
       return n
     },
-    close: () => dispatcher.close(),
+    close,
   }
 }
 
-/** The OpenAI SDK as above, on llmpool's transport (`fetch: client.fetch`) instead of undici's. */
+function openai({ baseUrl, connections }) {
+  const { Agent, fetch } = require('undici')
+  const dispatcher = new Agent({ connections, keepAliveTimeout: 90_000 })
+  return openaiSdk(baseUrl, { fetch, fetchOptions: { dispatcher } }, () => dispatcher.close())
+}
+
+/** The OpenAI SDK on llmpool's transport (`fetch: client.fetch`) instead of undici's. */
 function openaiOnLlmpool({ baseUrl, connections }) {
   const { Client } = require('..')
-  const { default: OpenAI } = require('openai')
   const pool = new Client({ baseUrl, connections, retry: false, poolTimeout: 0, timeout: 0 })
-  const client = new OpenAI({ baseURL: baseUrl, apiKey: 'bench', maxRetries: 0, fetch: pool.fetch })
-  return {
-    chat: (body) => client.chat.completions.create(body),
-    async stream(body, headers) {
-      let n = 0
-      const stream = await client.chat.completions.create({ ...body, stream: true }, { headers })
-      for await (const _ of stream) n++
-      return n
-    },
-    close: () => pool.close(),
-  }
+  return openaiSdk(baseUrl, { fetch: pool.fetch }, () => pool.close())
 }
 
 /**

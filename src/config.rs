@@ -215,6 +215,24 @@ pub enum ProxySetting {
     Url(ProxyUrl),
 }
 
+impl Default for ConnectConfig {
+    /// Every `DEFAULT_*` of the connection settings.
+    fn default() -> Self {
+        ConnectConfig {
+            timeout: ms(DEFAULT_CONNECT_TIMEOUT_MS),
+            auto_select_family: DEFAULT_AUTO_SELECT_FAMILY,
+            auto_select_family_attempt_timeout: ms(DEFAULT_AUTO_SELECT_FAMILY_ATTEMPT_TIMEOUT_MS),
+            tcp_keep_alive: Some(ms(DEFAULT_TCP_KEEP_ALIVE_INITIAL_DELAY_MS)),
+            ca: Vec::new(),
+            reject_unauthorized: true,
+            cert: None,
+            key: None,
+            servername: None,
+            use_system_ca: false,
+        }
+    }
+}
+
 /// Retry policy settings (undici `RetryHandler` names). `retry: false` gives `max_retries = 0`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryConfig {
@@ -543,13 +561,7 @@ impl Config {
                 timeout: connect_timeout,
                 auto_select_family,
                 auto_select_family_attempt_timeout,
-                tcp_keep_alive: Some(ms(DEFAULT_TCP_KEEP_ALIVE_INITIAL_DELAY_MS)),
-                ca: Vec::new(),
-                reject_unauthorized: true,
-                cert: None,
-                key: None,
-                servername: None,
-                use_system_ca: false,
+                ..ConnectConfig::default()
             },
         )?;
 

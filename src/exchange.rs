@@ -176,19 +176,7 @@ where
         let mut chunks: Vec<Bytes> = Vec::new();
         let mut size = 0usize;
         loop {
-            let next = body.frame();
-            let frame = match self.config.body_timeout {
-                None => next.await,
-                Some(gap) => tokio::time::timeout(gap, next).await.map_err(|_| {
-                    Error::timed_out(
-                        Kind::BodyTimeout,
-                        self.origin(),
-                        "reading the response body",
-                        gap,
-                    )
-                })?,
-            };
-            match frame {
+            match self.next_frame(&mut body).await? {
                 None => {
                     return Ok(BodyRead {
                         bytes: concat(chunks, size),
@@ -211,6 +199,28 @@ where
                     }
                 }
             }
+        }
+    }
+
+    /// The next frame of a body, within `bodyTimeout` of the previous one.
+    pub(crate) async fn next_frame<B>(
+        &self,
+        body: &mut B,
+    ) -> Result<Option<Result<hyper::body::Frame<Bytes>, B::Error>>, Error>
+    where
+        B: hyper::body::Body<Data = Bytes> + Unpin,
+    {
+        let next = body.frame();
+        match self.config.body_timeout {
+            None => Ok(next.await),
+            Some(gap) => tokio::time::timeout(gap, next).await.map_err(|_| {
+                Error::timed_out(
+                    Kind::BodyTimeout,
+                    self.origin(),
+                    "reading the response body",
+                    gap,
+                )
+            }),
         }
     }
 

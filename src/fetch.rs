@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use hyper::{Method, Uri};
 use tokio_util::sync::CancellationToken;
 
@@ -61,19 +60,13 @@ async fn read_raw<K: Connect>(
     let client = &*client;
     // Set once the head reached the consumer: from then on a failure is final.
     let committed = AtomicBool::new(false);
-    let attempts = client.attempts(&call, CallKind::Chat, &committed, || {
+    let attempt = || {
         let one: BoxedAttempt<'_, ()> =
             Box::pin(raw_attempt(client, &request, &call, &reader, &committed));
         one
-    });
-    let work = async {
-        tokio::select! {
-            biased;
-            _ = closed.cancelled() => Ok(()),
-            result = attempts => result,
-        }
     };
-    match client.run(cancel, &call, work).await {
+    let reading = client.read_until_closed(&call, CallKind::Chat, &committed, &closed, attempt);
+    match client.run(cancel, &call, reading).await {
         // A final HTTP error before the head: the consumer gets it as the response it was.
         Err(e)
             if !committed.load(Ordering::Relaxed)
@@ -130,19 +123,7 @@ where
         if !reader.has_credit() {
             reader.wait_for_credit().await;
         }
-        let next = body.frame();
-        let frame = match client.config.body_timeout {
-            None => next.await,
-            Some(gap) => tokio::time::timeout(gap, next).await.map_err(|_| {
-                Error::timed_out(
-                    Kind::BodyTimeout,
-                    client.origin(),
-                    "reading the response body",
-                    gap,
-                )
-            })?,
-        };
-        match frame {
+        match client.next_frame(&mut body).await? {
             None => {
                 lease.release(client.keep_alive.idle_lifetime(&head.headers));
                 reader.end();

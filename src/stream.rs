@@ -228,6 +228,24 @@ where
     }
 }
 
+impl<K: Connect> Client<K> {
+    /// A reader's attempts, ended quietly (`Ok`) when the consumer leaves: nobody is listening.
+    pub(crate) async fn read_until_closed<'a>(
+        &'a self,
+        call: &'a CallOptions,
+        kind: CallKind,
+        committed: &AtomicBool,
+        closed: &CancellationToken,
+        attempt: impl FnMut() -> BoxedAttempt<'a, ()>,
+    ) -> Result<(), Error> {
+        tokio::select! {
+            biased;
+            _ = closed.cancelled() => Ok(()),
+            result = self.attempts(call, kind, committed, attempt) => result,
+        }
+    }
+}
+
 impl StreamHandle {
     pub(crate) fn new(job: Job) -> Self {
         StreamHandle {
@@ -343,7 +361,7 @@ async fn read_stream<K: Connect>(
     let client = &*client;
     // Set once a chunk reached the consumer: from then on a failure is final, never retried.
     let committed = AtomicBool::new(false);
-    let attempts = client.attempts(&call, CallKind::Stream, &committed, || {
+    let attempt = || {
         let one: BoxedAttempt<'_, ()> = Box::pin(stream_attempt(
             client,
             Target { uri: &uri, dialect },
@@ -353,16 +371,9 @@ async fn read_stream<K: Connect>(
             &committed,
         ));
         one
-    });
-    let work = async {
-        tokio::select! {
-            biased;
-            // The consumer left: not an error, nobody is listening.
-            _ = closed.cancelled() => Ok(()),
-            result = attempts => result,
-        }
     };
-    match client.run(cancel, &call, work).await {
+    let reading = client.read_until_closed(&call, CallKind::Stream, &committed, &closed, attempt);
+    match client.run(cancel, &call, reading).await {
         Err(e) => reader.fail(e),
         // The consumer left (closed or dropped the stream): a last delivery still tells its
         // side that nothing more will come, so that nothing waits for this stream any more.
@@ -459,9 +470,7 @@ where
     let mut decoder = SseDecoder::new(config.max_event_size);
     let mut events = Vec::new();
     let mut delivered: u64 = 0;
-    let mut finished = false;
-    // Events dialect: `response.*` events were seen (a Responses stream), and none ended it.
-    let mut responses = false;
+    let mut progress = Progress::default();
     let mut first_token_at: Option<Instant> = None;
     let mut deadline = first_token_deadline;
     loop {
@@ -494,11 +503,7 @@ where
                 decoder.finish();
                 // The body ended cleanly, so the connection is reusable either way.
                 lease.release(client.keep_alive.idle_lifetime(&head.headers));
-                let complete = match target.dialect {
-                    Dialect::Chat => finished,
-                    Dialect::Events => !responses,
-                };
-                if !complete {
+                if !progress.complete(target.dialect) {
                     return Err(Error::new(
                         Kind::StreamTruncated,
                         format!(
@@ -537,12 +542,13 @@ where
             )
         })?;
         let mut payloads = Vec::with_capacity(events.len());
-        let outcome = match target.dialect {
-            Dialect::Chat => judge_events(client, &mut events, &mut payloads, &mut finished),
-            Dialect::Events => {
-                judge_named_events(client, &mut events, &mut payloads, &mut responses)
-            }
-        };
+        let outcome = judge_events(
+            client,
+            target.dialect,
+            &mut events,
+            &mut payloads,
+            &mut progress,
+        );
         if !payloads.is_empty() {
             if first_token_at.is_none() {
                 first_token_at = Some(Instant::now());
@@ -578,111 +584,118 @@ where
     }
 }
 
-/// Decides each decoded event in order: payloads to deliver go to `payloads`; the first event
-/// that ends the stream (`[DONE]`, an error event or payload, a payload that is not a JSON
-/// object) stops the judging, and what follows it is dropped.
-fn judge_events<K: Connect>(
-    client: &Client<K>,
-    events: &mut Vec<crate::sse::SseEvent>,
-    payloads: &mut Vec<String>,
-    finished: &mut bool,
-) -> Result<Batch, Error> {
-    let mut outcome = Ok(Batch::More);
-    for event in events.drain(..) {
-        let data = event.data;
-        if event.event.as_deref() == Some("error") {
-            outcome = Err(stream_error(client, data));
-            break;
-        }
-        let trimmed = data.trim();
-        if trimmed == "[DONE]" {
-            outcome = Ok(Batch::Done);
-            break;
-        }
-        if trimmed.is_empty() {
-            continue;
-        }
-        match inspect(&data) {
-            Err(_) => {
-                outcome = Err(Error::new(
-                    Kind::InvalidResponse,
-                    format!(
-                        "stream from {} sent a chunk that is not a JSON object",
-                        client.origin()
-                    ),
-                ));
-                break;
-            }
-            Ok(found) if found.error => {
-                outcome = Err(stream_error(client, data));
-                break;
-            }
-            Ok(found) => {
-                *finished |= found.finished;
-                payloads.push(data);
-            }
-        }
-    }
-    outcome
+/// What the events so far say about the stream's end.
+#[derive(Debug, Default)]
+struct Progress {
+    /// Chat: some chunk had a `finish_reason`.
+    finished: bool,
+    /// Events: `response.*` events were seen and none ended the stream.
+    open_response: bool,
 }
 
-/// The Events dialect's rules (see [`Dialect::Events`]).
-fn judge_named_events<K: Connect>(
-    client: &Client<K>,
-    events: &mut Vec<crate::sse::SseEvent>,
-    payloads: &mut Vec<String>,
-    responses: &mut bool,
-) -> Result<Batch, Error> {
-    let mut outcome = Ok(Batch::More);
-    for event in events.drain(..) {
-        let name = event.event.as_deref().unwrap_or("message");
-        let data = event.data;
-        if name == "error" || name == "response.failed" {
-            outcome = Err(stream_error(client, data));
-            break;
-        }
-        let trimmed = data.trim();
-        if trimmed == "[DONE]" {
-            outcome = Ok(Batch::Done);
-            break;
-        }
-        if trimmed.is_empty() {
-            continue;
-        }
-        let valid = if trimmed.starts_with('{') {
-            match inspect(&data) {
-                Ok(found) if found.error => {
-                    outcome = Err(stream_error(client, data));
-                    break;
-                }
-                Ok(_) => true,
-                Err(_) => false,
-            }
-        } else {
-            crate::payload::is_json(&data)
-        };
-        if !valid {
-            outcome = Err(Error::new(
-                Kind::InvalidResponse,
-                format!(
-                    "stream from {} sent an event whose data is not JSON",
-                    client.origin()
-                ),
-            ));
-            break;
-        }
-        let terminal = matches!(name, "response.completed" | "response.incomplete");
-        *responses |= name.starts_with("response.") && !terminal;
-        if terminal {
-            *responses = false;
-        }
-        payloads.push(format!("{name}\n{data}"));
-        if terminal {
-            outcome = Ok(Batch::Done);
-            break;
+impl Progress {
+    /// Whether a body that ends now ended a complete stream.
+    fn complete(&self, dialect: Dialect) -> bool {
+        match dialect {
+            Dialect::Chat => self.finished,
+            Dialect::Events => !self.open_response,
         }
     }
-    outcome
+}
+
+/// What one decoded event means.
+enum Verdict {
+    Skip,
+    Deliver(String),
+    /// Deliver it, and the stream is complete.
+    Last(String),
+    Done,
+    Fail(Error),
+}
+
+/// Decides each decoded event in order: payloads to deliver go to `payloads`; the first event
+/// that ends the stream stops the judging, and what follows it is dropped.
+fn judge_events<K: Connect>(
+    client: &Client<K>,
+    dialect: Dialect,
+    events: &mut Vec<crate::sse::SseEvent>,
+    payloads: &mut Vec<String>,
+    progress: &mut Progress,
+) -> Result<Batch, Error> {
+    for event in events.drain(..) {
+        match judge(client, dialect, event, progress) {
+            Verdict::Skip => {}
+            Verdict::Deliver(payload) => payloads.push(payload),
+            Verdict::Last(payload) => {
+                payloads.push(payload);
+                return Ok(Batch::Done);
+            }
+            Verdict::Done => return Ok(Batch::Done),
+            Verdict::Fail(e) => return Err(e),
+        }
+    }
+    Ok(Batch::More)
+}
+
+/// One event under the dialect's rules (see [`Dialect`]).
+fn judge<K: Connect>(
+    client: &Client<K>,
+    dialect: Dialect,
+    event: crate::sse::SseEvent,
+    progress: &mut Progress,
+) -> Verdict {
+    let name = event.event.as_deref().unwrap_or("message");
+    let data = event.data;
+    let failed_event = match dialect {
+        Dialect::Chat => name == "error",
+        Dialect::Events => name == "error" || name == "response.failed",
+    };
+    if failed_event {
+        return Verdict::Fail(stream_error(client, data));
+    }
+    let trimmed = data.trim();
+    if trimmed == "[DONE]" {
+        return Verdict::Done;
+    }
+    if trimmed.is_empty() {
+        return Verdict::Skip;
+    }
+    let bad = |what: &str| {
+        Verdict::Fail(Error::new(
+            Kind::InvalidResponse,
+            format!("stream from {} sent {what}", client.origin()),
+        ))
+    };
+    match dialect {
+        Dialect::Chat => match inspect(&data) {
+            Err(_) => bad("a chunk that is not a JSON object"),
+            Ok(found) if found.error => Verdict::Fail(stream_error(client, data)),
+            Ok(found) => {
+                progress.finished |= found.finished;
+                Verdict::Deliver(data)
+            }
+        },
+        Dialect::Events => {
+            let valid = if trimmed.starts_with('{') {
+                match inspect(&data) {
+                    Ok(found) if found.error => return Verdict::Fail(stream_error(client, data)),
+                    found => found.is_ok(),
+                }
+            } else {
+                crate::payload::is_json(&data)
+            };
+            if !valid {
+                return bad("an event whose data is not JSON");
+            }
+            let payload = format!("{name}\n{data}");
+            if matches!(name, "response.completed" | "response.incomplete") {
+                progress.open_response = false;
+                return Verdict::Last(payload);
+            }
+            progress.open_response |= name.starts_with("response.");
+            Verdict::Deliver(payload)
+        }
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

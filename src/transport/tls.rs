@@ -172,21 +172,9 @@ impl ServerCertVerifier for AcceptAnyCertificate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn settings() -> ConnectConfig {
-        ConnectConfig {
-            timeout: Duration::from_secs(1),
-            auto_select_family: true,
-            auto_select_family_attempt_timeout: Duration::from_millis(250),
-            tcp_keep_alive: None,
-            ca: Vec::new(),
-            reject_unauthorized: true,
-            cert: None,
-            key: None,
-            servername: None,
-            use_system_ca: false,
-        }
+        ConnectConfig::default()
     }
 
     fn error(settings: &ConnectConfig, extra: Option<&str>) -> String {
