@@ -143,6 +143,16 @@ export interface ClientOptions {
    * https targets go through a `CONNECT` tunnel; http ones are forwarded in absolute form.
    */
   proxy?: string | false
+  /**
+   * Offer HTTP/2 by ALPN on TLS connections (undici's name) and use what the server picks: many
+   * requests share one connection as streams. Default `false` (see the README's HTTP/2 section).
+   */
+  allowH2?: boolean
+  /**
+   * Most streams on one HTTP/2 connection, never more than the server allows; a new connection
+   * opens (up to `connections`) only when every open one is full. Default `100`.
+   */
+  maxConcurrentStreams?: number
   /** The DNS cache of new connections, or `false` to resolve every time. Default `{ maxTTL: 10000, maxItems: 1000 }`. */
   dns?: DnsOptions | false
   /**
@@ -624,6 +634,10 @@ export interface PoolStats {
   reused: number
   /** Retries made (attempts after the first). */
   retries: number
+  /** Open HTTP/2 connections (counted in `connected` too). */
+  multiplexed: number
+  /** Requests in flight as HTTP/2 streams (counted in `running` too). */
+  streams: number
   /** Circuit breaker state, when `circuitBreaker` is set. */
   circuit?: 'closed' | 'open' | 'half-open'
   /** Host name lookups made for new connections. */

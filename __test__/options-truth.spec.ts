@@ -51,7 +51,7 @@ function typedClientOptions(): string[] {
 function documentedOptions(): string[] {
   const readme = readFileSync(join(root, 'README.md'), 'utf8')
   const section = readme.split(/^## /m).find((s) => s.startsWith('Options'))!
-  return [...section.matchAll(/^\| `([A-Za-z.]+)` \|/gm)].map((m) => m[1])
+  return [...section.matchAll(/^\| `([A-Za-z0-9.]+)` \|/gm)].map((m) => m[1])
 }
 
 const sorted = (xs: string[]) => [...new Set(xs)].sort()

@@ -118,6 +118,10 @@ impl<K: Connect> Client<K> {
             PoolLimits {
                 max_connections: config.connections,
                 pool_timeout: config.pool_timeout,
+                max_streams: config.max_concurrent_streams,
+                idle_timeout: config.keep_alive_timeout,
+                expect_multiplexed: config.allow_h2
+                    && config.endpoint.scheme == crate::config::Scheme::Https,
                 origin: config.endpoint.origin.clone(),
             },
         );

@@ -44,6 +44,12 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 600_000;
 pub const DEFAULT_FIRST_TOKEN_TIMEOUT_MS: u64 = 60_000;
 pub const DEFAULT_TOKEN_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_MAX_EVENT_SIZE: usize = 16 * 1024 * 1024;
+/// Offer HTTP/2 by ALPN (undici's `allowH2`). Off until `bench/` shows h2 no worse than
+/// HTTP/1.1 here.
+pub const DEFAULT_ALLOW_H2: bool = false;
+/// Most streams on one HTTP/2 connection (undici's `maxConcurrentStreams`), never more than the
+/// server allows.
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: usize = 100;
 /// Largest non-stream response body in bytes (undici's `maxResponseSize`; undici has no limit by
 /// default, a completion is rarely over a few MiB).
 pub const DEFAULT_MAX_RESPONSE_SIZE: usize = 32 * 1024 * 1024;
@@ -295,6 +301,9 @@ pub struct Config {
     pub first_token_timeout: Option<Duration>,
     pub token_timeout: Option<Duration>,
     pub max_event_size: usize,
+    /// Offer `h2` by ALPN on TLS connections.
+    pub allow_h2: bool,
+    pub max_concurrent_streams: usize,
     pub proxy: ProxySetting,
     /// `None` = `dns: false`.
     pub dns: Option<DnsConfig>,
@@ -347,6 +356,8 @@ const KNOWN_OPTIONS: &[&str] = &[
     "redactHeaders",
     "proxy",
     "dns",
+    "allowH2",
+    "maxConcurrentStreams",
     "retry",
     "circuitBreaker",
 ];
@@ -644,6 +655,16 @@ impl Config {
             first_token_timeout: o.limit_ms("firstTokenTimeout", DEFAULT_FIRST_TOKEN_TIMEOUT_MS)?,
             token_timeout: o.limit_ms("tokenTimeout", DEFAULT_TOKEN_TIMEOUT_MS)?,
             max_event_size,
+            allow_h2: o.bool("allowH2", DEFAULT_ALLOW_H2)?,
+            max_concurrent_streams: match o.uint(
+                "maxConcurrentStreams",
+                "must be a positive integer",
+                u32::MAX as u64,
+            )? {
+                Some(0) => return Err(rule("maxConcurrentStreams", "must be a positive integer")),
+                Some(n) => n as usize,
+                None => DEFAULT_MAX_CONCURRENT_STREAMS,
+            },
             proxy,
             dns: parse_dns(o.map.get("dns"))?,
             max_response_size,

@@ -72,13 +72,15 @@ where
             Ok(sent) => sent,
             Err(SendFailure::Final(e)) => return Err(e),
             // Rare: boxed so that every request's future does not carry a second send.
-            Err(SendFailure::Unwritten(_)) => {
+            Err(SendFailure::Unwritten { stream, .. }) => {
                 tracing::debug!(
                     origin = self.origin(),
-                    "connection closed before the request was written; sending it on a fresh one"
+                    "the request was never written (closed connection, refused stream or GOAWAY); sending it again"
                 );
                 let request = self.build_request(&outgoing, call);
-                Box::pin(self.send(request, true))
+                // A refused stream goes to another connection (the refusing one is retired); a
+                // dead HTTP/1.1 connection is replaced by a fresh one.
+                Box::pin(self.send(request, !stream))
                     .await
                     .map_err(SendFailure::into_error)?
             }
@@ -120,9 +122,14 @@ where
                 self.metrics.headers_after(sent_at.elapsed());
                 Ok((response, lease))
             }
-            Err(SendError::NotSent(e)) if !fresh => Err(SendFailure::Unwritten(
-                self.socket_error("closed before the request was written", &*e),
-            )),
+            Err(SendError::NotSent(e)) if !fresh => {
+                // A multiplexed connection that refused a stream takes no more.
+                lease.retire();
+                Err(SendFailure::Unwritten {
+                    error: self.socket_error("closed before the request was written", &*e),
+                    stream: lease.is_stream(),
+                })
+            }
             Err(SendError::NotSent(e)) => Err(SendFailure::Final(
                 self.socket_error("closed before the request was written", &*e),
             )),
@@ -275,14 +282,18 @@ where
 /// Why a send failed: the request was provably never written and may go again on a fresh
 /// connection, or the failure is final for this attempt.
 enum SendFailure {
-    Unwritten(Error),
+    /// `stream`: it was a stream of a multiplexed connection.
+    Unwritten {
+        error: Error,
+        stream: bool,
+    },
     Final(Error),
 }
 
 impl SendFailure {
     fn into_error(self) -> Error {
         match self {
-            SendFailure::Unwritten(e) | SendFailure::Final(e) => e,
+            SendFailure::Unwritten { error, .. } | SendFailure::Final(error) => error,
         }
     }
 }

@@ -115,6 +115,10 @@ pub struct PoolStats {
     pub reused: i64,
     /// Retries made (attempts after the first).
     pub retries: i64,
+    /// Open HTTP/2 connections (counted in `connected` too).
+    pub multiplexed: u32,
+    /// Requests in flight as HTTP/2 streams (counted in `running` too).
+    pub streams: u32,
     /// Circuit breaker state (`closed`, `open`, `half-open`), when one is configured.
     pub circuit: Option<String>,
     /// Host name lookups made for new connections.
@@ -146,6 +150,8 @@ impl From<ClientStats> for PoolStats {
             connections_closed: count(s.pool.connections_closed),
             reused: count(s.pool.reused),
             retries: count(s.retries),
+            multiplexed: clamp(s.pool.multiplexed),
+            streams: clamp(s.pool.streams),
             circuit: s.circuit.map(str::to_owned),
             dns_lookups: count(s.dns_lookups),
             dns_hits: count(s.dns_hits),

@@ -1,14 +1,21 @@
 //! A per-origin connection pool: checkout/checkin, a connection cap, a FIFO of waiters, idle
-//! expiry and stats.
+//! expiry and stats, for one-request-at-a-time connections (HTTP/1.1) and multiplexed ones
+//! (HTTP/2: many streams on one connection).
 //!
 //! The pool is generic over [`Connect`] so its bookkeeping is tested with fake connections and
 //! paused time; the real connector (TCP, TLS, hyper handshake) lives in `connect.rs`.
 //!
-//! Invariant, under the one lock: `idle.len() + busy + connecting <= cap`. Every slot is owned by
-//! exactly one thing: an idle entry, a [`Lease`] (busy) or a [`Permit`] (connecting). Leases and
-//! permits give their slot back in `Drop`, so a cancelled future can never leak one. When a slot
-//! frees and someone is waiting, it is handed to the first waiter directly (a live connection, or
-//! a permit to open one): waiters wake the moment capacity appears, with no polling.
+//! Invariant, under the one lock: `idle.len() + busy + connecting + multiplexed.len() <= cap`.
+//! Every slot is owned by exactly one thing: an idle entry, a [`Lease`] (busy), a [`Permit`]
+//! (connecting) or a multiplexed entry. Leases and permits give their slot back in `Drop`, so a
+//! cancelled future can never leak one. When a slot or a stream frees and someone is waiting, it
+//! is handed to the first waiter directly (a live connection, a stream, or a permit to open a
+//! connection): waiters wake the moment capacity appears, with no polling.
+//!
+//! A multiplexed connection takes new streams while it has fewer than its limit (the smaller of
+//! `maxConcurrentStreams` and what the server allows now); a new connection opens only when every
+//! open one is full. A retired connection (it refused a stream, or sent GOAWAY) takes no new
+//! streams and closes when its last stream ends.
 
 pub mod keep_alive;
 
@@ -31,6 +38,17 @@ pub trait Connect: Send + Sync + 'static {
 
     /// True once the connection can no longer carry a request (the peer closed it, or it broke).
     fn is_closed(conn: &Self::Conn) -> bool;
+
+    /// Another handle on the same connection when it is multiplexed (HTTP/2); `None` for a
+    /// connection that carries one request at a time.
+    fn share(_conn: &Self::Conn) -> Option<Self::Conn> {
+        None
+    }
+
+    /// How many requests a multiplexed connection may carry at once now (the server's limit).
+    fn stream_limit(_conn: &Self::Conn) -> usize {
+        1
+    }
 }
 
 /// Limits of one pool.
@@ -40,6 +58,13 @@ pub struct PoolLimits {
     pub max_connections: Option<usize>,
     /// Longest wait for a connection; `None` = wait forever.
     pub pool_timeout: Option<Duration>,
+    /// Most streams on one multiplexed connection (`maxConcurrentStreams`).
+    pub max_streams: usize,
+    /// How long a multiplexed connection with no stream stays open.
+    pub idle_timeout: Duration,
+    /// New connections will likely be multiplexed (HTTP/2 offered): while one is being opened,
+    /// later requests wait to ride it instead of each opening their own.
+    pub expect_multiplexed: bool,
     /// Used in error messages.
     pub origin: String,
 }
@@ -63,6 +88,10 @@ pub struct PoolStats {
     pub connections_closed: u64,
     /// Checkouts served by an already open connection.
     pub reused: u64,
+    /// Open multiplexed (HTTP/2) connections, counted in `connected` too.
+    pub multiplexed: usize,
+    /// Requests in flight on multiplexed connections, counted in `running` too.
+    pub streams: usize,
 }
 
 struct Idle<C> {
@@ -70,9 +99,23 @@ struct Idle<C> {
     expires: Instant,
 }
 
+/// A multiplexed connection and its streams.
+struct Multiplexed<C> {
+    id: u64,
+    /// The pool's own handle; each stream gets another (`Connect::share`).
+    conn: C,
+    streams: usize,
+    /// Takes no new streams (it refused one, or the server is going away).
+    retired: bool,
+    /// With no stream: when it closes.
+    expires: Option<Instant>,
+}
+
 struct State<K: Connect> {
     /// Oldest first; checkout pops from the back so the most recently used is reused first.
     idle: Vec<Idle<K::Conn>>,
+    multiplexed: Vec<Multiplexed<K::Conn>>,
+    next_id: u64,
     busy: usize,
     connecting: usize,
     waiters: VecDeque<oneshot::Sender<Grant<K>>>,
@@ -82,7 +125,7 @@ struct State<K: Connect> {
 
 impl<K: Connect> State<K> {
     fn total(&self) -> usize {
-        self.idle.len() + self.busy + self.connecting
+        self.idle.len() + self.busy + self.connecting + self.multiplexed.len()
     }
 }
 
@@ -131,6 +174,8 @@ impl<K: Connect> Pool<K> {
                 limits,
                 state: Mutex::new(State {
                     idle: Vec::new(),
+                    multiplexed: Vec::new(),
+                    next_id: 0,
                     busy: 0,
                     connecting: 0,
                     waiters: VecDeque::new(),
@@ -201,34 +246,40 @@ impl<K: Connect> Pool<K> {
     pub fn stats(&self) -> PoolStats {
         let state = self.shared.lock();
         let queued = self.shared.queued.load(Ordering::Relaxed);
+        let streams: usize = state.multiplexed.iter().map(|m| m.streams).sum();
+        let unused = state.multiplexed.iter().filter(|m| m.streams == 0).count();
         PoolStats {
-            connected: state.idle.len() + state.busy,
-            free: state.idle.len(),
+            connected: state.idle.len() + state.busy + state.multiplexed.len(),
+            free: state.idle.len() + unused,
             pending: state.connecting,
             queued,
-            running: state.busy,
-            size: state.connecting + queued + state.busy,
+            running: state.busy + streams,
+            size: state.connecting + queued + state.busy + streams,
             connections_opened: self.shared.opened.load(Ordering::Relaxed),
             connections_closed: self.shared.closed.load(Ordering::Relaxed),
             reused: self.shared.reused.load(Ordering::Relaxed),
+            multiplexed: state.multiplexed.len(),
+            streams,
         }
     }
 
     /// Stops handing out connections: idle ones are closed, waiters fail with `ERR_CLOSED`, and
     /// leases still out are closed when they come back.
     pub fn close(&self) {
-        let (idle, waiters) = {
+        let (idle, multiplexed, waiters) = {
             let mut state = self.shared.lock();
             state.closed = true;
             (
                 std::mem::take(&mut state.idle),
+                std::mem::take(&mut state.multiplexed),
                 std::mem::take(&mut state.waiters),
             )
         };
         self.shared
             .closed
-            .fetch_add(idle.len() as u64, Ordering::Relaxed);
+            .fetch_add((idle.len() + multiplexed.len()) as u64, Ordering::Relaxed);
         drop(idle);
+        drop(multiplexed);
         drop(waiters);
     }
 }
@@ -265,6 +316,12 @@ impl<K: Connect> Shared<K> {
         }
         let mut dead = Vec::new();
         let now = Instant::now();
+        // A stream on a multiplexed connection with room: the cheapest of all.
+        if let Some(lease) = self.open_stream(state, now, &mut dead) {
+            self.reused.fetch_add(1, Ordering::Relaxed);
+            self.closed.fetch_add(dead.len() as u64, Ordering::Relaxed);
+            return Ok((Step::Ready(lease), dead));
+        }
         if !fresh {
             while let Some(idle) = state.idle.pop() {
                 if idle.expires <= now || K::is_closed(&idle.conn) {
@@ -285,7 +342,8 @@ impl<K: Connect> Shared<K> {
             dead.push(state.idle.remove(0).conn);
         }
         self.closed.fetch_add(dead.len() as u64, Ordering::Relaxed);
-        if !self.at_cap(state) {
+        let ride_the_next = self.limits.expect_multiplexed && state.connecting > 0;
+        if !self.at_cap(state) && !ride_the_next {
             state.connecting += 1;
             return Ok((Step::Connect(Permit::armed(self.clone())), dead));
         }
@@ -297,6 +355,113 @@ impl<K: Connect> Shared<K> {
             "waiting for a connection"
         );
         Ok((Step::Wait(rx), dead))
+    }
+
+    /// A new stream on the first multiplexed connection with room (under the lock); dead
+    /// connections without streams are taken out into `dead`.
+    fn open_stream(
+        self: &Arc<Self>,
+        state: &mut State<K>,
+        now: Instant,
+        dead: &mut Vec<K::Conn>,
+    ) -> Option<Lease<K>> {
+        let mut i = 0;
+        while i < state.multiplexed.len() {
+            let entry = &state.multiplexed[i];
+            let gone = entry.retired || K::is_closed(&entry.conn);
+            if gone || entry.expires.is_some_and(|at| at <= now) {
+                if entry.streams == 0 {
+                    dead.push(state.multiplexed.remove(i).conn);
+                    continue;
+                }
+                if gone {
+                    i += 1;
+                    continue;
+                }
+            }
+            let entry = &mut state.multiplexed[i];
+            let limit = K::stream_limit(&entry.conn)
+                .min(self.limits.max_streams)
+                .max(1);
+            if entry.streams < limit {
+                if let Some(handle) = K::share(&entry.conn) {
+                    entry.streams += 1;
+                    entry.expires = None;
+                    return Some(Lease::stream(handle, self.clone(), entry.id, true));
+                }
+            }
+            i += 1;
+        }
+        None
+    }
+
+    /// Hands streams of multiplexed connection `id` to waiters while it has room (under the lock).
+    fn serve_waiters_with_streams(self: &Arc<Self>, state: &mut State<K>, id: u64) {
+        while !state.waiters.is_empty() {
+            let Some(entry) = state.multiplexed.iter_mut().find(|m| m.id == id) else {
+                return;
+            };
+            let limit = K::stream_limit(&entry.conn)
+                .min(self.limits.max_streams)
+                .max(1);
+            if entry.retired || K::is_closed(&entry.conn) || entry.streams >= limit {
+                return;
+            }
+            let Some(handle) = K::share(&entry.conn) else {
+                return;
+            };
+            entry.streams += 1;
+            entry.expires = None;
+            let tx = state.waiters.pop_front().expect("a waiter");
+            let lease = Lease::stream(handle, self.clone(), id, true);
+            if let Err(grant) = tx.send(Grant::Conn(lease)) {
+                // That waiter is gone: take the stream back here, under the lock we hold.
+                grant.disarm();
+                if let Some(entry) = state.multiplexed.iter_mut().find(|m| m.id == id) {
+                    entry.streams -= 1;
+                }
+            }
+        }
+    }
+
+    /// A stream of multiplexed connection `id` ended.
+    fn end_stream(self: &Arc<Self>, id: u64) {
+        let mut dead = None;
+        {
+            let mut state = self.lock();
+            let Some(at) = state.multiplexed.iter().position(|m| m.id == id) else {
+                return;
+            };
+            state.multiplexed[at].streams -= 1;
+            if !state.closed {
+                self.serve_waiters_with_streams(&mut state, id);
+            }
+            let pool_closed = state.closed;
+            if let Some(at) = state.multiplexed.iter().position(|m| m.id == id) {
+                let entry = &mut state.multiplexed[at];
+                if entry.streams == 0 {
+                    if entry.retired || K::is_closed(&entry.conn) || pool_closed {
+                        dead = Some(state.multiplexed.remove(at).conn);
+                        self.closed.fetch_add(1, Ordering::Relaxed);
+                        if !pool_closed {
+                            self.hand_permit_to_waiter(&mut state);
+                        }
+                    } else {
+                        entry.expires = Some(Instant::now() + self.limits.idle_timeout);
+                        self.ensure_reaper(&mut state);
+                    }
+                }
+            }
+        }
+        drop(dead);
+    }
+
+    /// Multiplexed connection `id` takes no new streams.
+    fn retire(&self, id: u64) {
+        let mut state = self.lock();
+        if let Some(entry) = state.multiplexed.iter_mut().find(|m| m.id == id) {
+            entry.retired = true;
+        }
     }
 
     /// A slot just freed (under the lock): give the right to connect to the first live waiter.
@@ -406,12 +571,33 @@ async fn reap_idle<K: Connect>(weak: Weak<Shared<K>>) {
                         i += 1;
                     }
                 }
+                let mut i = 0;
+                while i < state.multiplexed.len() {
+                    let entry = &state.multiplexed[i];
+                    let unused = entry.streams == 0;
+                    let over = entry.expires.is_some_and(|at| at <= now)
+                        || entry.retired
+                        || K::is_closed(&entry.conn);
+                    if unused && over {
+                        dead.push(state.multiplexed.remove(i).conn);
+                    } else {
+                        i += 1;
+                    }
+                }
+                if !dead.is_empty() && !state.closed {
+                    shared.hand_permit_to_waiter(&mut state);
+                }
                 if !dead.is_empty() {
                     shared
                         .closed
                         .fetch_add(dead.len() as u64, Ordering::Relaxed);
                 }
-                let next = state.idle.iter().map(|e| e.expires).min();
+                let next = state
+                    .idle
+                    .iter()
+                    .map(|e| e.expires)
+                    .chain(state.multiplexed.iter().filter_map(|m| m.expires))
+                    .min();
                 if next.is_none() {
                     state.reaper_running = false;
                 }
@@ -459,16 +645,45 @@ impl<K: Connect> Permit<K> {
     async fn open(mut self) -> Result<Lease<K>, Error> {
         let shared = self.shared.clone().expect("armed permit");
         let conn = shared.connector.connect().await?;
-        // Disarm: the slot moves from `connecting` to `busy` below.
+        // Disarm: the slot moves from `connecting` to `busy` (or to a multiplexed entry) below.
         self.shared = None;
-        let closed = {
+        shared.opened.fetch_add(1, Ordering::Relaxed);
+        let (lease, closed) = {
             let mut state = shared.lock();
             state.connecting -= 1;
-            state.busy += 1;
-            state.closed
+            let lease = match K::share(&conn) {
+                Some(handle) => {
+                    let id = state.next_id;
+                    state.next_id += 1;
+                    state.multiplexed.push(Multiplexed {
+                        id,
+                        conn,
+                        streams: 1,
+                        retired: false,
+                        expires: None,
+                    });
+                    // Requests queued behind the cap (or behind this connect) ride it at once;
+                    // if it is full and some still wait, the next connection opens.
+                    if !state.closed {
+                        shared.serve_waiters_with_streams(&mut state, id);
+                        if !state.waiters.is_empty() && !shared.at_cap(&state) {
+                            shared.hand_permit_to_waiter(&mut state);
+                        }
+                    }
+                    Lease::stream(handle, shared.clone(), id, false)
+                }
+                None => {
+                    state.busy += 1;
+                    // Waiters held back for a connection that turned out one-at-a-time open
+                    // their own, up to the cap.
+                    while !state.closed && !state.waiters.is_empty() && !shared.at_cap(&state) {
+                        shared.hand_permit_to_waiter(&mut state);
+                    }
+                    Lease::new(conn, shared.clone(), false)
+                }
+            };
+            (lease, state.closed)
         };
-        shared.opened.fetch_add(1, Ordering::Relaxed);
-        let lease = Lease::new(conn, shared.clone(), false);
         if closed {
             drop(lease);
             return Err(shared.closed_error());
@@ -496,6 +711,8 @@ pub struct Lease<K: Connect> {
     conn: Option<K::Conn>,
     shared: Arc<Shared<K>>,
     reused: bool,
+    /// The multiplexed connection this is a stream of; `None` for a whole connection.
+    stream_of: Option<u64>,
 }
 
 impl<K: Connect> Lease<K> {
@@ -504,6 +721,29 @@ impl<K: Connect> Lease<K> {
             conn: Some(conn),
             shared,
             reused,
+            stream_of: None,
+        }
+    }
+
+    fn stream(conn: K::Conn, shared: Arc<Shared<K>>, id: u64, reused: bool) -> Self {
+        Lease {
+            conn: Some(conn),
+            shared,
+            reused,
+            stream_of: Some(id),
+        }
+    }
+
+    /// Whether this is one stream of a multiplexed connection.
+    pub fn is_stream(&self) -> bool {
+        self.stream_of.is_some()
+    }
+
+    /// The connection refused this stream or is going away: it takes no new streams (the ones it
+    /// carries go on).
+    pub fn retire(&self) {
+        if let Some(id) = self.stream_of {
+            self.shared.retire(id);
         }
     }
 
@@ -524,6 +764,13 @@ impl<K: Connect> Lease<K> {
         let Some(conn) = self.conn.take() else {
             return;
         };
+        if let Some(id) = self.stream_of {
+            // A stream ends the same way whether its body was read or not: only the stream is
+            // reset, the connection goes on.
+            drop(conn);
+            self.shared.end_stream(id);
+            return;
+        }
         match lifetime {
             Some(lifetime) if !K::is_closed(&conn) => self.shared.check_in(conn, lifetime),
             _ => self.shared.discard(conn),
@@ -534,7 +781,13 @@ impl<K: Connect> Lease<K> {
 impl<K: Connect> Drop for Lease<K> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            self.shared.discard(conn);
+            match self.stream_of {
+                Some(id) => {
+                    drop(conn);
+                    self.shared.end_stream(id);
+                }
+                None => self.shared.discard(conn),
+            }
         }
     }
 }

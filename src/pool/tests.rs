@@ -11,12 +11,16 @@ struct FakeConnector {
     opened: AtomicUsize,
     fail: AtomicBool,
     delay_ms: u64,
+    /// `Some(limit)`: connections are multiplexed (HTTP/2-like) with this stream limit.
+    streams: Option<usize>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct FakeConn {
     id: usize,
     peer_closed: Arc<AtomicBool>,
+    /// The server's stream limit of a multiplexed connection; `None` = one request at a time.
+    limit: Option<Arc<AtomicUsize>>,
 }
 
 impl Connect for Arc<FakeConnector> {
@@ -35,12 +39,21 @@ impl Connect for Arc<FakeConnector> {
             Ok(FakeConn {
                 id,
                 peer_closed: Arc::new(AtomicBool::new(false)),
+                limit: this.streams.map(|n| Arc::new(AtomicUsize::new(n))),
             })
         }
     }
 
     fn is_closed(conn: &FakeConn) -> bool {
         conn.peer_closed.load(Ordering::SeqCst)
+    }
+
+    fn share(conn: &FakeConn) -> Option<FakeConn> {
+        conn.limit.is_some().then(|| conn.clone())
+    }
+
+    fn stream_limit(conn: &FakeConn) -> usize {
+        conn.limit.as_ref().map_or(1, |l| l.load(Ordering::SeqCst))
     }
 }
 
@@ -63,6 +76,9 @@ fn pool_with(
             max_connections: cap,
             pool_timeout: pool_timeout_ms.map(Duration::from_millis),
             origin: "http://fake".into(),
+            max_streams: 100,
+            idle_timeout: Duration::from_secs(60),
+            expect_multiplexed: connector.streams.is_some(),
         },
     );
     (pool, connector)
@@ -277,4 +293,141 @@ async fn close_fails_waiters_and_later_checkouts() {
     held.release(LIFE);
     let stats = pool.stats();
     assert_eq!((stats.connected, stats.connections_closed), (0, 1));
+}
+
+fn h2_pool(cap: usize, limit: usize) -> (Pool<Arc<FakeConnector>>, Arc<FakeConnector>) {
+    pool_with(
+        FakeConnector {
+            streams: Some(limit),
+            ..FakeConnector::default()
+        },
+        Some(cap),
+        Some(10_000),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_multiplexed_connection_carries_streams_up_to_its_limit_then_another_opens() {
+    let (pool, connector) = h2_pool(10, 2);
+    let mut leases = Vec::new();
+    for _ in 0..5 {
+        leases.push(pool.checkout(false).await.unwrap());
+    }
+    assert_eq!(connector.opened.load(Ordering::SeqCst), 3);
+    let ids: Vec<usize> = leases.iter_mut().map(|l| l.conn().id).collect();
+    assert_eq!(ids, [0, 0, 1, 1, 2]);
+    let stats = pool.stats();
+    assert_eq!(
+        (
+            stats.multiplexed,
+            stats.streams,
+            stats.connected,
+            stats.running
+        ),
+        (3, 5, 3, 5)
+    );
+    // A stream ending (read or dropped) ends only the stream.
+    drop(leases.remove(0));
+    leases.remove(0).release(None);
+    assert_eq!(pool.stats().connected, 3);
+    assert_eq!(pool.stats().streams, 3);
+    // The emptied connection takes the next streams before anything new opens.
+    let mut next = pool.checkout(false).await.unwrap();
+    assert_eq!(next.conn().id, 0);
+    assert_eq!(connector.opened.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_the_cap_waiters_get_streams_as_they_free_and_a_new_connection_serves_several() {
+    let (pool, connector) = h2_pool(1, 2);
+    let first = pool.checkout(false).await.unwrap();
+    let second = pool.checkout(false).await.unwrap();
+    let waiting = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.checkout(false).await.map(|mut l| l.conn().id) })
+    };
+    tokio::task::yield_now().await;
+    assert_eq!(pool.stats().queued, 1);
+    drop(first);
+    assert_eq!(waiting.await.unwrap().unwrap(), 0);
+    drop(second);
+    assert_eq!(connector.opened.load(Ordering::SeqCst), 1);
+
+    // Waiters queued while the first connection opens all ride it once it is up.
+    let (pool, connector) = pool_with(
+        FakeConnector {
+            streams: Some(10),
+            delay_ms: 50,
+            ..FakeConnector::default()
+        },
+        Some(1),
+        Some(10_000),
+    );
+    let all = futures::future::join_all((0..4).map(|_| pool.checkout(false))).await;
+    assert!(all.iter().all(|l| l.is_ok()));
+    assert_eq!(connector.opened.load(Ordering::SeqCst), 1);
+    assert_eq!(pool.stats().streams, 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retired_connection_takes_no_new_streams_and_closes_after_its_last() {
+    let (pool, connector) = h2_pool(10, 10);
+    let a = pool.checkout(false).await.unwrap();
+    let b = pool.checkout(false).await.unwrap();
+    a.retire();
+    let mut c = pool.checkout(false).await.unwrap();
+    assert_eq!(c.conn().id, 1, "a new connection, not the retired one");
+    drop(a);
+    assert_eq!(
+        pool.stats().multiplexed,
+        2,
+        "the retired one still carries b"
+    );
+    drop(b);
+    assert_eq!(pool.stats().multiplexed, 1);
+    assert_eq!(pool.stats().connections_closed, 1);
+    assert_eq!(connector.opened.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_server_lowering_its_limit_is_followed() {
+    let (pool, connector) = h2_pool(10, 10);
+    let mut a = pool.checkout(false).await.unwrap();
+    a.conn().limit.as_ref().unwrap().store(1, Ordering::SeqCst);
+    let mut b = pool.checkout(false).await.unwrap();
+    assert_eq!(b.conn().id, 1);
+    assert_eq!(connector.opened.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unused_multiplexed_connection_expires() {
+    let (pool, _) = h2_pool(10, 10);
+    pool.checkout(false).await.unwrap().release(LIFE);
+    assert_eq!(pool.stats().connected, 1);
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    assert_eq!(pool.stats().connected, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_opens_one_connection_at_a_time_when_they_multiplex() {
+    let (pool, connector) = pool_with(
+        FakeConnector {
+            streams: Some(2),
+            delay_ms: 20,
+            ..FakeConnector::default()
+        },
+        Some(100),
+        Some(10_000),
+    );
+    let mut all = futures::future::join_all((0..10).map(|_| pool.checkout(false))).await;
+    assert!(all.iter().all(|l| l.is_ok()));
+    // Two streams each: five connections, not ten.
+    assert_eq!(connector.opened.load(Ordering::SeqCst), 5);
+    let mut per_conn = std::collections::BTreeMap::new();
+    for lease in all.iter_mut() {
+        *per_conn
+            .entry(lease.as_mut().unwrap().conn().id)
+            .or_insert(0) += 1;
+    }
+    assert!(per_conn.values().all(|&n| n == 2), "{per_conn:?}");
 }

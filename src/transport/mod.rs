@@ -6,17 +6,19 @@
 //! that ends when the socket closes or when every `SendRequest` is dropped.
 
 pub mod dns;
+pub mod h2;
 pub mod proxy;
 pub mod tcp;
 pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsConnector;
@@ -29,16 +31,41 @@ use crate::error::{Cause, Error, HttpFailure, Kind};
 use crate::pool::Connect;
 use crate::proxy_url::ProxyUrl;
 
-/// The sending half of one HTTP/1 connection: what the pool holds.
-pub type HttpConn = SendRequest<Full<Bytes>>;
+/// The sending half of one connection: what the pool holds.
+pub enum HttpConn {
+    /// HTTP/1.1: one request at a time.
+    H1(http1::SendRequest<Full<Bytes>>),
+    /// HTTP/2: many streams; every stream holds a clone.
+    H2(H2Conn),
+}
+
+/// An HTTP/2 connection's sender and what its server's `SETTINGS` say (its stream limit).
+#[derive(Clone)]
+pub struct H2Conn {
+    sender: http2::SendRequest<Full<Bytes>>,
+    settings: Arc<h2::ServerSettings>,
+}
+
+/// PING keep-alive of HTTP/2 connections: a PING every this long, even while idle, so that a dead
+/// connection is found before a stream is put on it…
+pub const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
+/// …and the connection is closed when its PING is not answered within this long.
+pub const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
+/// Unread bytes one HTTP/2 stream may have in flight: hundreds of SSE chunks, and 1.3 MB/s at a
+/// 100 ms round trip for one stream, far above what a model streams.
+pub const H2_STREAM_WINDOW: u32 = 128 * 1024;
 
 /// Opens HTTP/1 connections to one origin, directly or through a proxy.
 pub struct HttpConnector {
     endpoint: Endpoint,
     settings: ConnectConfig,
     route: Route,
-    /// For TLS to the origin (https targets) and to an https proxy.
+    /// For TLS to the origin (https targets; offers `h2` with `allowH2`).
     tls: Option<TlsConnector>,
+    /// For TLS to an https proxy: HTTP/1.1 only (a `CONNECT` is an HTTP/1.1 request).
+    proxy_tls: Option<TlsConnector>,
+    /// `maxConcurrentStreams`: sizes an HTTP/2 connection's flow-control window.
+    max_streams: usize,
     /// The name the origin's certificate is checked against (`connect.servername` or the host).
     origin_name: Option<ServerName<'static>>,
     dns: DnsCache<SystemResolver>,
@@ -74,13 +101,20 @@ impl HttpConnector {
         );
         let proxy_tls = matches!(&route, Route::Proxy(p) if p.tls);
         let mut warnings = Vec::new();
-        let tls = if endpoint.scheme == Scheme::Https || proxy_tls {
+        let (tls, proxy_tls) = if endpoint.scheme == Scheme::Https || proxy_tls {
             let extra = env("NODE_EXTRA_CA_CERTS");
             let setup = tls::client_config(&config.connect, extra.as_deref())?;
             warnings.extend(setup.warnings);
-            Some(TlsConnector::from(setup.config))
+            let mut origin = (*setup.config).clone();
+            if config.allow_h2 {
+                origin.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            }
+            (
+                Some(TlsConnector::from(Arc::new(origin))),
+                Some(TlsConnector::from(setup.config)),
+            )
         } else {
-            None
+            (None, None)
         };
         let origin_name = match endpoint.scheme {
             Scheme::Http => None,
@@ -103,6 +137,8 @@ impl HttpConnector {
                 settings: config.connect.clone(),
                 route,
                 tls,
+                proxy_tls,
+                max_streams: config.max_concurrent_streams,
                 origin_name,
                 dns: DnsCache::new(SystemResolver, config.dns, dns_stats),
             },
@@ -138,7 +174,11 @@ impl HttpConnector {
                             format!("{what} has a host name that TLS cannot verify"),
                         )
                     })?;
-                    let stream = self.tls_handshake(tcp, name, &what).await?;
+                    let connector = self
+                        .proxy_tls
+                        .as_ref()
+                        .expect("TLS is set up for https proxies");
+                    let stream = tls_handshake(connector, tcp, name, &what).await?;
                     self.through(stream, proxy).await
                 } else {
                     self.through(tcp, proxy).await
@@ -196,30 +236,33 @@ impl HttpConnector {
         match &self.origin_name {
             None => handshake(stream, origin).await,
             Some(name) => {
-                let stream = self.tls_handshake(stream, name.clone(), origin).await?;
-                handshake(stream, origin).await
+                let connector = self.tls.as_ref().expect("TLS is set up for https targets");
+                let stream = tls_handshake(connector, stream, name.clone(), origin).await?;
+                // The server picked by ALPN (`h2` is only offered with allowH2).
+                if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    tracing::debug!(origin = origin.as_str(), "HTTP/2 negotiated");
+                    handshake_h2(stream, origin, self.max_streams).await
+                } else {
+                    handshake(stream, origin).await
+                }
             }
         }
     }
+}
 
-    async fn tls_handshake<S>(
-        &self,
-        stream: S,
-        name: ServerName<'static>,
-        what: &str,
-    ) -> Result<tokio_rustls::client::TlsStream<S>, Error>
-    where
-        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-    {
-        let connector = self
-            .tls
-            .as_ref()
-            .expect("TLS is set up for https targets and proxies");
-        connector.connect(name, stream).await.map_err(|e| {
-            Error::new(Kind::Tls, format!("TLS handshake with {what} failed: {e}"))
-                .with_cause(Cause::of(&e))
-        })
-    }
+async fn tls_handshake<S>(
+    connector: &TlsConnector,
+    stream: S,
+    name: ServerName<'static>,
+    what: &str,
+) -> Result<tokio_rustls::client::TlsStream<S>, Error>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    connector.connect(name, stream).await.map_err(|e| {
+        Error::new(Kind::Tls, format!("TLS handshake with {what} failed: {e}"))
+            .with_cause(Cause::of(&e))
+    })
 }
 
 /// A refused or failed `CONNECT`, as `ERR_PROXY`: with the proxy's status and headers when it
@@ -272,7 +315,24 @@ impl Connect for HttpConnector {
     }
 
     fn is_closed(conn: &HttpConn) -> bool {
-        conn.is_closed()
+        match conn {
+            HttpConn::H1(sender) => sender.is_closed(),
+            HttpConn::H2(h2) => h2.sender.is_closed(),
+        }
+    }
+
+    fn share(conn: &HttpConn) -> Option<HttpConn> {
+        match conn {
+            HttpConn::H1(_) => None,
+            HttpConn::H2(h2) => Some(HttpConn::H2(h2.clone())),
+        }
+    }
+
+    fn stream_limit(conn: &HttpConn) -> usize {
+        match conn {
+            HttpConn::H1(_) => 1,
+            HttpConn::H2(h2) => h2.settings.max_streams(),
+        }
     }
 }
 
@@ -283,17 +343,49 @@ impl Connection for HttpConn {
         &mut self,
         request: hyper::Request<Full<Bytes>>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, SendError> {
-        // A connection seen closed here never got the request.
-        if let Err(e) = self.ready().await {
-            return Err(SendError::NotSent(Box::new(e)));
-        }
-        match self.try_send_request(request).await {
+        let sent = match self {
+            HttpConn::H1(sender) => {
+                // A connection seen closed here never got the request.
+                if let Err(e) = sender.ready().await {
+                    return Err(SendError::NotSent(Box::new(e)));
+                }
+                sender.try_send_request(request).await
+            }
+            HttpConn::H2(h2) => {
+                if let Err(e) = h2.sender.ready().await {
+                    return Err(SendError::NotSent(Box::new(e)));
+                }
+                h2.sender.try_send_request(request).await
+            }
+        };
+        match sent {
             Ok(response) => Ok(response),
             // hyper hands the request back only when it never wrote it.
             Err(e) if e.message().is_some() => Err(SendError::NotSent(Box::new(e.into_error()))),
-            Err(e) => Err(SendError::Failed(Box::new(e.into_error()))),
+            Err(e) => {
+                let e = e.into_error();
+                if unprocessed(&e) {
+                    Err(SendError::NotSent(Box::new(e)))
+                } else {
+                    Err(SendError::Failed(Box::new(e)))
+                }
+            }
         }
     }
+}
+
+/// An HTTP/2 stream the server promises it did not process: refused (`REFUSED_STREAM`), or above
+/// the last stream id of its `GOAWAY` (or opened after it).
+fn unprocessed(e: &hyper::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(h2) = err.downcast_ref::<::h2::Error>() {
+            return h2.reason() == Some(::h2::Reason::REFUSED_STREAM)
+                || (h2.is_go_away() && h2.is_remote());
+        }
+        source = err.source();
+    }
+    false
 }
 
 async fn handshake<S>(stream: S, origin: &str) -> Result<HttpConn, Error>
@@ -315,5 +407,43 @@ where
         // pool learns through `SendRequest::is_closed`.
         let _ = connection.await;
     });
-    Ok(sender)
+    Ok(HttpConn::H1(sender))
+}
+
+async fn handshake_h2<S>(stream: S, origin: &str, max_streams: usize) -> Result<HttpConn, Error>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (stream, settings) = h2::Watch::new(stream);
+    // Flow control: each stream may have H2_STREAM_WINDOW unread bytes in flight, and the
+    // connection window holds every stream's at once, so a consumer that stops reading one stream
+    // holds back only that stream, never its neighbours (an adaptive window starts the connection
+    // at 64 KiB, which one stalled stream fills). Memory stays bounded per stream.
+    let connection_window = H2_STREAM_WINDOW.saturating_mul(max_streams.max(1) as u32);
+    let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(connection_window.min(i32::MAX as u32))
+        .keep_alive_interval(H2_PING_INTERVAL)
+        .keep_alive_timeout(H2_PING_TIMEOUT)
+        .keep_alive_while_idle(true)
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| {
+            Error::new(
+                Kind::Socket,
+                format!("HTTP/2 handshake with {origin} failed: {e}"),
+            )
+            .with_cause(Cause::of(&e))
+        })?;
+    tokio::spawn(async move {
+        // Ends when the server closes the connection or every stream and the pool's handle are
+        // gone; the pool learns through `SendRequest::is_closed`.
+        let _ = connection.await;
+    });
+    // Until the server's first SETTINGS arrives its stream limit is unknown, and streams opened
+    // past it would be refused: the connection is handed out once it has arrived (the connect
+    // timeout bounds the wait).
+    settings.preface().await;
+    Ok(HttpConn::H2(H2Conn { sender, settings }))
 }
