@@ -135,3 +135,19 @@ test('a stalled consumer does not stall 20 fast streams on the same connection; 
   expect(s.sessions).toBe(1)
   expect(c.stats()).toMatchObject({ connectionsOpened: 1, errors: 0 })
 }, 30_000)
+
+test('through a proxy: ALPN inside the CONNECT tunnel, h2 to the origin', async () => {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { startProxy } = require('./proxy-helper')
+  const proxy = await startProxy()
+  try {
+    const s = await h2()
+    const c = h2Client(s, { proxy: proxy.url })
+    await Promise.all(Array.from({ length: 5 }, (_, i) => c.chat(body(`tunnelled ${i}`))))
+    expect(s.versions).toEqual(Array(5).fill('2.0'))
+    expect(proxy.seen.filter((r: any) => r.method === 'CONNECT')).toHaveLength(1)
+    expect(c.stats()).toMatchObject({ multiplexed: 1, connectionsOpened: 1 })
+  } finally {
+    await proxy.close()
+  }
+})

@@ -70,8 +70,60 @@ for _ in $(seq 1 50); do
 done
 echo "== squid $(squid -v | sed -n '1s/.*Version //p') on 127.0.0.1:$squid_port"
 
+# nginx (Debian package; .ci/run installs it) as a TLS HTTP/2 reverse proxy in front of the
+# llama.cpp server, with a certificate made here, for the HTTP/2 tests.
+if ! command -v nginx >/dev/null 2>&1; then
+  echo "nginx is not installed: apt-get install -y nginx" >&2
+  exit 1
+fi
+nginx_dir=$(mktemp -d -t llmpool-nginx.XXXXXX)
+chmod 777 "$nginx_dir" # nginx's workers run as nobody and keep their temp files here
+nginx_port=$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+(
+  cd "$nginx_dir"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=llmpool test CA" -keyout ca.key -out ca.pem
+  openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout key.pem -out server.csr
+  printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >ext.cnf
+  openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out cert.pem -days 2 -extfile ext.cnf
+) 2>/dev/null
+cat >"$nginx_dir/nginx.conf" <<CONF
+pid $nginx_dir/nginx.pid;
+error_log $nginx_dir/error.log;
+events {}
+http {
+  access_log $nginx_dir/access.log;
+  client_body_temp_path $nginx_dir/body;
+  proxy_temp_path $nginx_dir/proxy;
+  fastcgi_temp_path $nginx_dir/fastcgi;
+  uwsgi_temp_path $nginx_dir/uwsgi;
+  scgi_temp_path $nginx_dir/scgi;
+  server {
+    listen 127.0.0.1:$nginx_port ssl http2;
+    ssl_certificate $nginx_dir/cert.pem;
+    ssl_certificate_key $nginx_dir/key.pem;
+    location / {
+      proxy_pass http://127.0.0.1:$port;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+      proxy_read_timeout 300s;
+    }
+  }
+}
+CONF
+nginx -p "$nginx_dir" -c "$nginx_dir/nginx.conf" -g 'daemon off;' &
+nginx_pid=$!
+trap 'kill $server $squid_pid $nginx_pid 2>/dev/null || true; wait $server $squid_pid $nginx_pid 2>/dev/null || true; rm -rf "$squid_dir" "$nginx_dir"' EXIT
+for _ in $(seq 1 50); do
+  if "$venv/bin/python" -c "import socket; socket.create_connection(('127.0.0.1', $nginx_port), 1)" 2>/dev/null; then break; fi
+  if ! kill -0 $nginx_pid 2>/dev/null; then echo "nginx exited:"; cat "$nginx_dir/error.log"; exit 1; fi
+  sleep 0.2
+done
+echo "== nginx $(nginx -v 2>&1 | sed 's/.*nginx\///') (TLS, HTTP/2) on 127.0.0.1:$nginx_port"
+
 started=$(date +%s)
 LLM_BASE_URL="http://127.0.0.1:$port/v1" LLM_SERVER_LOG="$log" \
   SQUID_URL="http://127.0.0.1:$squid_port" SQUID_ACCESS_LOG="$squid_dir/access.log" \
+  NGINX_URL="https://127.0.0.1:$nginx_port/v1" NGINX_CA="$nginx_dir/ca.pem" NGINX_ACCESS_LOG="$nginx_dir/access.log" \
   npx jest --config test-real/jest.config.js
 echo "== real-server suite took $(( $(date +%s) - started )) s (server start and install not included)"
