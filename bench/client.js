@@ -6,7 +6,8 @@
 const clients = require('./clients.js')
 
 const [name, scenario, baseUrl] = process.argv.slice(2)
-const admin = new URL(baseUrl).origin
+// The admin endpoints are on the plain listener (run.js passes it when the client uses TLS).
+const admin = new URL(process.env.BENCH_ADMIN ?? baseUrl).origin
 
 const body = (maxTokens = 100) => ({
   model: 'bench-model',

@@ -6,9 +6,12 @@ const net = require('node:net')
 
 const PATH = '/v1/chat/completions'
 
-function llmpool({ baseUrl, connections }, from = '..') {
+/** The test CA of the TLS scenarios (run.js makes it and passes its path). */
+const benchCa = () => require('node:fs').readFileSync(process.env.BENCH_CA, 'utf8')
+
+function llmpool({ baseUrl, connections }, from = '..', extra = {}) {
   const { Client } = require(from)
-  const client = new Client({ baseUrl, connections, retry: false, poolTimeout: 0, timeout: 0 })
+  const client = new Client({ baseUrl, connections, retry: false, poolTimeout: 0, timeout: 0, ...extra })
   return {
     chat: (body) => client.chat(body),
     async stream(body, headers) {
@@ -20,10 +23,10 @@ function llmpool({ baseUrl, connections }, from = '..') {
   }
 }
 
-function undici({ baseUrl, connections }) {
+function undici({ baseUrl, connections }, extra = {}) {
   const { Agent, request } = require('undici')
   const { createParser } = require('eventsource-parser')
-  const dispatcher = new Agent({ connections, keepAliveTimeout: 90_000 })
+  const dispatcher = new Agent({ connections, keepAliveTimeout: 90_000, ...extra })
   const url = baseUrl + '/chat/completions'
   const send = (body, headers = {}) =>
     request(url, { method: 'POST', dispatcher, headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) })
@@ -197,4 +200,12 @@ function baseline(options) {
   return llmpool(options, require('node:path').resolve(process.env.LLMPOOL_BASELINE))
 }
 
-module.exports = { llmpool, undici, openai, 'openai-llmpool': openaiOnLlmpool, raw, baseline }
+/** Over TLS (the `-tls` and `-h2` clients get the server's TLS address): HTTP/1.1, then HTTP/2. */
+const tlsClients = {
+  'llmpool-tls': (o) => llmpool(o, '..', { connect: { ca: benchCa() } }),
+  'llmpool-h2': (o) => llmpool(o, '..', { allowH2: true, connect: { ca: benchCa() } }),
+  'undici-tls': (o) => undici(o, { connect: { ca: benchCa() } }),
+  'undici-h2': (o) => undici(o, { allowH2: true, connect: { ca: benchCa() } }),
+}
+
+module.exports = { llmpool, undici, openai, 'openai-llmpool': openaiOnLlmpool, raw, baseline, ...tlsClients }

@@ -30,15 +30,36 @@ function buildServer() {
   return path.join(__dirname, 'mock-server', 'target', 'release', 'llmpool-bench-mock')
 }
 
+/** A CA and a certificate for 127.0.0.1 (openssl), for the TLS and HTTP/2 scenarios. */
+function makeCertificates() {
+  const dir = require('node:fs').mkdtempSync(path.join(os.tmpdir(), 'llmpool-bench-'))
+  const run = (...args) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' })
+  run('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=bench CA')
+  run('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'key.pem', '-out', 'server.csr', '-subj', '/CN=127.0.0.1')
+  writeFileSync(path.join(dir, 'ext.cnf'), 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n')
+  run('x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'cert.pem', '-days', '2', '-extfile', 'ext.cnf')
+  return { ca: path.join(dir, 'ca.pem'), cert: path.join(dir, 'cert.pem'), key: path.join(dir, 'key.pem') }
+}
+
+let ADMIN_URL
+const TLS = CLIENTS.some((c) => /-(tls|h2)$/.test(c)) ? makeCertificates() : null
+
 function startServer(binary) {
   return new Promise((resolve, reject) => {
-    const child = spawn(binary, [], { stdio: ['ignore', 'pipe', 'inherit'] })
+    const env = TLS ? { ...process.env, TLS_CERT: TLS.cert, TLS_KEY: TLS.key } : process.env
+    const child = spawn(binary, [], { stdio: ['ignore', 'pipe', 'inherit'], env })
     child.stdout.setEncoding('utf8')
-    child.stdout.once('data', (line) => {
-      const m = /listening on (\S+)/.exec(line)
-      if (m) resolve({ child, url: `${m[1]}/v1` })
-      else reject(new Error(`unexpected output: ${line}`))
-    })
+    let out = ''
+    const onData = (text) => {
+      out += text
+      const plain = /^listening on (\S+)/m.exec(out)
+      const tls = /^tls listening on (\S+)/m.exec(out)
+      if (plain && (tls || !TLS)) {
+        child.stdout.off('data', onData)
+        resolve({ child, url: `${plain[1]}/v1`, tlsUrl: tls && `${tls[1]}/v1` })
+      }
+    }
+    child.stdout.on('data', onData)
     child.once('exit', (code) => reject(new Error(`mock server exited ${code}`)))
   })
 }
@@ -47,6 +68,7 @@ function runClient(client, scenario, url) {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--expose-gc', path.join(__dirname, 'client.js'), client, scenario, url], {
       stdio: ['ignore', 'pipe', 'inherit'],
+      env: TLS ? { ...process.env, BENCH_CA: TLS.ca, BENCH_ADMIN: ADMIN_URL } : process.env,
     })
     let out = ''
     child.stdout.on('data', (d) => (out += d))
@@ -122,14 +144,15 @@ async function main() {
     return report(versions, results)
   }
   const binary = buildServer()
-  const { child, url } = await startServer(binary)
+  const { child, url, tlsUrl } = await startServer(binary)
+  ADMIN_URL = url
   const results = {}
   try {
     for (const scenario of SCENARIOS) {
       results[scenario] = {}
       for (let round = 1; round <= ROUNDS; round++) {
         for (const client of CLIENTS) {
-          const r = await runClient(client, scenario, url)
+          const r = await runClient(client, scenario, /-(tls|h2)$/.test(client) ? tlsUrl : url)
           ;(results[scenario][client] ??= []).push(r)
           process.stderr.write(`${scenario} round ${round} ${client}: ${JSON.stringify(r)}\n`)
         }

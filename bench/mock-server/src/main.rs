@@ -4,20 +4,25 @@
 //! POST /v1/chat/completions: a ~600-byte completion, or with `"stream": true` an SSE stream of
 //! `max_tokens` chunks (default 100), `x-chunk-delay-ms` apart (default 0).
 //! GET /admin/connections: connections accepted so far. POST /admin/reset: zero it.
-//! Prints `listening on http://127.0.0.1:PORT` once ready.
+//! Prints `listening on http://127.0.0.1:PORT` once ready. With `TLS_CERT` and `TLS_KEY` (PEM
+//! files) it also serves TLS with ALPN `h2` and `http/1.1` (HTTP/2 or HTTP/1.1, as the client
+//! picks) on a second port, printed as `tls listening on https://127.0.0.1:PORT`.
 
-use std::cell::Cell;
 use std::convert::Infallible;
-use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
+type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+type Accepted = Arc<AtomicU64>;
 
 const COMPLETION: &str = concat!(
     r#"{"id":"chatcmpl-bench0000000000000000000000","object":"chat.completion","created":1700000000,"#,
@@ -41,7 +46,7 @@ fn full(status: u16, content_type: &str, body: impl Into<Bytes>) -> Response<Bod
     Response::builder()
         .status(status)
         .header("content-type", content_type)
-        .body(Full::new(body.into()).boxed_unsync())
+        .body(Full::new(body.into()).boxed())
         .expect("valid response")
 }
 
@@ -54,12 +59,12 @@ fn number_field(body: &[u8], key: &str) -> Option<usize> {
     rest[..end].parse().ok()
 }
 
-async fn handle(req: Request<Incoming>, accepted: Rc<Cell<u64>>) -> Result<Response<Body>, Infallible> {
+async fn handle(req: Request<Incoming>, accepted: Accepted) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
     match path.as_str() {
-        "/admin/connections" => return Ok(full(200, "application/json", format!("{{\"accepted\":{}}}", accepted.get()))),
+        "/admin/connections" => return Ok(full(200, "application/json", format!("{{\"accepted\":{}}}", accepted.load(Ordering::Relaxed)))),
         "/admin/reset" => {
-            accepted.set(0);
+            accepted.store(0, Ordering::Relaxed);
             return Ok(full(200, "application/json", "{}"));
         }
         _ => {}
@@ -93,8 +98,23 @@ async fn handle(req: Request<Incoming>, accepted: Rc<Cell<u64>>) -> Result<Respo
         .status(200)
         .header("content-type", "text/event-stream")
         .header("cache-control", "no-cache")
-        .body(BodyExt::boxed_unsync(StreamBody::new(frames)))
+        .body(BodyExt::boxed(StreamBody::new(frames)))
         .expect("valid response"))
+}
+
+fn tls_acceptor() -> Option<tokio_rustls::TlsAcceptor> {
+    let cert = std::env::var("TLS_CERT").ok()?;
+    let key = std::env::var("TLS_KEY").ok()?;
+    let chain = CertificateDer::pem_file_iter(cert).expect("TLS_CERT").collect::<Result<Vec<_>, _>>().expect("TLS_CERT");
+    let key = PrivateKeyDer::from_pem_file(key).expect("TLS_KEY");
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("TLS config");
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 fn main() {
@@ -102,18 +122,40 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, async {
+    runtime.block_on(async {
         let port: u16 = std::env::args().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
-        println!("listening on http://{}", listener.local_addr().expect("addr"));
-        let accepted = Rc::new(Cell::new(0u64));
+        let accepted: Accepted = Arc::default();
+        if let Some(acceptor) = tls_acceptor() {
+            let tls = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.expect("bind");
+            let addr = tls.local_addr().expect("addr");
+            let accepted = accepted.clone();
+            tokio::spawn(async move {
+                loop {
+                    let Ok((stream, _)) = tls.accept().await else { continue };
+                    let _ = stream.set_nodelay(true);
+                    accepted.fetch_add(1, Ordering::Relaxed);
+                    let (acceptor, accepted) = (acceptor.clone(), accepted.clone());
+                    tokio::spawn(async move {
+                        let Ok(stream) = acceptor.accept(stream).await else { return };
+                        let service = hyper::service::service_fn(move |req| handle(req, accepted.clone()));
+                        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            });
+            println!("listening on http://{}", listener.local_addr().expect("addr"));
+            println!("tls listening on https://{addr}");
+        } else {
+            println!("listening on http://{}", listener.local_addr().expect("addr"));
+        }
         loop {
             let Ok((stream, _)) = listener.accept().await else { continue };
             let _ = stream.set_nodelay(true);
-            accepted.set(accepted.get() + 1);
+            accepted.fetch_add(1, Ordering::Relaxed);
             let accepted = accepted.clone();
-            tokio::task::spawn_local(async move {
+            tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| handle(req, accepted.clone()));
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
