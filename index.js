@@ -632,6 +632,9 @@ async function fetchThrough(native, inbox, origin, input, init = {}) {
   return new FetchBody(handle, inbox, detach).response(method)
 }
 
+/** A Response body dropped unread is collected: its request is cancelled then, as for streams. */
+const abandonedBodies = new FinalizationRegistry((body) => body.abandon())
+
 /**
  * The deliveries of one fetch: the head resolves the Response, byte chunks feed its body
  * stream under the same flow control as chat streams (acknowledged every half window, or at once
@@ -699,8 +702,13 @@ class FetchBody {
     wake?.()
   }
 
+  /** The body was collected unread: cancel the request and stop listening. */
+  abandon() {
+    if (!this.#ended) this.#close()
+  }
+
   #stream() {
-    return new ReadableStream({
+    const stream = new ReadableStream({
       pull: async (controller) => {
         for (;;) {
           const chunk = this.#chunks.shift()
@@ -715,6 +723,8 @@ class FetchBody {
       },
       cancel: () => this.#close(),
     })
+    abandonedBodies.register(stream, this)
+    return stream
   }
 
   #ack() {

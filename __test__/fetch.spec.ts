@@ -168,3 +168,34 @@ test('client.fetch and chat() share one pool', async () => {
   expect((await res.json()).object).toBe('chat.completion')
   expect(s.accepted).toBe(1)
 })
+
+test('Response bodies dropped unread are collected and free their connections (cap 4, 20 fetches)', async () => {
+  const { execFile } = await import('node:child_process')
+  const { join } = await import('node:path')
+  const script = `
+    const { Client } = require(${JSON.stringify(join(__dirname, '..', 'index.js'))})
+    const { startMockServer } = require(${JSON.stringify(join(__dirname, '..', 'mock', 'server.js'))})
+    ;(async () => {
+      const s = await startMockServer()
+      s.setHandler(async ({ res }) => {
+        res.writeHead(200, { 'content-type': 'application/octet-stream' })
+        for (let i = 0; i < 1000 && !res.destroyed; i++) if (!res.write(Buffer.alloc(64 * 1024))) await new Promise((r) => res.once('drain', r))
+        res.end()
+      })
+      const c = new Client({ baseUrl: s.url, connections: 4, poolTimeout: 10000 })
+      for (let i = 0; i < 20; i++) {
+        await c.fetch(s.url + '/big') // the body is never read
+        global.gc()
+        await new Promise((r) => setTimeout(r, 20))
+      }
+      for (let i = 0; i < 10; i++) { global.gc(); await new Promise((r) => setTimeout(r, 50)) }
+      console.log(JSON.stringify(c.stats()))
+      await s.close()
+    })()
+  `
+  const stdout = await new Promise<string>((resolve, reject) =>
+    execFile(process.execPath, ['--expose-gc', '-e', script], { timeout: 60_000 }, (error, out) => (error ? reject(error) : resolve(out))),
+  )
+  // Twenty fetches went through four connection slots, and the process exited by itself.
+  expect(JSON.parse(stdout.trim())).toMatchObject({ requests: 20, errors: 0, connected: 0, running: 0 })
+}, 90_000)
