@@ -32,6 +32,7 @@ function fromInfo(info) {
   if (info.body != null) err.error = providerError(info.body)
   err.attempts = info.attempts
   if (info.retryAfter != null) err.retryAfter = info.retryAfter
+  if (info.rateLimit != null) err.rateLimit = info.rateLimit
   if (info.causeMessage != null) {
     // What the OS or TLS library said, as Node's own network errors carry it.
     const cause = new Error(info.causeMessage)

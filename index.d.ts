@@ -608,6 +608,24 @@ export declare class LlmpoolError extends Error {
   attempts: number
   /** The wait the server asked for (`Retry-After` / `retry-after-ms`), in ms, when it sent one. */
   retryAfter?: number
+  /** The rate limits the failed answer's headers reported, when it carried any. */
+  rateLimit?: RateLimits
+}
+
+/** One provider limit, as its headers said it. */
+export interface RateLimitWindow {
+  limit?: number
+  remaining?: number
+  /** When the window resets, in ms since the epoch (`Date.now()` units). */
+  resetAt?: number
+}
+
+/** The provider's request and token limits as a response reported them. */
+export interface RateLimits {
+  requests?: RateLimitWindow
+  tokens?: RateLimitWindow
+  /** When that response arrived, in ms since the epoch. */
+  updatedAt: number
 }
 
 /** `client.stats()`: undici's `PoolStats` meanings plus counters since the client was made. */
@@ -682,6 +700,12 @@ export declare class Client {
    */
   fetch: (input: string | URL | Request, init?: RequestInit) => Promise<Response>
   stats(): PoolStats
+  /**
+   * The provider's rate limits as the last response that carried them reported (OpenAI and Groq
+   * `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`, Anthropic
+   * `anthropic-ratelimit-*`), or `null` before any did.
+   */
+  rateLimits(): RateLimits | null
   /**
    * Prometheus text exposition (format 0.0.4): `llmpool_requests_total`, `llmpool_errors_total`
    * by `code`, `llmpool_retries_total`, `llmpool_connections_{opened,closed,reused}_total`,

@@ -284,6 +284,14 @@ class Client {
     return this.#native.metrics()
   }
 
+  /**
+   * The provider's rate limits as the last response that carried them reported (OpenAI/Groq
+   * `x-ratelimit-*`, Anthropic `anthropic-ratelimit-*`), or null.
+   */
+  rateLimits() {
+    return this.#native.rateLimits() ?? null
+  }
+
   /** Pool gauges (undici's `PoolStats` meanings) and counters. */
   stats() {
     return this.#native.stats()

@@ -84,6 +84,8 @@ pub struct Client<K: Connect = HttpConnector> {
     pub(crate) metrics: Metrics,
     dns: Arc<DnsStats>,
     warnings: Vec<String>,
+    /// The provider's rate limits as the last response that carried them reported, and when.
+    rate_limits: std::sync::Mutex<Option<(crate::ratelimit::RateLimits, std::time::SystemTime)>>,
 }
 
 impl Client<HttpConnector> {
@@ -187,12 +189,29 @@ impl<K: Connect> Client<K> {
             metrics: Metrics::new(&config.endpoint.origin),
             dns: transport.dns,
             warnings: transport.warnings,
+            rate_limits: std::sync::Mutex::new(None),
             config,
         })
     }
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Records the rate limits a response head reports (most responses of OpenAI-style APIs).
+    pub(crate) fn observe_rate_limits(&self, headers: &hyper::HeaderMap) {
+        let pairs = headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)));
+        let now = std::time::SystemTime::now();
+        if let Some(limits) = crate::ratelimit::parse(pairs, now) {
+            *self.rate_limits.lock().unwrap_or_else(|e| e.into_inner()) = Some((limits, now));
+        }
+    }
+
+    /// The provider's rate limits as last reported, and when; `None` before any response said.
+    pub fn rate_limits(&self) -> Option<(crate::ratelimit::RateLimits, std::time::SystemTime)> {
+        *self.rate_limits.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// What setting the client up found worth a warning (Node prints such warnings too).

@@ -139,6 +139,8 @@ pub struct Error {
     /// The wait the server asked for (`Retry-After`, `retry-after-ms`), clamped; set for every
     /// HTTP error that carried a hint.
     retry_after: Option<Duration>,
+    /// The rate limits an HTTP error's headers reported, and when.
+    rate_limit: Option<Box<(crate::ratelimit::RateLimits, std::time::SystemTime)>>,
 }
 
 impl Error {
@@ -151,6 +153,7 @@ impl Error {
             cause: None,
             attempts: 1,
             retry_after: None,
+            rate_limit: None,
         }
     }
 
@@ -190,6 +193,20 @@ impl Error {
     pub(crate) fn with_retry_after(mut self, asked: Duration) -> Self {
         self.retry_after = Some(asked);
         self
+    }
+
+    pub(crate) fn with_rate_limit(
+        mut self,
+        limits: crate::ratelimit::RateLimits,
+        at: std::time::SystemTime,
+    ) -> Self {
+        self.rate_limit = Some(Box::new((limits, at)));
+        self
+    }
+
+    /// The rate limits the failed answer reported, and when it arrived.
+    pub fn rate_limit(&self) -> Option<&(crate::ratelimit::RateLimits, std::time::SystemTime)> {
+        self.rate_limit.as_deref()
     }
 
     pub(crate) fn with_cause(mut self, cause: Cause) -> Self {

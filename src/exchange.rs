@@ -86,6 +86,7 @@ where
             }
         };
         let (head, body) = response.into_parts();
+        self.observe_rate_limits(&head.headers);
         if head.status.is_success() {
             return Ok(Exchanged { head, body, lease });
         }
@@ -251,7 +252,10 @@ where
                 (k.as_str().to_owned(), value)
             })
             .collect();
-        let asked = crate::retry::retry_after(&headers, std::time::SystemTime::now());
+        let now = std::time::SystemTime::now();
+        let asked = crate::retry::retry_after(&headers, now);
+        let limits =
+            crate::ratelimit::parse(headers.iter().map(|(k, v)| (k.as_str(), v.as_str())), now);
         // 407 is only ever a proxy's answer (to a request it forwards in absolute form).
         let proxy_refused = status == StatusCode::PROXY_AUTHENTICATION_REQUIRED;
         let message = if proxy_refused {
@@ -271,6 +275,9 @@ where
         );
         if proxy_refused {
             error = error.into_kind(Kind::Proxy);
+        }
+        if let Some(limits) = limits {
+            error = error.with_rate_limit(limits, now);
         }
         match asked {
             Some(asked) => error.with_retry_after(asked),

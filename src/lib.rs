@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod payload;
 pub mod pool;
 pub mod proxy_url;
+pub mod ratelimit;
 pub mod retry;
 pub mod sse;
 pub mod stream;

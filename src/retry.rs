@@ -187,7 +187,7 @@ pub fn parse_http_date(text: &str) -> Option<SystemTime> {
 }
 
 /// Days since 1970-01-01 of a Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: u64, month: u64, day: u64) -> Option<u64> {
+pub(crate) fn days_from_civil(year: u64, month: u64, day: u64) -> Option<u64> {
     let y = if month <= 2 { year - 1 } else { year } as i64;
     let era = y.div_euclid(400);
     let yoe = y - era * 400;

@@ -14,7 +14,7 @@ use napi_derive::napi;
 use tokio_util::sync::CancellationToken;
 
 use super::mailbox::{DeliverFn, Delivery, Mailbox, Signal};
-use super::outcome::{ErrorInfo, PoolStats, ResponseHead};
+use super::outcome::{ErrorInfo, PoolStats, RateLimitInfo, ResponseHead};
 use super::{guard, invalid_arg};
 use crate::client::Client;
 use crate::config::{CallOptions, Config};
@@ -64,7 +64,7 @@ where
         let delivery = AssertUnwindSafe(work)
             .catch_unwind()
             .await
-            .unwrap_or_else(|_| Delivery::Error(ErrorInfo::internal()));
+            .unwrap_or_else(|_| Delivery::Error(Box::new(ErrorInfo::internal())));
         mailbox.post(id, delivery);
     });
 }
@@ -110,7 +110,7 @@ impl NativeClient {
             spawn_delivery(self.mailbox.clone(), id, async move {
                 match client.chat(Bytes::from(body), call, cancel).await {
                     Ok(text) => Delivery::Body(text),
-                    Err(e) => Delivery::Error(ErrorInfo::from(&e)),
+                    Err(e) => Delivery::Error(Box::new(ErrorInfo::from(&e))),
                 }
             });
             Ok(())
@@ -139,7 +139,7 @@ impl NativeClient {
                     .await
                 {
                     Ok(text) => Delivery::Body(text),
-                    Err(e) => Delivery::Error(ErrorInfo::from(&e)),
+                    Err(e) => Delivery::Error(Box::new(ErrorInfo::from(&e))),
                 }
             });
             Ok(())
@@ -257,6 +257,14 @@ impl NativeClient {
         self.inner.warnings().to_vec()
     }
 
+    /// The provider's rate limits as the last response that carried them reported.
+    #[napi]
+    pub fn rate_limits(&self) -> Option<RateLimitInfo> {
+        self.inner
+            .rate_limits()
+            .map(|(limits, at)| RateLimitInfo::new(&limits, at))
+    }
+
     #[napi]
     pub fn stats(&self) -> Result<PoolStats> {
         guard(|| Ok(self.inner.stats().into()))
@@ -340,7 +348,7 @@ impl NativeStream {
                     }
                     stream::Delivery::Bytes(chunk) => Delivery::Bytes(chunk.to_vec()),
                     stream::Delivery::End => Delivery::Signal(Signal::Done),
-                    stream::Delivery::Failed(e) => Delivery::Error(ErrorInfo::from(&e)),
+                    stream::Delivery::Failed(e) => Delivery::Error(Box::new(ErrorInfo::from(&e))),
                 };
                 mailbox.post(id, delivery)
             });

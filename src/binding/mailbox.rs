@@ -25,7 +25,7 @@ pub enum Delivery {
     Body(String),
     Events(Vec<String>),
     Signal(Signal),
-    Error(ErrorInfo),
+    Error(Box<ErrorInfo>),
     /// The head of a `fetch` response (an object with `status`).
     Head(ResponseHead),
     /// A chunk of a `fetch` body (a Buffer).
@@ -50,7 +50,7 @@ impl ToNapiValue for Delivery {
                 Delivery::Body(text) => String::to_napi_value(env, text),
                 Delivery::Events(events) => Vec::<String>::to_napi_value(env, events),
                 Delivery::Signal(signal) => u32::to_napi_value(env, signal as u32),
-                Delivery::Error(info) => ErrorInfo::to_napi_value(env, info),
+                Delivery::Error(info) => ErrorInfo::to_napi_value(env, *info),
                 Delivery::Head(head) => ResponseHead::to_napi_value(env, head),
                 Delivery::Bytes(bytes) => Buffer::to_napi_value(env, Buffer::from(bytes)),
             }

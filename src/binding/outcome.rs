@@ -25,6 +25,45 @@ pub struct ErrorInfo {
     /// What the OS or TLS library said (`ECONNRESET`, …), when the failure came from there.
     pub cause_code: Option<String>,
     pub cause_message: Option<String>,
+    /// The rate limits the failed answer's headers reported.
+    pub rate_limit: Option<RateLimitInfo>,
+}
+
+/// One provider limit: numbers as the headers said them; the reset as a time (ms since epoch).
+#[napi(object)]
+pub struct LimitWindow {
+    pub limit: Option<f64>,
+    pub remaining: Option<f64>,
+    pub reset_at: Option<f64>,
+}
+
+/// `client.rateLimits()` and `err.rateLimit`: the provider's request and token limits.
+#[napi(object)]
+pub struct RateLimitInfo {
+    pub requests: Option<LimitWindow>,
+    pub tokens: Option<LimitWindow>,
+    /// When the response that reported them arrived (ms since epoch).
+    pub updated_at: f64,
+}
+
+impl RateLimitInfo {
+    pub fn new(limits: &crate::ratelimit::RateLimits, at: std::time::SystemTime) -> Self {
+        let ms = |t: std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as f64)
+                .unwrap_or(0.0)
+        };
+        let window = |w: &crate::ratelimit::Window| LimitWindow {
+            limit: w.limit.map(|n| n as f64),
+            remaining: w.remaining.map(|n| n as f64),
+            reset_at: w.reset.map(|d| ms(at + d)),
+        };
+        RateLimitInfo {
+            requests: limits.requests.as_ref().map(window),
+            tokens: limits.tokens.as_ref().map(window),
+            updated_at: ms(at),
+        }
+    }
 }
 
 impl From<&Error> for ErrorInfo {
@@ -53,6 +92,7 @@ impl From<&Error> for ErrorInfo {
             retry_after: e.retry_after().map(|d| d.as_millis() as f64),
             cause_code: e.cause().and_then(|c| c.code).map(str::to_owned),
             cause_message: e.cause().map(|c| c.message.clone()),
+            rate_limit: e.rate_limit().map(|(l, at)| RateLimitInfo::new(l, *at)),
         }
     }
 }
@@ -69,6 +109,7 @@ impl ErrorInfo {
             retry_after: None,
             cause_code: None,
             cause_message: None,
+            rate_limit: None,
         }
     }
 }
