@@ -41,6 +41,15 @@ for _ in $(seq 1 120); do
   sleep 1
 done
 
+# Waits until a helper server accepts connections: NAME PID PORT LOG (printed if it dies).
+wait_for_port() {
+  for _ in $(seq 1 50); do
+    if "$venv/bin/python" -c "import socket; socket.create_connection(('127.0.0.1', $3), 1)" 2>/dev/null; then return; fi
+    if ! kill -0 "$2" 2>/dev/null; then echo "$1 exited:"; cat "$4"; exit 1; fi
+    sleep 0.2
+  done
+}
+
 # squid (Debian package; .ci/run installs it) as a real forward proxy on a free port, for the
 # proxy tests: absolute-form forwarding to the llama server and CONNECT tunnels.
 if ! command -v squid >/dev/null 2>&1; then
@@ -63,11 +72,7 @@ CONF
 squid -N -f "$squid_dir/squid.conf" &
 squid_pid=$!
 trap 'kill $server $squid_pid 2>/dev/null || true; wait $server $squid_pid 2>/dev/null || true; rm -rf "$squid_dir"' EXIT
-for _ in $(seq 1 50); do
-  if "$venv/bin/python" -c "import socket; socket.create_connection(('127.0.0.1', $squid_port), 1)" 2>/dev/null; then break; fi
-  if ! kill -0 $squid_pid 2>/dev/null; then echo "squid exited:"; cat "$squid_dir/cache.log"; exit 1; fi
-  sleep 0.2
-done
+wait_for_port squid $squid_pid "$squid_port" "$squid_dir/cache.log"
 echo "== squid $(squid -v | sed -n '1s/.*Version //p') on 127.0.0.1:$squid_port"
 
 # nginx (Debian package; .ci/run installs it) as a TLS HTTP/2 reverse proxy in front of the
@@ -114,11 +119,7 @@ CONF
 nginx -p "$nginx_dir" -c "$nginx_dir/nginx.conf" -g 'daemon off;' &
 nginx_pid=$!
 trap 'kill $server $squid_pid $nginx_pid 2>/dev/null || true; wait $server $squid_pid $nginx_pid 2>/dev/null || true; rm -rf "$squid_dir" "$nginx_dir"' EXIT
-for _ in $(seq 1 50); do
-  if "$venv/bin/python" -c "import socket; socket.create_connection(('127.0.0.1', $nginx_port), 1)" 2>/dev/null; then break; fi
-  if ! kill -0 $nginx_pid 2>/dev/null; then echo "nginx exited:"; cat "$nginx_dir/error.log"; exit 1; fi
-  sleep 0.2
-done
+wait_for_port nginx $nginx_pid "$nginx_port" "$nginx_dir/error.log"
 echo "== nginx $(nginx -v 2>&1 | sed 's/.*nginx\///') (TLS, HTTP/2) on 127.0.0.1:$nginx_port"
 
 started=$(date +%s)
