@@ -151,3 +151,44 @@ test('through a proxy: ALPN inside the CONNECT tunnel, h2 to the origin', async 
     await proxy.close()
   }
 })
+
+test("today's guarantees over h2: a first-token timeout retried, a token timeout, redaction, destroy()", async () => {
+  const s = await h2()
+  const key = 'sk-h2-secret-0123456789'
+  const c = h2Client(s, { apiKey: key, retry: { minTimeout: 10, maxTimeout: 50 }, firstTokenTimeout: 200, tokenTimeout: 200 })
+  const base = s.handler
+  let calls = 0
+  s.handler = async (ctx) => {
+    calls++
+    const said = ctx.body?.messages?.[0]?.content
+    if (said === 'silent first' && calls === 1) {
+      ctx.res.writeHead(200, { 'content-type': 'text/event-stream' })
+      return // never a token: the first-token timeout fires and the stream is retried
+    }
+    if (said === 'stall') {
+      ctx.res.writeHead(200, { 'content-type': 'text/event-stream' })
+      ctx.res.write(`data: ${JSON.stringify({ id: 'x', object: 'chat.completion.chunk', created: 1, model: 'm', choices: [{ index: 0, delta: { content: 'one' }, finish_reason: null }] })}\n\n`)
+      return // then nothing: the token timeout fires
+    }
+    if (said === 'echo') return ctx.res.writeHead(401, { 'content-type': 'application/json' }), ctx.res.end(JSON.stringify({ error: { message: `bad ${ctx.req.headers.authorization}` } }))
+    return base(ctx)
+  }
+  expect(await text(c.chatStream(body('silent first')))).toBe('Hello from the mock! You said: silent first')
+  expect(c.stats().retries).toBe(1)
+  const stalled = await text(c.chatStream(body('stall'))).catch((e) => e)
+  expect(stalled.code).toBe('ERR_TOKEN_TIMEOUT')
+  const echoed = await c.chat(body('echo')).catch((e) => e)
+  expect(echoed.status).toBe(401)
+  expect(JSON.stringify({ m: echoed.message, e: echoed.error })).not.toContain(key)
+  // destroy() ends a running stream with ERR_CLOSED.
+  s.handler = async (ctx) => {
+    ctx.res.writeHead(200, { 'content-type': 'text/event-stream' })
+    ctx.res.write(`data: ${JSON.stringify({ id: 'x', object: 'chat.completion.chunk', created: 1, model: 'm', choices: [{ index: 0, delta: { content: 'x' }, finish_reason: null }] })}\n\n`)
+  }
+  const it = c.chatStream(body('forever'), { tokenTimeout: 0 })[Symbol.asyncIterator]()
+  await it.next()
+  const pending = it.next()
+  await c.destroy()
+  expect((await pending.catch((e) => e)).code).toBe('ERR_CLOSED')
+  expect(c.metrics()).toMatch(/llmpool_errors_total\{[^}]*code="ERR_TOKEN_TIMEOUT"[^}]*\} 1/)
+})

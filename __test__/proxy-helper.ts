@@ -11,8 +11,10 @@ export type Proxy = {
   close(): Promise<void>
 }
 
-export function startProxy(credentials?: string): Promise<Proxy> {
-  const child = spawn(process.execPath, [join(__dirname, 'fixtures', 'proxy-server.mjs'), ...(credentials ? [credentials] : [])], {
+/** `tls`: key and certificate files, to serve the proxy itself over TLS (an https:// proxy). */
+export function startProxy(credentials?: string, tls?: { keyFile: string; certFile: string }): Promise<Proxy> {
+  const args = [credentials ?? '', ...(tls ? [tls.keyFile, tls.certFile] : [])]
+  const child = spawn(process.execPath, [join(__dirname, 'fixtures', 'proxy-server.mjs'), ...args], {
     stdio: ['ignore', 'pipe', 'inherit'],
   })
   const seen: Proxy['seen'] = []
@@ -23,7 +25,7 @@ export function startProxy(credentials?: string): Promise<Proxy> {
       if (message.port === undefined) return void seen.push(message)
       resolve({
         port: message.port,
-        url: `http://127.0.0.1:${message.port}`,
+        url: `${tls ? 'https' : 'http'}://127.0.0.1:${message.port}`,
         seen,
         close: () =>
           new Promise((done) => {

@@ -99,6 +99,32 @@ describe('the proxy option', () => {
     expect(none).toMatchObject({ code: 'ERR_PROXY', status: 407 })
   })
 
+  test('an https:// proxy: TLS to the proxy itself (trusting connect.ca), then the tunnel or forwarding', async () => {
+    const { writeFileSync } = await import('node:fs')
+    const { join } = await import('node:path')
+    const proxyTls = ca.issue(['127.0.0.1'])
+    const keyFile = join(ca.dir, 'proxy.key')
+    const certFile = join(ca.dir, 'proxy.pem')
+    writeFileSync(keyFile, proxyTls.key)
+    writeFileSync(certFile, proxyTls.cert)
+    const p = await startProxy('carol:tls-proxy-pass', { keyFile, certFile })
+    proxies.push(p)
+    const url = `https://carol:tls-proxy-pass@127.0.0.1:${p.port}`
+    const https = await httpsMock()
+    await expect(client(https, { proxy: url, connect: { ca: ca.pem } }).chat(body())).resolves.toMatchObject({ object: 'chat.completion' })
+    const plain = await server()
+    await expect(client(plain, { proxy: url, connect: { ca: ca.pem } }).chat(body())).resolves.toMatchObject({ object: 'chat.completion' })
+    expect(p.seen).toEqual([
+      { method: 'CONNECT', url: `127.0.0.1:${https.port}` },
+      { method: 'POST', url: `${plain.url}/chat/completions` },
+    ])
+    // Without the CA the proxy's own certificate is refused, and the error names the proxy.
+    const err = await rejection(client(plain, { proxy: url }).chat(body()))
+    expect(err.code).toBe('ERR_TLS')
+    expect(err.message).toContain(`proxy https://127.0.0.1:${p.port}`)
+    expect(err.message).not.toContain('tls-proxy-pass')
+  })
+
   test('an unreachable proxy fails with ERR_CONNECT naming the proxy', async () => {
     const s = await server()
     const err = await rejection(client(s, { proxy: 'http://user:pw-unreachable@127.0.0.1:1' }).chat(body()))
