@@ -24,6 +24,7 @@ pub mod pool;
 pub mod proxy_url;
 pub mod ratelimit;
 pub mod retry;
+pub mod server_time;
 pub mod sse;
 pub mod stream;
 pub mod transport;

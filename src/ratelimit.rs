@@ -6,7 +6,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::retry::MAX_HINT;
+use crate::server_time::{days_from_civil, MAX_HINT};
 
 /// One limit's state as the provider reported it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -193,7 +193,7 @@ pub fn rfc3339(text: &str) -> Option<SystemTime> {
             sign * (h * 3600 + m * 60)
         }
     };
-    let days = crate::retry::days_from_civil(year, month, day)?;
+    let days = days_from_civil(year, month, day)?;
     let local = (days * 86_400 + hour * 3600 + minute * 60 + second) as i64;
     let utc = u64::try_from(local - offset).ok()?;
     UNIX_EPOCH.checked_add(Duration::from_secs(utc) + Duration::from_secs_f64(fraction))

@@ -122,10 +122,7 @@ fn should_retry_header(headers: &[(String, String)]) -> Option<bool> {
     }
 }
 
-/// The longest wait a server hint is taken to ask for: about 24.8 days, Node's timer bound. An
-/// absurd hint (`1e30`, year 99999) is clamped here; it is then over `maxTimeout` and fails the
-/// call with the server's answer, never a sleep or a panic.
-pub const MAX_HINT: Duration = Duration::from_millis(i32::MAX as u64);
+pub use crate::server_time::MAX_HINT;
 
 /// The wait a server asked for: `retry-after-ms` (milliseconds) first, then `retry-after` as
 /// seconds or an HTTP date. Negative, NaN, infinite and unparseable values are ignored; huge
@@ -182,19 +179,8 @@ pub fn parse_http_date(text: &str) -> Option<SystemTime> {
     if !(1..=31).contains(&day) || !(1970..=9999).contains(&year) || h > 23 || m > 59 || s > 60 {
         return None;
     }
-    let days = days_from_civil(year, month, day)?;
+    let days = crate::server_time::days_from_civil(year, month, day)?;
     UNIX_EPOCH.checked_add(Duration::from_secs(days * 86_400 + h * 3600 + m * 60 + s))
-}
-
-/// Days since 1970-01-01 of a Gregorian date (Howard Hinnant's algorithm).
-pub(crate) fn days_from_civil(year: u64, month: u64, day: u64) -> Option<u64> {
-    let y = if month <= 2 { year - 1 } else { year } as i64;
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = month as i64;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    u64::try_from(era * 146_097 + doe - 719_468).ok()
 }
 
 /// A uniform random number in [0, 1) for jitter, from the std hasher's per-process random keys
