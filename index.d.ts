@@ -27,6 +27,16 @@ export interface ConnectOptions {
   servername?: string
 }
 
+/** Client-side limits of one client. */
+export interface LimitsOptions {
+  /** Requests per minute. */
+  rpm?: number
+  /** Tokens per minute. */
+  tpm?: number
+  /** Calls in flight at once. */
+  concurrency?: number
+}
+
 /** The DNS cache of new connections (undici's dns interceptor names). */
 export interface DnsOptions {
   /** How long resolved addresses are reused, in ms; `0` = no cache. Default `10000`. */
@@ -153,6 +163,15 @@ export interface ClientOptions {
    * opens (up to `connections`) only when every open one is full. Default `100`.
    */
   maxConcurrentStreams?: number
+  /**
+   * Client-side limits: a call reserves one request and its estimated tokens (prompt characters
+   * ÷ 4 + `max_tokens`; corrected by the answer's `usage`, or a stream's chunk count) before it
+   * is sent, and waits its turn (FIFO, abortable) when a limit is reached. GCRA: a rate of n per
+   * minute allows one second's worth at once, then one every 60 s / n. Default none.
+   */
+  limits?: LimitsOptions | false
+  /** Longest wait for a client-side limit, then `ERR_LIMIT_TIMEOUT`; `0` = no bound. Default `60000`. */
+  limitTimeout?: number
   /** The DNS cache of new connections, or `false` to resolve every time. Default `{ maxTTL: 10000, maxItems: 1000 }`. */
   dns?: DnsOptions | false
   /**
@@ -569,6 +588,7 @@ export type ErrorCode =
   | 'ERR_STREAM_TRUNCATED'
   | 'ERR_SSE_EVENT_TOO_LARGE'
   | 'ERR_CIRCUIT_OPEN'
+  | 'ERR_LIMIT_TIMEOUT'
   | 'ERR_INTERNAL'
 
 /**
@@ -628,6 +648,27 @@ export interface RateLimits {
   updatedAt: number
 }
 
+export interface BatchSummary {
+  done: number
+  failed: number
+  /** Sum of the answers' `usage.total_tokens`. */
+  tokens: number
+  elapsedMs: number
+}
+
+export type BatchResult<R> = { ok: true; value: R } | { ok: false; error: LlmpoolError }
+
+export interface BatchOptions<B, R> {
+  /** Calls in flight at once. Default `8`. */
+  concurrency?: number
+  /** Aborts the calls not yet settled. */
+  signal?: AbortSignal
+  /** After every item. */
+  onProgress?: (summary: BatchSummary & { total: number }) => void
+  /** The call for one body. Default `client.chat`. */
+  call?: (body: B, options?: CallOptions) => Promise<R>
+}
+
 /** `client.stats()`: undici's `PoolStats` meanings plus counters since the client was made. */
 export interface PoolStats {
   /** Open connections. */
@@ -656,6 +697,10 @@ export interface PoolStats {
   multiplexed: number
   /** Requests in flight as HTTP/2 streams (counted in `running` too). */
   streams: number
+  /** Calls waiting for a client-side limit (`limits`) now. */
+  limited: number
+  /** Calls that ever had to wait for a client-side limit. */
+  limitWaits: number
   /** Circuit breaker state, when `circuitBreaker` is set. */
   circuit?: 'closed' | 'open' | 'half-open'
   /** Host name lookups made for new connections. */
@@ -706,6 +751,15 @@ export declare class Client {
    * `anthropic-ratelimit-*`), or `null` before any did.
    */
   rateLimits(): RateLimits | null
+  /**
+   * Runs many calls through this client (pool, retries, `limits`): results in input order, one
+   * failure never rejects the batch. `call` picks the endpoint (default `chat`), e.g.
+   * `call: (body, o) => client.embeddings(body, o)`.
+   */
+  batch<B = ChatCompletionCreateParams, R = ChatCompletion>(
+    bodies: B[],
+    options?: BatchOptions<B, R>,
+  ): Promise<{ results: Array<BatchResult<R>>; summary: BatchSummary }>
   /**
    * Prometheus text exposition (format 0.0.4): `llmpool_requests_total`, `llmpool_errors_total`
    * by `code`, `llmpool_retries_total`, `llmpool_connections_{opened,closed,reused}_total`,

@@ -285,6 +285,45 @@ class Client {
   }
 
   /**
+   * Runs many calls through this client (its pool, retries and `limits`): resolves with the
+   * results in input order, each `{ ok: true, value }` or `{ ok: false, error }` (one failure
+   * never rejects the batch), and a summary `{ done, failed, tokens, elapsedMs }`. `call` picks the
+   * endpoint (default `chat`); `onProgress(summary)` follows every item.
+   */
+  async batch(bodies, options = {}) {
+    if (!Array.isArray(bodies)) throw invalidArg('batch() bodies must be an array')
+    if (!isPlainObject(options)) throw invalidArg('batch() options must be an object')
+    const { concurrency = 8, signal, onProgress, call = (body, o) => this.chat(body, o) } = options
+    if (!(Number.isInteger(concurrency) && concurrency > 0)) throw invalidArg('concurrency must be a positive integer')
+    if (typeof call !== 'function') throw invalidArg('call must be a function (body, options) => Promise')
+    if (onProgress !== undefined && typeof onProgress !== 'function') throw invalidArg('onProgress must be a function')
+    if (signal !== undefined && !isAbortSignal(signal)) throw invalidArg('signal must be an AbortSignal')
+    const started = Date.now()
+    const results = new Array(bodies.length)
+    const summary = { done: 0, failed: 0, tokens: 0, elapsedMs: 0 }
+    let next = 0
+    const worker = async () => {
+      while (next < bodies.length) {
+        const i = next++
+        try {
+          const value = await call(bodies[i], signal ? { signal } : undefined)
+          results[i] = { ok: true, value }
+          summary.done++
+          summary.tokens += value?.usage?.total_tokens ?? 0
+        } catch (error) {
+          results[i] = { ok: false, error }
+          summary.failed++
+        }
+        summary.elapsedMs = Date.now() - started
+        onProgress?.({ ...summary, total: bodies.length })
+      }
+    }
+    await Promise.all(Array.from({ length: Math.min(concurrency, bodies.length) }, worker))
+    summary.elapsedMs = Date.now() - started
+    return { results, summary }
+  }
+
+  /**
    * The provider's rate limits as the last response that carried them reported (OpenAI/Groq
    * `x-ratelimit-*`, Anthropic `anthropic-ratelimit-*`), or null.
    */

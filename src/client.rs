@@ -43,6 +43,9 @@ pub struct ClientStats {
     pub retries: u64,
     /// `closed`, `open` or `half-open`; `None` without a circuit breaker.
     pub circuit: Option<&'static str>,
+    /// Calls waiting for a client-side limit now, and calls that ever had to wait.
+    pub limited: usize,
+    pub limit_waits: u64,
     /// Host name lookups made, and answers served from the DNS cache.
     pub dns_lookups: u64,
     pub dns_hits: u64,
@@ -82,6 +85,8 @@ pub struct Client<K: Connect = HttpConnector> {
     pub(crate) retry: RetryPolicy,
     pub(crate) breaker: Option<CircuitBreaker>,
     pub(crate) metrics: Metrics,
+    /// Client-side limits (`limits`), when configured.
+    pub(crate) limiter: Option<crate::limits::Limiter>,
     dns: Arc<DnsStats>,
     warnings: Vec<String>,
     /// The provider's rate limits as the last response that carried them reported, and when.
@@ -187,6 +192,7 @@ impl<K: Connect> Client<K> {
             retry: RetryPolicy::new(config.retry.clone()),
             breaker: config.circuit_breaker.map(CircuitBreaker::new),
             metrics: Metrics::new(&config.endpoint.origin),
+            limiter: config.limits.as_ref().map(crate::limits::Limiter::new),
             dns: transport.dns,
             warnings: transport.warnings,
             rate_limits: std::sync::Mutex::new(None),
@@ -287,6 +293,7 @@ impl<K: Connect> Client<K> {
             retries: stats.retries,
             dns_lookups: stats.dns_lookups,
             dns_hits: stats.dns_hits,
+            limit_waits: stats.limit_waits,
         })
     }
 
@@ -307,6 +314,8 @@ impl<K: Connect> Client<K> {
                 .breaker
                 .as_ref()
                 .map(|b| b.state_name(tokio::time::Instant::now())),
+            limited: self.limiter.as_ref().map_or(0, |l| l.waiting().0),
+            limit_waits: self.limiter.as_ref().map_or(0, |l| l.waiting().1),
             dns_lookups: self.dns.lookups.load(Ordering::Relaxed),
             dns_hits: self.dns.hits.load(Ordering::Relaxed),
         }

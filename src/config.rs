@@ -203,6 +203,22 @@ pub struct ConnectConfig {
     pub use_system_ca: bool,
 }
 
+/// Client-side limits (`limits: { rpm, tpm, concurrency }`, `limitTimeout`); absent = none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// Requests per minute.
+    pub rpm: Option<u32>,
+    /// Tokens per minute (estimated before the call, corrected after).
+    pub tpm: Option<u32>,
+    /// Calls in flight at once.
+    pub concurrency: Option<u32>,
+    /// Longest wait for a limit, then `ERR_LIMIT_TIMEOUT`; `None` = no bound.
+    pub timeout: Option<Duration>,
+}
+
+/// Longest wait for a client-side limit.
+pub const DEFAULT_LIMIT_TIMEOUT_MS: u64 = 60_000;
+
 /// The DNS cache (`dns: {…}`); `dns: false` resolves on every new connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DnsConfig {
@@ -305,6 +321,8 @@ pub struct Config {
     pub allow_h2: bool,
     pub max_concurrent_streams: usize,
     pub proxy: ProxySetting,
+    /// `None`: no client-side limits.
+    pub limits: Option<LimitsConfig>,
     /// `None` = `dns: false`.
     pub dns: Option<DnsConfig>,
     /// Largest non-stream body; `None` (-1 in JS) = unlimited.
@@ -358,11 +376,14 @@ const KNOWN_OPTIONS: &[&str] = &[
     "dns",
     "allowH2",
     "maxConcurrentStreams",
+    "limits",
+    "limitTimeout",
     "retry",
     "circuitBreaker",
 ];
 const KNOWN_BREAKER_OPTIONS: &[&str] = &["failureThreshold", "resetTimeout"];
 const KNOWN_DNS_OPTIONS: &[&str] = &["maxTTL", "maxItems"];
+const KNOWN_LIMITS_OPTIONS: &[&str] = &["rpm", "tpm", "concurrency"];
 const KNOWN_CONNECT_OPTIONS: &[&str] = &[
     "keepAlive",
     "keepAliveInitialDelay",
@@ -666,6 +687,10 @@ impl Config {
                 None => DEFAULT_MAX_CONCURRENT_STREAMS,
             },
             proxy,
+            limits: parse_limits(
+                o.map.get("limits"),
+                o.limit_ms("limitTimeout", DEFAULT_LIMIT_TIMEOUT_MS)?,
+            )?,
             dns: parse_dns(o.map.get("dns"))?,
             max_response_size,
             redact_headers,
@@ -759,7 +784,8 @@ impl Config {
 /// Every option name the client accepts, nested ones as `parent.child`: the source of truth the
 /// typings and the README are checked against.
 pub fn option_names() -> Vec<String> {
-    let nested: [(&str, &[&str]); 4] = [
+    let nested: [(&str, &[&str]); 5] = [
+        ("limits", KNOWN_LIMITS_OPTIONS),
         ("connect", KNOWN_CONNECT_OPTIONS),
         ("retry", KNOWN_RETRY_OPTIONS),
         ("circuitBreaker", KNOWN_BREAKER_OPTIONS),
@@ -848,6 +874,27 @@ fn parse_connect(value: Option<&Value>, mut out: ConnectConfig) -> Result<Connec
         return Err(rule("connect.ca", ca_rule));
     }
     Ok(out)
+}
+
+fn parse_limits(value: Option<&Value>, timeout: Option<Duration>) -> Result<Option<LimitsConfig>> {
+    let value = match value {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => return Ok(None),
+        Some(v @ Value::Object(_)) => v,
+        Some(_) => return Err(rule("limits", "must be an object or false")),
+    };
+    let o = Options::new(value, "limits.", "limits", KNOWN_LIMITS_OPTIONS)?;
+    let positive = |key: &str| -> Result<Option<u32>> {
+        match o.uint(key, "must be a positive integer", u32::MAX as u64)? {
+            Some(0) => Err(rule(&o.name(key), "must be a positive integer")),
+            n => Ok(n.map(|n| n as u32)),
+        }
+    };
+    Ok(Some(LimitsConfig {
+        rpm: positive("rpm")?,
+        tpm: positive("tpm")?,
+        concurrency: positive("concurrency")?,
+        timeout,
+    }))
 }
 
 fn parse_dns(value: Option<&Value>) -> Result<Option<DnsConfig>> {

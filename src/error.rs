@@ -35,6 +35,7 @@ pub(crate) enum Kind {
     StreamTruncated,
     SseEventTooLarge,
     CircuitOpen,
+    LimitTimeout,
     Internal,
 }
 
@@ -62,6 +63,7 @@ impl Kind {
             Kind::StreamTruncated => "ERR_STREAM_TRUNCATED",
             Kind::SseEventTooLarge => "ERR_SSE_EVENT_TOO_LARGE",
             Kind::CircuitOpen => "ERR_CIRCUIT_OPEN",
+            Kind::LimitTimeout => "ERR_LIMIT_TIMEOUT",
             Kind::Internal => "ERR_INTERNAL",
         }
     }
@@ -276,6 +278,7 @@ impl Error {
                 | Kind::Timeout
                 | Kind::FirstTokenTimeout
                 | Kind::TokenTimeout
+                | Kind::LimitTimeout
         )
     }
 

@@ -18,6 +18,7 @@ pub mod conn;
 pub mod error;
 pub mod exchange;
 pub mod fetch;
+pub mod limits;
 pub mod metrics;
 pub mod payload;
 pub mod pool;

@@ -83,6 +83,7 @@ pub struct Snapshot {
     pub retries: u64,
     pub dns_lookups: u64,
     pub dns_hits: u64,
+    pub limit_waits: u64,
 }
 
 impl Metrics {
@@ -164,6 +165,12 @@ impl Metrics {
             "llmpool_connections_reused_total",
             "Requests served by an already open connection.",
             snapshot.pool.reused,
+        );
+        counter(
+            &mut out,
+            "llmpool_limit_waits_total",
+            "Calls that waited for a client-side limit (limits).",
+            snapshot.limit_waits,
         );
         counter(
             &mut out,
@@ -274,6 +281,7 @@ mod tests {
             retries: 0,
             dns_lookups: 0,
             dns_hits: 0,
+            limit_waits: 0,
         });
         assert!(text.contains(
             "llmpool_request_duration_seconds_bucket{origin=\"http://h\",le=\"0.005\"} 1\n"
@@ -301,6 +309,7 @@ mod tests {
             retries: 0,
             dns_lookups: 0,
             dns_hits: 0,
+            limit_waits: 0,
         });
         assert!(text.contains(
             "llmpool_errors_total{origin=\"http://we\\\"ird\",code=\"ERR_HTTP_STATUS\"} 2\n"

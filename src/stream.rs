@@ -261,6 +261,7 @@ impl StreamHandle {
             let reader = Arc::new(Reader {
                 sink,
                 credit: self.credit.clone(),
+                delivered: Default::default(),
             });
             let reading = job(reader.clone(), self.closed.clone());
             tokio::spawn(async move {
@@ -303,10 +304,14 @@ impl Drop for StreamHandle {
 pub(crate) struct Reader {
     sink: Sink,
     credit: Arc<Credit>,
+    /// Payloads delivered so far.
+    delivered: std::sync::atomic::AtomicU64,
 }
 
 impl Reader {
     fn push(&self, events: Vec<String>) {
+        self.delivered
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
         self.credit.spend(events.iter().map(String::len));
         (self.sink)(Delivery::Events(events));
     }
@@ -373,7 +378,22 @@ async fn read_stream<K: Connect>(
         one
     };
     let reading = client.read_until_closed(&call, CallKind::Stream, &committed, &closed, attempt);
-    match client.run(cancel, &call, reading).await {
+    let outcome = match &client.limiter {
+        None => client.run(cancel, &call, reading).await,
+        Some(limiter) => {
+            let tokens = if limiter.counts_tokens() {
+                crate::limits::estimate_tokens(&body)
+            } else {
+                0
+            };
+            // A stream's use: its content chunks (a token each, about).
+            let limited = limiter.around(tokens, client.origin(), reading, |_| {
+                Some(reader.delivered.load(Ordering::Relaxed))
+            });
+            Box::pin(client.run(cancel, &call, limited)).await
+        }
+    };
+    match outcome {
         Err(e) => reader.fail(e),
         // The consumer left (closed or dropped the stream): a last delivery still tells its
         // side that nothing more will come, so that nothing waits for this stream any more.
@@ -754,6 +774,7 @@ mod tests {
         let reader = Arc::new(Reader {
             sink: Box::new(|_| {}),
             credit: Arc::default(),
+            delivered: Default::default(),
         });
         let request = StreamRequest {
             uri: client.chat_uri.clone(),

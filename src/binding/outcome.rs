@@ -160,6 +160,10 @@ pub struct PoolStats {
     pub multiplexed: u32,
     /// Requests in flight as HTTP/2 streams (counted in `running` too).
     pub streams: u32,
+    /// Calls waiting for a client-side limit (`limits`) now.
+    pub limited: u32,
+    /// Calls that ever had to wait for a client-side limit.
+    pub limit_waits: i64,
     /// Circuit breaker state (`closed`, `open`, `half-open`), when one is configured.
     pub circuit: Option<String>,
     /// Host name lookups made for new connections.
@@ -193,6 +197,8 @@ impl From<ClientStats> for PoolStats {
             retries: count(s.retries),
             multiplexed: clamp(s.pool.multiplexed),
             streams: clamp(s.pool.streams),
+            limited: clamp(s.limited),
+            limit_waits: count(s.limit_waits),
             circuit: s.circuit.map(str::to_owned),
             dns_lookups: count(s.dns_lookups),
             dns_hits: count(s.dns_hits),

@@ -1,0 +1,97 @@
+// Client-side limits (rpm, tpm, concurrency; limitTimeout) and batches, through the public API.
+// Waits are asserted from below only: never sooner than the limit allows.
+import { body, client, completion, eventually, rejection, sendJson, server, sleep } from './helpers'
+
+test('concurrency: never more calls in flight than allowed; the rest wait in order', async () => {
+  const s = await server()
+  let running = 0
+  let peak = 0
+  const order: string[] = []
+  s.setHandler(async ({ res, body: b }: any) => {
+    peak = Math.max(peak, ++running)
+    order.push(b.messages[0].content)
+    await sleep(30)
+    running--
+    sendJson(res, 200, completion(b, 'ok'))
+  })
+  const c = client(s, { limits: { concurrency: 2 } })
+  // Issued a moment apart: calls made in the same tick may reach the limiter in any order.
+  const calls: Array<Promise<unknown>> = []
+  for (let i = 0; i < 8; i++) {
+    calls.push(c.chat(body(`call ${i}`)))
+    await sleep(2)
+  }
+  await eventually(() => s.requests.length >= 2)
+  expect(c.stats().limited).toBeGreaterThan(0)
+  await Promise.all(calls)
+  expect(peak).toBe(2)
+  expect(order.slice(2)).toEqual(['call 2', 'call 3', 'call 4', 'call 5', 'call 6', 'call 7'])
+  expect(c.stats()).toMatchObject({ limited: 0, limitWaits: 6 })
+  expect(c.metrics()).toMatch(/llmpool_limit_waits_total\{[^}]*\} 6\n/)
+})
+
+test('rpm: one second of burst, then paced (the server never sees more)', async () => {
+  const s = await server()
+  const arrivals: number[] = []
+  s.setHandler(({ res, body: b }: any) => {
+    arrivals.push(Date.now())
+    sendJson(res, 200, completion(b, 'ok'))
+  })
+  const c = client(s, { limits: { rpm: 600 } }) // 10 per second
+  const started = Date.now()
+  await Promise.all(Array.from({ length: 15 }, () => c.chat(body())))
+  // 10 at once, then one every 100 ms: the 15th no sooner than 500 ms after the start.
+  expect(arrivals[14] - started).toBeGreaterThanOrEqual(480)
+})
+
+test('tpm: a call waits for its estimated tokens, and the reservation follows the usage', async () => {
+  const s = await server()
+  s.setHandler(({ res, body: b }: any) => sendJson(res, 200, { ...completion(b, 'ok'), usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 } }))
+  const c = client(s, { limits: { tpm: 60_000 } }) // 1,000 tokens per second of burst
+  // Each call reserves ~20 + 500 tokens; the answer says it used 2, so the next ones need not wait.
+  const started = Date.now()
+  for (let i = 0; i < 6; i++) await c.chat({ ...body(), max_tokens: 500 })
+  expect(Date.now() - started).toBeLessThan(900)
+  expect(c.stats().limitWaits).toBe(0)
+})
+
+test('limitTimeout: ERR_LIMIT_TIMEOUT, nothing sent; an abort ends the wait at once', async () => {
+  const s = await server()
+  s.setHandler(async ({ res, body: b }: any) => {
+    await sleep(300)
+    sendJson(res, 200, completion(b, 'slow'))
+  })
+  const c = client(s, { limits: { concurrency: 1 }, limitTimeout: 50 })
+  const first = c.chat(body('first'))
+  const err = await rejection(c.chat(body('second')))
+  expect(err).toMatchObject({ code: 'ERR_LIMIT_TIMEOUT' })
+  const controller = new AbortController()
+  const aborted = c.chat(body('third'), { signal: controller.signal })
+  controller.abort()
+  expect((await rejection(aborted)).code).toBe('ERR_ABORTED')
+  await first
+  expect(s.requests.map((r) => r.body.messages[0].content)).toEqual(['first'])
+})
+
+test('batch: results in input order, failures kept, a summary with tokens, progress, any endpoint', async () => {
+  const s = await server()
+  s.setHandler(({ res, body: b, req }: any) => {
+    if (req.url.endsWith('/embeddings')) return sendJson(res, 200, { object: 'list', data: [], model: 'e', usage: { prompt_tokens: 1, total_tokens: 1 } })
+    const said = b.messages[0].content
+    if (said === 'bad') return sendJson(res, 400, { error: { message: 'no' } })
+    setTimeout(() => sendJson(res, 200, completion(b, said)), Number(said) % 3 * 10)
+  })
+  const c = client(s, { limits: { concurrency: 3 } })
+  const progress: number[] = []
+  const { results, summary } = await c.batch(['1', '2', 'bad', '4', '5', '6'].map((t) => body(t)), {
+    concurrency: 4,
+    onProgress: (p) => progress.push(p.done + p.failed),
+  })
+  expect(results.map((r: any) => (r.ok ? r.value.choices[0].message.content : r.error.status))).toEqual(['1', '2', 400, '4', '5', '6'])
+  expect(results.map((r: any) => r.ok)).toEqual([true, true, false, true, true, true])
+  expect(summary).toMatchObject({ done: 5, failed: 1 })
+  expect(summary.tokens).toBeGreaterThan(0)
+  expect(progress).toEqual([1, 2, 3, 4, 5, 6])
+  const emb = await c.batch([{ model: 'e', input: 'a' }, { model: 'e', input: 'b' }], { call: (b: any, o) => c.embeddings(b, o) })
+  expect(emb.summary).toMatchObject({ done: 2, failed: 0, tokens: 2 })
+})
