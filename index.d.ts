@@ -701,6 +701,8 @@ export interface PoolStats {
   limited: number
   /** Calls that ever had to wait for a client-side limit. */
   limitWaits: number
+  /** Calls held back until the provider's reset because it reported a limit used up. */
+  paced: number
   /** Circuit breaker state, when `circuitBreaker` is set. */
   circuit?: 'closed' | 'open' | 'half-open'
   /** Host name lookups made for new connections. */

@@ -44,3 +44,36 @@ test('Anthropic-style headers on a 429: err.rateLimit, and junk or absurd values
   expect(Math.abs(err.rateLimit.requests.resetAt - Date.parse(reset))).toBeLessThan(5)
   expect(err.rateLimit.tokens).toBeUndefined()
 })
+
+test('pacing: at remaining 0 the next call waits for the reset instead of running into a 429', async () => {
+  const s = await server()
+  let resetAt = 0
+  s.setHandler(({ res, body: b }: any) => {
+    if (Date.now() < resetAt) return sendJson(res, 429, { error: { message: 'too soon' } })
+    resetAt = Date.now() + 400
+    sendJson(res, 200, completion(b, 'ok'), {
+      'x-ratelimit-limit-requests': '1',
+      'x-ratelimit-remaining-requests': '0',
+      'x-ratelimit-reset-requests': '400ms',
+    })
+  })
+  const c = client(s)
+  await c.chat(body())
+  const started = Date.now()
+  await expect(c.chat(body())).resolves.toMatchObject({ object: 'chat.completion' })
+  expect(Date.now() - started).toBeGreaterThanOrEqual(380)
+  expect(c.stats()).toMatchObject({ paced: 1, errors: 0 })
+})
+
+test('pacing does not hold a call for a reset beyond limitTimeout (a daily quota): the server decides', async () => {
+  const s = await server()
+  s.setHandler(({ res, body: b }: any) =>
+    sendJson(res, 200, completion(b, 'ok'), { 'x-ratelimit-remaining-tokens': '0', 'x-ratelimit-reset-tokens': '20h0m0s' }),
+  )
+  const c = client(s)
+  await c.chat(body())
+  const started = Date.now()
+  await c.chat(body())
+  expect(Date.now() - started).toBeLessThan(1000)
+  expect(c.stats().paced).toBe(0)
+})

@@ -10,6 +10,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::header::{
     HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, PROXY_AUTHORIZATION,
@@ -46,6 +47,8 @@ pub struct ClientStats {
     /// Calls waiting for a client-side limit now, and calls that ever had to wait.
     pub limited: usize,
     pub limit_waits: u64,
+    /// Calls held back until the provider's reset because it reported a limit used up.
+    pub paced: u64,
     /// Host name lookups made, and answers served from the DNS cache.
     pub dns_lookups: u64,
     pub dns_hits: u64,
@@ -82,6 +85,8 @@ pub struct Client<K: Connect = HttpConnector> {
     requests: AtomicU64,
     errors: AtomicU64,
     pub(crate) retries: AtomicU64,
+    /// Calls held back until a provider's reset (`remaining: 0`).
+    paced: AtomicU64,
     pub(crate) retry: RetryPolicy,
     pub(crate) breaker: Option<CircuitBreaker>,
     pub(crate) metrics: Metrics,
@@ -189,6 +194,7 @@ impl<K: Connect> Client<K> {
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             retries: AtomicU64::new(0),
+            paced: AtomicU64::new(0),
             retry: RetryPolicy::new(config.retry.clone()),
             breaker: config.circuit_breaker.map(CircuitBreaker::new),
             metrics: Metrics::new(&config.endpoint.origin),
@@ -213,6 +219,33 @@ impl<K: Connect> Client<K> {
         if let Some(limits) = crate::ratelimit::parse(pairs, now) {
             *self.rate_limits.lock().unwrap_or_else(|e| e.into_inner()) = Some((limits, now));
         }
+    }
+
+    /// How long to hold a call back because the provider said a limit is used up: the wait until
+    /// the latest reset of an exhausted window (`remaining: 0`), when that is within
+    /// `limitTimeout` (a longer one, a daily quota say, is left to the server to refuse).
+    fn provider_pause(&self) -> Option<Duration> {
+        let (limits, at) = self.rate_limits()?;
+        let until = [limits.requests, limits.tokens]
+            .into_iter()
+            .flatten()
+            .filter(|w| w.remaining == Some(0))
+            .filter_map(|w| w.reset)
+            .max()?;
+        let wait = (at + until)
+            .duration_since(std::time::SystemTime::now())
+            .ok()?;
+        let bound = self.config.limit_timeout;
+        if bound.is_some_and(|b| wait > b) || wait.is_zero() {
+            return None;
+        }
+        self.paced.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            origin = self.origin(),
+            wait_ms = wait.as_millis() as u64,
+            "provider limit used up; waiting for its reset"
+        );
+        Some(wait)
     }
 
     /// The provider's rate limits as last reported, and when; `None` before any response said.
@@ -261,6 +294,7 @@ impl<K: Connect> Client<K> {
         let _in_flight = self.in_flight.token();
         self.requests.fetch_add(1, Ordering::Relaxed);
         let started = tokio::time::Instant::now();
+        let pause = self.provider_pause();
         let result = tokio::select! {
             biased;
             _ = cancel.cancelled() => Err(Error::new(
@@ -268,7 +302,13 @@ impl<K: Connect> Client<K> {
                 format!("request to {} was aborted", self.origin()),
             )),
             _ = self.shutdown.cancelled() => Err(self.closed_error()),
-            result = work => result,
+            result = async {
+                if let Some(wait) = pause {
+                    // Boxed: only a paced call carries the sleep.
+                    Box::pin(tokio::time::sleep(wait)).await;
+                }
+                work.await
+            } => result,
         };
         self.metrics.request_took(started.elapsed());
         result.map_err(|e| {
@@ -316,6 +356,7 @@ impl<K: Connect> Client<K> {
                 .map(|b| b.state_name(tokio::time::Instant::now())),
             limited: self.limiter.as_ref().map_or(0, |l| l.waiting().0),
             limit_waits: self.limiter.as_ref().map_or(0, |l| l.waiting().1),
+            paced: self.paced.load(Ordering::Relaxed),
             dns_lookups: self.dns.lookups.load(Ordering::Relaxed),
             dns_hits: self.dns.hits.load(Ordering::Relaxed),
         }

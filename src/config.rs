@@ -323,6 +323,8 @@ pub struct Config {
     pub proxy: ProxySetting,
     /// `None`: no client-side limits.
     pub limits: Option<LimitsConfig>,
+    /// Longest wait for a client-side limit or a provider's reset; `None` = no bound.
+    pub limit_timeout: Option<Duration>,
     /// `None` = `dns: false`.
     pub dns: Option<DnsConfig>,
     /// Largest non-stream body; `None` (-1 in JS) = unlimited.
@@ -691,6 +693,7 @@ impl Config {
                 o.map.get("limits"),
                 o.limit_ms("limitTimeout", DEFAULT_LIMIT_TIMEOUT_MS)?,
             )?,
+            limit_timeout: o.limit_ms("limitTimeout", DEFAULT_LIMIT_TIMEOUT_MS)?,
             dns: parse_dns(o.map.get("dns"))?,
             max_response_size,
             redact_headers,

@@ -164,6 +164,8 @@ pub struct PoolStats {
     pub limited: u32,
     /// Calls that ever had to wait for a client-side limit.
     pub limit_waits: i64,
+    /// Calls held back until the provider's reset because it reported a limit used up.
+    pub paced: i64,
     /// Circuit breaker state (`closed`, `open`, `half-open`), when one is configured.
     pub circuit: Option<String>,
     /// Host name lookups made for new connections.
@@ -199,6 +201,7 @@ impl From<ClientStats> for PoolStats {
             streams: clamp(s.pool.streams),
             limited: clamp(s.limited),
             limit_waits: count(s.limit_waits),
+            paced: count(s.paced),
             circuit: s.circuit.map(str::to_owned),
             dns_lookups: count(s.dns_lookups),
             dns_hits: count(s.dns_hits),
