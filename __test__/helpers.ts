@@ -1,4 +1,6 @@
 // Shared test helpers: the mock server, a client factory that closes what it made, and waits.
+import { execFile } from 'node:child_process'
+import { join } from 'node:path'
 import { Client } from '../index.js'
 import type { ClientOptions } from '../index.js'
 
@@ -67,4 +69,30 @@ export async function rejection(p: Promise<unknown>): Promise<any> {
     return e
   }
   throw new Error('expected a rejection')
+}
+
+/** What one chat call in a child process came to, with the process warnings it emitted. */
+export type ChildOutcome = { ok: boolean; code?: string; message?: string; warnings: string[] }
+
+/**
+ * One chat call in a child process whose environment is the test's, less any proxy variable,
+ * plus `env`: jest gives each test file its own copy of process.env, which the native side
+ * (proxies, NODE_EXTRA_CA_CERTS, SSL_CERT_FILE) does not see.
+ */
+export function callWithEnv(env: Record<string, string>, options: Record<string, unknown>): Promise<ChildOutcome> {
+  const script = `
+    const warnings = []
+    process.on('warning', (w) => warnings.push(w.name + ': ' + w.message))
+    const { Client } = require(${JSON.stringify(join(__dirname, '..', 'index.js'))})
+    const c = new Client(JSON.parse(process.argv[1]))
+    c.chat({ model: 'm', messages: [{ role: 'user', content: 'hi' }] })
+      .then(() => ({ ok: true }), (e) => ({ ok: false, code: e.code, message: e.message }))
+      .then((r) => setTimeout(() => { console.log(JSON.stringify({ ...r, warnings })); c.close() }, 10))
+  `
+  const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/_proxy$/i.test(k)))
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, ['-e', script, JSON.stringify(options)], { env: { ...clean, ...env }, timeout: 20_000 }, (error, stdout, stderr) =>
+      error ? reject(new Error(`${error.message}\n${stderr}`)) : resolve(JSON.parse(stdout.trim().split('\n').pop()!)),
+    )
+  })
 }

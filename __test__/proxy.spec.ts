@@ -1,10 +1,8 @@
 // Proxies, against a real proxy implementation in its own process (the `proxy` package):
 // absolute-form forwarding for http targets, CONNECT tunnels for https ones, Basic credentials,
 // the environment's rules, and clear failures.
-import { execFile } from 'node:child_process'
-import { join } from 'node:path'
 import { TestCA } from './certs'
-import { body, client, rejection, server } from './helpers'
+import { body, callWithEnv as callInChild, client, rejection, server } from './helpers'
 import type { MockServer } from './helpers'
 import { startProxy } from './proxy-helper'
 import type { Proxy } from './proxy-helper'
@@ -29,25 +27,9 @@ async function proxy(credentials?: string) {
   return p
 }
 
-/**
- * Runs one chat call in a child process with these environment variables (jest gives each test
- * file its own copy of process.env, which the native side does not see). Returns the outcome.
- */
-function callWithEnv(env: Record<string, string>, options: Record<string, unknown>): Promise<{ ok: boolean; code?: string; message?: string }> {
-  const script = `
-    const { Client } = require(${JSON.stringify(join(__dirname, '..', 'index.js'))})
-    const c = new Client(JSON.parse(process.argv[1]))
-    c.chat({ model: 'm', messages: [{ role: 'user', content: 'hi' }] })
-      .then(() => ({ ok: true }), (e) => ({ ok: false, code: e.code, message: e.message }))
-      .then((r) => { console.log(JSON.stringify(r)); return c.close() })
-  `
-  const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/_proxy$/i.test(k)))
-  return new Promise((resolve, reject) => {
-    execFile(process.execPath, ['-e', script, JSON.stringify(options)], { env: { ...clean, ...env }, timeout: 20_000 }, (error, stdout, stderr) =>
-      error ? reject(new Error(`${error.message}\n${stderr}`)) : resolve(JSON.parse(stdout.trim().split('\n').pop()!)),
-    )
-  })
-}
+/** The outcome of one call in a child process with `env` (see helpers), its warnings aside. */
+const callWithEnv = (env: Record<string, string>, options: Record<string, unknown>) =>
+  callInChild(env, options).then(({ warnings: _, ...outcome }) => outcome)
 
 const httpsMock = () => server({ tls: tlsPair })
 const connects = (p: Proxy) => p.seen.filter((r) => r.method === 'CONNECT')

@@ -1,11 +1,9 @@
 // The trust stores people rely on (NODE_EXTRA_CA_CERTS, the OS store), client certificates for
 // mTLS gateways, and an SNI name other than the host, against local TLS servers whose
 // certificates are made in the test.
-import { execFile } from 'node:child_process'
 import https from 'node:https'
-import { join } from 'node:path'
 import { TestCA } from './certs'
-import { body, client, completion, rejection, sendJson, server } from './helpers'
+import { body, callWithEnv, client, completion, rejection, sendJson, server } from './helpers'
 
 let ca: TestCA
 let localhost: { key: string; cert: string }
@@ -15,25 +13,6 @@ beforeAll(() => {
   localhost = ca.issue(['localhost', '127.0.0.1'])
 })
 afterAll(() => ca.remove())
-
-/** One call in a child process with these environment variables (the native side reads the
- * real environment, which jest's per-file process.env copy does not reach); its warnings too. */
-function callWithEnv(env: Record<string, string>, options: Record<string, unknown>): Promise<{ ok: boolean; code?: string; warnings: string[] }> {
-  const script = `
-    const warnings = []
-    process.on('warning', (w) => warnings.push(w.name + ': ' + w.message))
-    const { Client } = require(${JSON.stringify(join(__dirname, '..', 'index.js'))})
-    const c = new Client(JSON.parse(process.argv[1]))
-    c.chat({ model: 'm', messages: [{ role: 'user', content: 'hi' }] })
-      .then(() => ({ ok: true }), (e) => ({ ok: false, code: e.code }))
-      .then((r) => setTimeout(() => { console.log(JSON.stringify({ ...r, warnings })); c.close() }, 10))
-  `
-  return new Promise((resolve, reject) => {
-    execFile(process.execPath, ['-e', script, JSON.stringify(options)], { env: { ...process.env, ...env }, timeout: 20_000 }, (error, stdout, stderr) =>
-      error ? reject(new Error(`${error.message}\n${stderr}`)) : resolve(JSON.parse(stdout.trim().split('\n').pop()!)),
-    )
-  })
-}
 
 describe('trust', () => {
   test('NODE_EXTRA_CA_CERTS adds its CA file to the roots, as Node does', async () => {

@@ -47,21 +47,10 @@ where
                 Box::pin(self.json_attempt(uri, body.clone(), &call));
             one
         });
-        match &self.limiter {
-            None => self.run(cancel, &call, attempts).await,
-            // Boxed: calls without limits do not carry the limiter's wait in their future.
-            Some(limiter) => {
-                let tokens = if limiter.counts_tokens() {
-                    crate::limits::estimate_tokens(&body)
-                } else {
-                    0
-                };
-                let limited = limiter.around(tokens, self.origin(), attempts, |text: &String| {
-                    crate::limits::used_tokens(text)
-                });
-                Box::pin(self.run(cancel, &call, limited)).await
-            }
-        }
+        let work = self.within_limits(&body, attempts, |text: &String| {
+            crate::limits::used_tokens(text)
+        });
+        self.run(cancel, &call, work).await
     }
 
     async fn json_attempt(

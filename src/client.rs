@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::{BoxFuture, Either};
 use hyper::header::{
     HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, PROXY_AUTHORIZATION,
     USER_AGENT,
@@ -208,6 +209,33 @@ impl<K: Connect> Client<K> {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// `work` behind the client-side limits when there are any: it first waits for a permit
+    /// reserving `body`'s estimated tokens, and `used` corrects the reservation from what a
+    /// successful call used. Not an async fn (which would store `work` twice): without limits the
+    /// work stays inline, with them it is boxed, so unlimited calls carry none of it.
+    pub(crate) fn within_limits<'a, T, W>(
+        &'a self,
+        body: &[u8],
+        work: W,
+        used: impl FnOnce(&T) -> Option<u64> + Send + 'a,
+    ) -> Either<W, BoxFuture<'a, Result<T, Error>>>
+    where
+        T: Send + 'a,
+        W: std::future::Future<Output = Result<T, Error>> + Send + 'a,
+    {
+        match &self.limiter {
+            None => Either::Left(work),
+            Some(limiter) => {
+                let tokens = if limiter.counts_tokens() {
+                    crate::limits::estimate_tokens(body)
+                } else {
+                    0
+                };
+                Either::Right(Box::pin(limiter.around(tokens, self.origin(), work, used)))
+            }
+        }
     }
 
     /// Records the rate limits a response head reports (most responses of OpenAI-style APIs).

@@ -661,6 +661,8 @@ impl Config {
             None => DEFAULT_MAX_EVENT_SIZE,
         };
 
+        let limit_timeout = o.limit_ms("limitTimeout", DEFAULT_LIMIT_TIMEOUT_MS)?;
+
         Ok(Config {
             endpoint,
             api_key,
@@ -689,11 +691,8 @@ impl Config {
                 None => DEFAULT_MAX_CONCURRENT_STREAMS,
             },
             proxy,
-            limits: parse_limits(
-                o.map.get("limits"),
-                o.limit_ms("limitTimeout", DEFAULT_LIMIT_TIMEOUT_MS)?,
-            )?,
-            limit_timeout: o.limit_ms("limitTimeout", DEFAULT_LIMIT_TIMEOUT_MS)?,
+            limits: parse_limits(o.map.get("limits"), limit_timeout)?,
+            limit_timeout,
             dns: parse_dns(o.map.get("dns"))?,
             max_response_size,
             redact_headers,

@@ -66,18 +66,8 @@ async fn read_raw<K: Connect>(
         one
     };
     let reading = client.read_until_closed(&call, CallKind::Chat, &committed, &closed, attempt);
-    let outcome = match &client.limiter {
-        None => client.run(cancel, &call, reading).await,
-        Some(limiter) => {
-            let tokens = if limiter.counts_tokens() {
-                crate::limits::estimate_tokens(&request.body)
-            } else {
-                0
-            };
-            let limited = limiter.around(tokens, client.origin(), reading, |_| None);
-            Box::pin(client.run(cancel, &call, limited)).await
-        }
-    };
+    let work = client.within_limits(&request.body, reading, |_| None);
+    let outcome = client.run(cancel, &call, work).await;
     match outcome {
         // A final HTTP error before the head: the consumer gets it as the response it was.
         Err(e)

@@ -378,21 +378,11 @@ async fn read_stream<K: Connect>(
         one
     };
     let reading = client.read_until_closed(&call, CallKind::Stream, &committed, &closed, attempt);
-    let outcome = match &client.limiter {
-        None => client.run(cancel, &call, reading).await,
-        Some(limiter) => {
-            let tokens = if limiter.counts_tokens() {
-                crate::limits::estimate_tokens(&body)
-            } else {
-                0
-            };
-            // A stream's use: its content chunks (a token each, about).
-            let limited = limiter.around(tokens, client.origin(), reading, |_| {
-                Some(reader.delivered.load(Ordering::Relaxed))
-            });
-            Box::pin(client.run(cancel, &call, limited)).await
-        }
-    };
+    // A stream's use: its content chunks (a token each, about).
+    let work = client.within_limits(&body, reading, |_| {
+        Some(reader.delivered.load(Ordering::Relaxed))
+    });
+    let outcome = client.run(cancel, &call, work).await;
     match outcome {
         Err(e) => reader.fail(e),
         // The consumer left (closed or dropped the stream): a last delivery still tells its

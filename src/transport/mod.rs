@@ -388,6 +388,14 @@ fn unprocessed(e: &hyper::Error) -> bool {
     false
 }
 
+fn handshake_failed(protocol: &str, origin: &str, e: &hyper::Error) -> Error {
+    Error::new(
+        Kind::Socket,
+        format!("{protocol} handshake with {origin} failed: {e}"),
+    )
+    .with_cause(Cause::of(e))
+}
+
 async fn handshake<S>(stream: S, origin: &str) -> Result<HttpConn, Error>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -395,13 +403,7 @@ where
     let (sender, connection) = http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| {
-            Error::new(
-                Kind::Socket,
-                format!("HTTP handshake with {origin} failed: {e}"),
-            )
-            .with_cause(Cause::of(&e))
-        })?;
+        .map_err(|e| handshake_failed("HTTP", origin, &e))?;
     tokio::spawn(async move {
         // Ends when the server closes the socket or the pool drops the sender; either way the
         // pool learns through `SendRequest::is_closed`.
@@ -429,13 +431,7 @@ where
         .keep_alive_while_idle(true)
         .handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| {
-            Error::new(
-                Kind::Socket,
-                format!("HTTP/2 handshake with {origin} failed: {e}"),
-            )
-            .with_cause(Cause::of(&e))
-        })?;
+        .map_err(|e| handshake_failed("HTTP/2", origin, &e))?;
     tokio::spawn(async move {
         // Ends when the server closes the connection or every stream and the pool's handle are
         // gone; the pool learns through `SendRequest::is_closed`.
