@@ -110,6 +110,27 @@ impl CircuitBreaker {
         };
     }
 
+    /// Whether an attempt would be let through now, without taking the probe slot: what routing
+    /// asks before it picks an upstream.
+    pub fn available(&self, now: Instant) -> bool {
+        match *self.lock() {
+            State::Closed { .. } | State::HalfOpen { probing: false } => true,
+            State::Open { until } => now >= until,
+            State::HalfOpen { probing: true } => false,
+        }
+    }
+
+    /// Opens the circuit for at least `pause` (a 429's `Retry-After`): the server said when to
+    /// come back, which outranks the failure count. A longer opening already set is kept.
+    pub fn pause(&self, pause: Duration, now: Instant) {
+        let mut state = self.lock();
+        let until = now + pause;
+        *state = match *state {
+            State::Open { until: already } if already >= until => State::Open { until: already },
+            _ => State::Open { until },
+        };
+    }
+
     /// `closed`, `open` or `half-open`, for `stats()`.
     pub fn state_name(&self, now: Instant) -> &'static str {
         match *self.lock() {

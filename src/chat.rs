@@ -17,6 +17,21 @@ use crate::exchange::{Accept, Outgoing};
 use crate::payload::{inspect, provider_message};
 use crate::pool::Connect;
 
+/// A JSON call's answer: its text, and its head when the call asked for it (`withResponse`).
+#[derive(Debug)]
+pub struct Answer {
+    pub text: String,
+    pub head: Option<Box<AnswerHead>>,
+}
+
+/// The response behind an answer: status and headers, and which upstream answered.
+#[derive(Debug, Clone)]
+pub struct AnswerHead {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub upstream: Option<String>,
+}
+
 impl<K: Connect> Client<K>
 where
     K::Conn: Connection,
@@ -28,7 +43,7 @@ where
         body: Bytes,
         call: CallOptions,
         cancel: CancellationToken,
-    ) -> Result<String, Error> {
+    ) -> Result<Answer, Error> {
         self.post_json(&self.chat_uri, body, call, cancel).await
     }
 
@@ -39,16 +54,16 @@ where
         body: Bytes,
         call: CallOptions,
         cancel: CancellationToken,
-    ) -> Result<String, Error> {
+    ) -> Result<Answer, Error> {
         // A non-stream call never commits output before it succeeds.
         let committed = AtomicBool::new(false);
         let attempts = self.attempts(&call, CallKind::Chat, &committed, || {
-            let one: BoxedAttempt<'_, String> =
+            let one: BoxedAttempt<'_, Answer> =
                 Box::pin(self.json_attempt(uri, body.clone(), &call));
             one
         });
-        let work = self.within_limits(&body, attempts, |text: &String| {
-            crate::limits::used_tokens(text)
+        let work = self.within_limits(&body, attempts, |answer: &Answer| {
+            crate::limits::used_tokens(&answer.text)
         });
         self.run(cancel, &call, work).await
     }
@@ -58,7 +73,7 @@ where
         uri: &Uri,
         body: Bytes,
         call: &CallOptions,
-    ) -> Result<String, Error> {
+    ) -> Result<Answer, Error> {
         let outgoing = Outgoing {
             method: Method::POST,
             uri,
@@ -84,7 +99,15 @@ where
         exchanged
             .lease
             .release(self.keep_alive.idle_lifetime(&exchanged.head.headers));
-        self.completion_outcome(read.bytes)
+        let text = self.completion_outcome(read.bytes)?;
+        let head = call.with_response.then(|| {
+            Box::new(AnswerHead {
+                status: exchanged.head.status.as_u16(),
+                headers: crate::exchange::header_pairs(&exchanged.head.headers),
+                upstream: self.config.name.clone(),
+            })
+        });
+        Ok(Answer { text, head })
     }
 
     /// A 2xx body is a completion only if it is a UTF-8 JSON object without a top-level `error`.

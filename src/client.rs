@@ -97,6 +97,9 @@ pub struct Client<K: Connect = HttpConnector> {
     warnings: Vec<String>,
     /// The provider's rate limits as the last response that carried them reported, and when.
     rate_limits: std::sync::Mutex<Option<(crate::ratelimit::RateLimits, std::time::SystemTime)>>,
+    /// Recent time to response headers in µs (an exponential moving average; 0 = none yet):
+    /// what `routing: 'latency'` compares.
+    latency_micros: AtomicU64,
 }
 
 impl Client<HttpConnector> {
@@ -198,11 +201,12 @@ impl<K: Connect> Client<K> {
             paced: AtomicU64::new(0),
             retry: RetryPolicy::new(config.retry.clone()),
             breaker: config.circuit_breaker.map(CircuitBreaker::new),
-            metrics: Metrics::new(&config.endpoint.origin),
+            metrics: Metrics::labelled(&config.endpoint.origin, config.name.as_deref()),
             limiter: config.limits.as_ref().map(crate::limits::Limiter::new),
             dns: transport.dns,
             warnings: transport.warnings,
             rate_limits: std::sync::Mutex::new(None),
+            latency_micros: AtomicU64::new(0),
             config,
         })
     }
@@ -247,6 +251,67 @@ impl<K: Connect> Client<K> {
         if let Some(limits) = crate::ratelimit::parse(pairs, now) {
             *self.rate_limits.lock().unwrap_or_else(|e| e.into_inner()) = Some((limits, now));
         }
+    }
+
+    /// One more time to response headers, into the moving average (weight 1/5: a few answers
+    /// move it, one outlier does not swing it).
+    pub(crate) fn observe_latency(&self, elapsed: Duration) {
+        let sample = (elapsed.as_micros() as u64).max(1);
+        let _ = self
+            .latency_micros
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                Some(if old == 0 {
+                    sample
+                } else {
+                    (old * 4 + sample) / 5
+                })
+            });
+    }
+
+    /// Recent time to response headers; `None` before the first answer.
+    pub fn latency(&self) -> Option<Duration> {
+        match self.latency_micros.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(Duration::from_micros(n)),
+        }
+    }
+
+    /// Whether the provider reported a window used up whose reset is still ahead: routing sends
+    /// such an upstream's calls elsewhere when it can.
+    pub fn provider_paused(&self) -> bool {
+        let Some((limits, at)) = self.rate_limits() else {
+            return false;
+        };
+        [limits.requests, limits.tokens]
+            .into_iter()
+            .flatten()
+            .filter(|w| w.remaining == Some(0))
+            .filter_map(|w| w.reset)
+            .any(|reset| at + reset > std::time::SystemTime::now())
+    }
+
+    /// Opens this upstream's circuit for `pause` (a 429's `Retry-After`), when it has one.
+    pub fn pause(&self, pause: Duration) {
+        if let Some(breaker) = &self.breaker {
+            breaker.pause(pause, tokio::time::Instant::now());
+        }
+    }
+
+    /// Whether the circuit (the cooldown of an upstream) lets an attempt through now.
+    pub fn available(&self) -> bool {
+        self.breaker
+            .as_ref()
+            .is_none_or(|b| b.available(tokio::time::Instant::now()))
+    }
+
+    /// The retry policy, for the router's question "may this failure go elsewhere?".
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
+    /// Calls of this client running now (started, not ended).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
     }
 
     /// How long to hold a call back because the provider said a limit is used up: the wait until

@@ -86,7 +86,7 @@ pub const RETRYABLE_ERROR_CODES: [&str; 13] = [
 ];
 
 /// The largest duration accepted, in ms: about 24.8 days, the same bound as Node's timers.
-const MAX_DURATION_MS: u64 = i32::MAX as u64;
+pub const MAX_DURATION_MS: u64 = i32::MAX as u64;
 
 /// An option that broke its rule. The message names the option and the rule; never its value,
 /// which may be a secret.
@@ -334,7 +334,40 @@ pub struct Config {
     pub redact_headers: Vec<String>,
     pub retry: RetryConfig,
     pub circuit_breaker: Option<BreakerConfig>,
+    /// The upstream's name when the client has `upstreams` (metrics label, stats).
+    pub name: Option<String>,
 }
+
+/// What an entry of `upstreams` may set: its own endpoint, key and headers, how it is routed to,
+/// its own limits, and any pool option, which overrides the client's for this upstream.
+pub const UPSTREAM_OPTIONS: &[&str] = &[
+    "name",
+    "baseUrl",
+    "apiKey",
+    "headers",
+    "weight",
+    "models",
+    "limits",
+    "connections",
+    "pipelining",
+    "keepAliveTimeout",
+    "keepAliveMaxTimeout",
+    "keepAliveTimeoutThreshold",
+    "connectTimeout",
+    "headersTimeout",
+    "bodyTimeout",
+    "poolTimeout",
+    "timeout",
+    "firstTokenTimeout",
+    "tokenTimeout",
+    "autoSelectFamily",
+    "autoSelectFamilyAttemptTimeout",
+    "connect",
+    "proxy",
+    "allowH2",
+    "maxConcurrentStreams",
+    "maxResponseSize",
+];
 
 /// The API key. Its `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
@@ -382,6 +415,14 @@ const KNOWN_OPTIONS: &[&str] = &[
     "limitTimeout",
     "retry",
     "circuitBreaker",
+    // Read by `router::RouterConfig` (several upstreams, failover, a shared limiter store).
+    "upstreams",
+    "routing",
+    "allowedFails",
+    "cooldown",
+    "fallbacks",
+    "contextWindowFallbacks",
+    "store",
 ];
 const KNOWN_BREAKER_OPTIONS: &[&str] = &["failureThreshold", "resetTimeout"];
 const KNOWN_DNS_OPTIONS: &[&str] = &["maxTTL", "maxItems"];
@@ -698,6 +739,7 @@ impl Config {
             redact_headers,
             retry: parse_retry(o.map.get("retry"))?,
             circuit_breaker: parse_breaker(o.map.get("circuitBreaker"))?,
+            name: None,
         })
     }
 }
@@ -717,9 +759,11 @@ pub struct CallOptions {
     pub max_retries: Option<u32>,
     /// Values of this call's secret headers: redacted from its errors like the API key.
     pub secrets: Vec<String>,
+    /// Hand the response's status and headers back with the body (`withResponse: true`).
+    pub with_response: bool,
 }
 
-const KNOWN_CALL_OPTIONS: &[&str] = &["timeout", "headers", "maxRetries"];
+const KNOWN_CALL_OPTIONS: &[&str] = &["timeout", "headers", "maxRetries", "withResponse"];
 const KNOWN_STREAM_CALL_OPTIONS: &[&str] = &[
     "timeout",
     "headers",
@@ -749,6 +793,7 @@ impl CallOptions {
                 .uint("maxRetries", MAX_RETRIES_RULE, MAX_RETRIES)?
                 .map(|n| n as u32),
             secrets: config.secret_values(&headers),
+            with_response: o.bool("withResponse", false)?,
             headers,
         })
     }
@@ -786,7 +831,9 @@ impl Config {
 /// Every option name the client accepts, nested ones as `parent.child`: the source of truth the
 /// typings and the README are checked against.
 pub fn option_names() -> Vec<String> {
-    let nested: [(&str, &[&str]); 5] = [
+    let nested: [(&str, &[&str]); 7] = [
+        ("upstreams[]", UPSTREAM_OPTIONS),
+        ("store", &["redis", "prefix"]),
         ("limits", KNOWN_LIMITS_OPTIONS),
         ("connect", KNOWN_CONNECT_OPTIONS),
         ("retry", KNOWN_RETRY_OPTIONS),

@@ -36,6 +36,7 @@ pub(crate) enum Kind {
     SseEventTooLarge,
     CircuitOpen,
     LimitTimeout,
+    NoUpstream,
     Internal,
 }
 
@@ -64,6 +65,7 @@ impl Kind {
             Kind::SseEventTooLarge => "ERR_SSE_EVENT_TOO_LARGE",
             Kind::CircuitOpen => "ERR_CIRCUIT_OPEN",
             Kind::LimitTimeout => "ERR_LIMIT_TIMEOUT",
+            Kind::NoUpstream => "ERR_NO_UPSTREAM",
             Kind::Internal => "ERR_INTERNAL",
         }
     }
@@ -143,6 +145,8 @@ pub struct Error {
     retry_after: Option<Duration>,
     /// The rate limits an HTTP error's headers reported, and when.
     rate_limit: Option<Box<(crate::ratelimit::RateLimits, std::time::SystemTime)>>,
+    /// The upstreams a routed call tried, in order (empty for a client of one `baseUrl`).
+    upstreams: Vec<String>,
 }
 
 impl Error {
@@ -156,6 +160,7 @@ impl Error {
             attempts: 1,
             retry_after: None,
             rate_limit: None,
+            upstreams: Vec::new(),
         }
     }
 
@@ -214,6 +219,20 @@ impl Error {
     pub(crate) fn with_cause(mut self, cause: Cause) -> Self {
         self.cause = Some(Box::new(cause));
         self
+    }
+
+    /// The same error, saying which upstreams the call tried (in its message too).
+    pub(crate) fn with_upstreams(mut self, tried: Vec<String>) -> Self {
+        if !tried.is_empty() {
+            self.message = format!("{} (upstreams tried: {})", self.message, tried.join(", "));
+        }
+        self.upstreams = tried;
+        self
+    }
+
+    /// The upstreams a routed call tried, in order.
+    pub fn upstreams(&self) -> &[String] {
+        &self.upstreams
     }
 
     /// Attempts made before this error was final.

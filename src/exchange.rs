@@ -120,7 +120,9 @@ where
         };
         match result {
             Ok(response) => {
-                self.metrics.headers_after(sent_at.elapsed());
+                let elapsed = sent_at.elapsed();
+                self.metrics.headers_after(elapsed);
+                self.observe_latency(elapsed);
                 Ok((response, lease))
             }
             Err(SendError::NotSent(e)) if !fresh => {
@@ -245,13 +247,7 @@ where
             ),
             None => format!("{} answered {} {reason}", self.origin(), status.as_u16()),
         };
-        let headers: Vec<(String, String)> = headers
-            .iter()
-            .map(|(k, v)| {
-                let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
-                (k.as_str().to_owned(), value)
-            })
-            .collect();
+        let headers = header_pairs(headers);
         let now = std::time::SystemTime::now();
         let asked = crate::retry::retry_after(&headers, now);
         let limits =
@@ -309,6 +305,20 @@ impl From<Error> for SendFailure {
     fn from(e: Error) -> Self {
         SendFailure::Final(e)
     }
+}
+
+/// Response headers as `(name, value)` text pairs, in arrival order (values not UTF-8 are
+/// decoded lossily).
+pub(crate) fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
 }
 
 fn concat(chunks: Vec<Bytes>, size: usize) -> Bytes {

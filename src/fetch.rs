@@ -109,16 +109,7 @@ where
         mut body,
         lease,
     } = client.exchange(outgoing, call).await?;
-    let headers = head
-        .headers
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
+    let headers = crate::exchange::header_pairs(&head.headers);
     committed.store(true, Ordering::Relaxed);
     reader.head(head.status.as_u16(), headers);
     loop {

@@ -25,8 +25,10 @@ pub mod pool;
 pub mod proxy_url;
 pub mod ratelimit;
 pub mod retry;
+pub mod router;
 pub mod server_time;
 pub mod sse;
+pub mod store;
 pub mod stream;
 pub mod transport;
 

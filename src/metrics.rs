@@ -88,8 +88,18 @@ pub struct Snapshot {
 
 impl Metrics {
     pub fn new(origin: &str) -> Self {
+        Metrics::labelled(origin, None)
+    }
+
+    /// Metrics of one of several upstreams: their series carry its name too, since two
+    /// upstreams may share an origin (two keys of one provider).
+    pub fn labelled(origin: &str, upstream: Option<&str>) -> Self {
+        let mut label = format!("origin=\"{}\"", escape(origin));
+        if let Some(name) = upstream {
+            label.push_str(&format!(",upstream=\"{}\"", escape(name)));
+        }
         Metrics {
-            origin_label: format!("origin=\"{}\"", escape(origin)),
+            origin_label: label,
             errors_by_code: Mutex::new(BTreeMap::new()),
             time_to_headers: Histogram::new(LATENCY_BUCKETS),
             time_to_first_token: Histogram::new(LATENCY_BUCKETS),
@@ -255,6 +265,42 @@ impl Metrics {
         );
         out
     }
+}
+
+/// Several expositions as one: each metric family's samples gathered under one `# HELP`/`# TYPE`
+/// pair (the format allows a family only once), families in order of first appearance.
+pub fn merge_expositions(texts: &[String]) -> String {
+    let mut order: Vec<String> = Vec::new();
+    let mut families: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for text in texts {
+        let mut current = String::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                current = rest.split(' ').next().unwrap_or_default().to_owned();
+                if !families.contains_key(&current) {
+                    order.push(current.clone());
+                    families.insert(current.clone(), (format!("{line}\n"), String::new()));
+                }
+            } else if line.starts_with("# TYPE ") {
+                if let Some(family) = families.get_mut(&current) {
+                    if !family.0.contains("# TYPE ") {
+                        family.0.push_str(line);
+                        family.0.push('\n');
+                    }
+                }
+            } else if let Some(family) = families.get_mut(&current) {
+                family.1.push_str(line);
+                family.1.push('\n');
+            }
+        }
+    }
+    let mut out = String::new();
+    for name in order {
+        let (head, samples) = &families[&name];
+        out.push_str(head);
+        out.push_str(samples);
+    }
+    out
 }
 
 fn escape(value: &str) -> String {

@@ -169,6 +169,23 @@ impl<'de> de::Deserialize<'de> for ChoiceKey {
     }
 }
 
+/// The top-level `model` of a request body, when it is a string: what routing matches
+/// upstreams and fallbacks on.
+pub fn model_of(body: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    value.get("model")?.as_str().map(str::to_owned)
+}
+
+/// The body with its top-level `model` set to `model` (an upstream's own name for it, or a
+/// fallback); `None` when the body is not a JSON object.
+pub fn with_model(body: &[u8], model: &str) -> Option<bytes::Bytes> {
+    let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    value
+        .as_object_mut()?
+        .insert("model".into(), serde_json::Value::String(model.to_owned()));
+    serde_json::to_vec(&value).ok().map(bytes::Bytes::from)
+}
+
 fn skip_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<bool, A::Error> {
     while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
     Ok(false)

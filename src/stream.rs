@@ -148,13 +148,14 @@ impl Credit {
     }
 }
 
-struct StreamRequest<K: Connect> {
-    client: Arc<Client<K>>,
-    uri: Uri,
-    dialect: Dialect,
-    body: Bytes,
-    call: CallOptions,
-    cancel: CancellationToken,
+/// One stream's request on one client.
+pub(crate) struct StreamRequest<K: Connect> {
+    pub client: Arc<Client<K>>,
+    pub uri: Uri,
+    pub dialect: Dialect,
+    pub body: Bytes,
+    pub call: CallOptions,
+    pub cancel: CancellationToken,
 }
 
 /// Which rules end a stream and shape its payloads.
@@ -335,6 +336,11 @@ impl Reader {
         }
     }
 
+    /// Payloads delivered so far: a routed stream moves to another upstream only before any.
+    pub(crate) fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn has_credit(&self) -> bool {
         !self.credit.full()
     }
@@ -355,6 +361,44 @@ async fn read_stream<K: Connect>(
 ) where
     K::Conn: Connection,
 {
+    let client = request.client.clone();
+    let outcome = stream_outcome(request, &reader, &closed).await;
+    deliver_outcome(&client, outcome, &reader, &closed);
+}
+
+/// Tells the consumer how a stream ended: a failure, or (when the consumer left) that nothing
+/// more will come. A complete stream already delivered its end.
+pub(crate) fn deliver_outcome<K: Connect>(
+    client: &Client<K>,
+    outcome: Result<(), Error>,
+    reader: &Reader,
+    closed: &CancellationToken,
+) {
+    match outcome {
+        Err(e) => reader.fail(e),
+        // The consumer left (closed or dropped the stream): a last delivery still tells its
+        // side that nothing more will come, so that nothing waits for this stream any more.
+        Ok(()) if closed.is_cancelled() => {
+            tracing::debug!(
+                origin = client.origin(),
+                "stream closed by its consumer; connection closed"
+            );
+            reader.end()
+        }
+        Ok(()) => {}
+    }
+}
+
+/// A stream's whole run on one client (one upstream): attempts, limits, the call's counting;
+/// its outcome returned, not delivered, so that a router may take it elsewhere first.
+pub(crate) async fn stream_outcome<K: Connect>(
+    request: StreamRequest<K>,
+    reader: &Reader,
+    closed: &CancellationToken,
+) -> Result<(), Error>
+where
+    K::Conn: Connection,
+{
     let StreamRequest {
         client,
         uri,
@@ -372,30 +416,17 @@ async fn read_stream<K: Connect>(
             Target { uri: &uri, dialect },
             body.clone(),
             &call,
-            &reader,
+            reader,
             &committed,
         ));
         one
     };
-    let reading = client.read_until_closed(&call, CallKind::Stream, &committed, &closed, attempt);
+    let reading = client.read_until_closed(&call, CallKind::Stream, &committed, closed, attempt);
     // A stream's use: its content chunks (a token each, about).
     let work = client.within_limits(&body, reading, |_| {
         Some(reader.delivered.load(Ordering::Relaxed))
     });
-    let outcome = client.run(cancel, &call, work).await;
-    match outcome {
-        Err(e) => reader.fail(e),
-        // The consumer left (closed or dropped the stream): a last delivery still tells its
-        // side that nothing more will come, so that nothing waits for this stream any more.
-        Ok(()) if closed.is_cancelled() => {
-            tracing::debug!(
-                origin = client.origin(),
-                "stream closed by its consumer; connection closed"
-            );
-            reader.end()
-        }
-        Ok(()) => {}
-    }
+    client.run(cancel, &call, work).await
 }
 
 /// What one read's events amount to.

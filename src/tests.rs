@@ -225,6 +225,7 @@ async fn chat(c: &Client<FakeConnector>) -> Result<String, Error> {
         CancellationToken::new(),
     )
     .await
+    .map(|answer| answer.text)
 }
 
 const FAST_RETRY: &str = r#"{ "maxRetries": 2, "minTimeout": 100, "maxTimeout": 1000 }"#;

@@ -16,9 +16,11 @@ use tokio_util::sync::CancellationToken;
 use super::mailbox::{DeliverFn, Delivery, Mailbox, Signal};
 use super::outcome::{ErrorInfo, PoolStats, RateLimitInfo, ResponseHead};
 use super::{guard, invalid_arg};
-use crate::client::Client;
-use crate::config::{CallOptions, Config};
-use crate::fetch::RawRequest;
+use crate::chat::Answer;
+use crate::config::CallOptions;
+use crate::error::Error;
+use crate::router::config::RouterConfig;
+use crate::router::{Router, Target};
 use crate::stream::{self, Dialect, StreamHandle};
 
 /// Cancels one call; `index.js` wires an `AbortSignal` to it.
@@ -50,7 +52,7 @@ impl Default for CancelToken {
 
 #[napi]
 pub struct NativeClient {
-    inner: Arc<Client>,
+    inner: Arc<Router>,
     mailbox: Arc<Mailbox>,
 }
 
@@ -84,10 +86,10 @@ impl NativeClient {
         guard(|| {
             let value: serde_json::Value = serde_json::from_str(&options)
                 .map_err(|_| invalid_arg("options must be a plain object"))?;
-            let config = Config::from_json(&value).map_err(|e| invalid_arg(e.0))?;
-            let client = Client::new(config).map_err(|e| invalid_arg(e.0))?;
+            let config = RouterConfig::from_json(&value).map_err(|e| invalid_arg(e.0))?;
+            let router = Router::new(config).map_err(|e| invalid_arg(e.0))?;
             Ok(NativeClient {
-                inner: Arc::new(client),
+                inner: Arc::new(router),
                 mailbox: Mailbox::new(deliver)?,
             })
         })
@@ -108,10 +110,11 @@ impl NativeClient {
             let cancel = cancel.map(|c| c.token.clone()).unwrap_or_default();
             let client = self.inner.clone();
             spawn_delivery(self.mailbox.clone(), id, async move {
-                match client.chat(Bytes::from(body), call, cancel).await {
-                    Ok(text) => Delivery::Body(text),
-                    Err(e) => Delivery::Error(Box::new(ErrorInfo::from(&e))),
-                }
+                answered(
+                    client
+                        .post_json(Target::Chat, Bytes::from(body), call, cancel)
+                        .await,
+                )
             });
             Ok(())
         })
@@ -129,18 +132,16 @@ impl NativeClient {
         cancel: Option<ClassInstance<'_, CancelToken>>,
     ) -> Result<()> {
         guard(|| {
-            let uri = self.inner.api_uri(&path).map_err(|e| invalid_arg(e.0))?;
+            self.inner.check_path(&path).map_err(|e| invalid_arg(e.0))?;
             let call = self.call_options(options, false)?;
             let cancel = cancel.map(|c| c.token.clone()).unwrap_or_default();
             let client = self.inner.clone();
             spawn_delivery(self.mailbox.clone(), id, async move {
-                match client
-                    .post_json(&uri, Bytes::from(body), call, cancel)
-                    .await
-                {
-                    Ok(text) => Delivery::Body(text),
-                    Err(e) => Delivery::Error(Box::new(ErrorInfo::from(&e))),
-                }
+                answered(
+                    client
+                        .post_json(Target::Api(path), Bytes::from(body), call, cancel)
+                        .await,
+                )
             });
             Ok(())
         })
@@ -157,12 +158,19 @@ impl NativeClient {
         cancel: Option<ClassInstance<'_, CancelToken>>,
     ) -> Result<NativeStream> {
         guard(|| {
-            let uri = self.inner.api_uri(&path).map_err(|e| invalid_arg(e.0))?;
+            self.inner.check_path(&path).map_err(|e| invalid_arg(e.0))?;
             let call = self.call_options(options, true)?;
             let cancel = cancel.map(|c| c.token.clone()).unwrap_or_default();
             let stream = self
                 .inner
-                .stream(uri, Dialect::Events, Bytes::from(body), call, cancel);
+                .stream(
+                    Target::Api(path),
+                    Dialect::Events,
+                    Bytes::from(body),
+                    call,
+                    cancel,
+                )
+                .map_err(|e| invalid_arg(e.0))?;
             Ok(self.native_stream(stream))
         })
     }
@@ -183,13 +191,18 @@ impl NativeClient {
         guard(|| {
             let method = Method::from_bytes(method.as_bytes())
                 .map_err(|_| invalid_arg("method is not a valid HTTP method"))?;
-            let uri = self.inner.origin_uri(&path).map_err(|e| invalid_arg(e.0))?;
             let mut call = self.call_options(options, false)?;
             let pairs: Vec<(String, String)> = serde_json::from_str(&headers)
                 .map_err(|_| invalid_arg("headers must be name and value pairs"))?;
+            // With upstreams, each upstream sends its own key: the SDK's is dropped.
+            let named = self.inner.is_named();
             call.headers = pairs
                 .iter()
-                .filter(|(name, _)| !HOP_BY_HOP.contains(&name.to_ascii_lowercase().as_str()))
+                .filter(|(name, _)| {
+                    let name = name.to_ascii_lowercase();
+                    !HOP_BY_HOP.contains(&name.as_str())
+                        && !(named && UPSTREAM_OWN.contains(&name.as_str()))
+                })
                 .map(|(name, value)| {
                     let name = HeaderName::from_bytes(name.as_bytes())
                         .map_err(|_| invalid_arg("headers has an invalid header name"))?;
@@ -201,12 +214,12 @@ impl NativeClient {
                 .collect::<Result<_>>()?;
             call.secrets = self.inner.config().secret_values(&call.headers);
             let cancel = cancel.map(|c| c.token.clone()).unwrap_or_default();
-            let request = RawRequest {
-                method,
-                uri,
-                body: body.map(|b| Bytes::copy_from_slice(&b)).unwrap_or_default(),
-            };
-            Ok(self.native_stream(self.inner.fetch(request, call, cancel)))
+            let body = body.map(|b| Bytes::copy_from_slice(&b)).unwrap_or_default();
+            let stream = self
+                .inner
+                .fetch(method, &path, body, call, cancel)
+                .map_err(|e| invalid_arg(e.0))?;
+            Ok(self.native_stream(stream))
         })
     }
 
@@ -239,7 +252,10 @@ impl NativeClient {
         guard(|| {
             let call = self.call_options(options, true)?;
             let cancel = cancel.map(|c| c.token.clone()).unwrap_or_default();
-            let stream = self.inner.chat_stream(Bytes::from(body), call, cancel);
+            let stream = self
+                .inner
+                .stream(Target::Chat, Dialect::Chat, Bytes::from(body), call, cancel)
+                .map_err(|e| invalid_arg(e.0))?;
             Ok(self.native_stream(stream))
         })
     }
@@ -257,17 +273,30 @@ impl NativeClient {
         self.inner.warnings().to_vec()
     }
 
-    /// The provider's rate limits as the last response that carried them reported.
+    /// The provider's rate limits as the last response that carried them reported, per
+    /// upstream in the configured order.
     #[napi]
-    pub fn rate_limits(&self) -> Option<RateLimitInfo> {
+    pub fn rate_limits(&self) -> Vec<UpstreamRateLimits> {
         self.inner
             .rate_limits()
-            .map(|(limits, at)| RateLimitInfo::new(&limits, at))
+            .into_iter()
+            .map(|(name, limits)| UpstreamRateLimits {
+                name: name.to_owned(),
+                limits: limits.map(|(limits, at)| RateLimitInfo::new(&limits, at)),
+            })
+            .collect()
     }
 
     #[napi]
     pub fn stats(&self) -> Result<PoolStats> {
-        guard(|| Ok(self.inner.stats().into()))
+        guard(|| {
+            let mut stats: PoolStats = self.inner.stats().into();
+            let upstreams = self.inner.upstream_stats();
+            if !upstreams.is_empty() {
+                stats.upstreams = Some(upstreams.into_iter().map(Into::into).collect());
+            }
+            Ok(stats)
+        })
     }
 
     /// Graceful close: resolves once in-flight calls finished and connections are closed.
@@ -288,6 +317,40 @@ impl NativeClient {
             Ok(())
         })
     }
+}
+
+/// A call's answer for JS: the body text, or (`withResponse`) a JSON envelope of the body and
+/// its response head.
+fn answered(result: std::result::Result<Answer, Error>) -> Delivery {
+    match result {
+        Ok(Answer { text, head: None }) => Delivery::Body(text),
+        Ok(Answer {
+            text,
+            head: Some(head),
+        }) => {
+            let now = std::time::SystemTime::now();
+            let pairs = head.headers.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+            let rate_limit = crate::ratelimit::parse(pairs, now)
+                .map(|l| RateLimitInfo::new(&l, now).to_json())
+                .unwrap_or(serde_json::Value::Null);
+            let meta = serde_json::json!({
+                "status": head.status,
+                "headers": head.headers,
+                "upstream": head.upstream,
+                "rateLimit": rate_limit,
+            });
+            // The body is a JSON object already (checked): spliced in, not parsed again.
+            Delivery::Body(format!("{{\"response\":{meta},\"data\":{text}}}"))
+        }
+        Err(e) => Delivery::Error(Box::new(ErrorInfo::from(&e))),
+    }
+}
+
+/// One upstream's rate limits, for `client.rateLimits()`.
+#[napi(object)]
+pub struct UpstreamRateLimits {
+    pub name: String,
+    pub limits: Option<RateLimitInfo>,
 }
 
 /// Every client option name, nested ones as `parent.child` (the core's list, which tests hold
@@ -322,6 +385,10 @@ const HOP_BY_HOP: [&str; 8] = [
     "content-length",
     "host",
 ];
+
+/// Headers that carry an upstream's own credentials: with `upstreams`, each upstream sends its
+/// own, so a `fetch` caller's (the SDK's placeholder key) are dropped.
+const UPSTREAM_OWN: [&str; 3] = ["authorization", "api-key", "x-api-key"];
 
 /// The native side of one stream (`chatStream`, `stream`, a `fetch` body): `index.js` wraps it.
 #[napi]

@@ -27,6 +27,8 @@ pub struct ErrorInfo {
     pub cause_message: Option<String>,
     /// The rate limits the failed answer's headers reported.
     pub rate_limit: Option<RateLimitInfo>,
+    /// The upstreams a routed call tried, in order.
+    pub upstreams: Option<Vec<String>>,
 }
 
 /// One provider limit: numbers as the headers said them; the reset as a time (ms since epoch).
@@ -47,6 +49,20 @@ pub struct RateLimitInfo {
 }
 
 impl RateLimitInfo {
+    /// The same, as JSON (inside a `withResponse` envelope).
+    pub fn to_json(&self) -> serde_json::Value {
+        let window = |w: &Option<LimitWindow>| {
+            w.as_ref().map(|w| {
+                serde_json::json!({ "limit": w.limit, "remaining": w.remaining, "resetAt": w.reset_at })
+            })
+        };
+        serde_json::json!({
+            "requests": window(&self.requests),
+            "tokens": window(&self.tokens),
+            "updatedAt": self.updated_at,
+        })
+    }
+
     pub fn new(limits: &crate::ratelimit::RateLimits, at: std::time::SystemTime) -> Self {
         let ms = |t: std::time::SystemTime| {
             t.duration_since(std::time::UNIX_EPOCH)
@@ -93,6 +109,7 @@ impl From<&Error> for ErrorInfo {
             cause_code: e.cause().and_then(|c| c.code).map(str::to_owned),
             cause_message: e.cause().map(|c| c.message.clone()),
             rate_limit: e.rate_limit().map(|(l, at)| RateLimitInfo::new(l, *at)),
+            upstreams: (!e.upstreams().is_empty()).then(|| e.upstreams().to_vec()),
         }
     }
 }
@@ -110,6 +127,7 @@ impl ErrorInfo {
             cause_code: None,
             cause_message: None,
             rate_limit: None,
+            upstreams: None,
         }
     }
 }
@@ -172,6 +190,39 @@ pub struct PoolStats {
     pub dns_lookups: i64,
     /// New connections whose addresses came from the DNS cache.
     pub dns_hits: i64,
+    /// Each upstream's state, with `upstreams`.
+    pub upstreams: Option<Vec<UpstreamState>>,
+}
+
+/// One upstream in `stats().upstreams`.
+#[napi(object)]
+pub struct UpstreamState {
+    pub name: String,
+    /// `closed` (healthy), `open` (cooling down) or `half-open` (one probe allowed).
+    pub circuit: String,
+    /// Calls running on it now.
+    pub in_flight: u32,
+    /// Attempts it received, and those that failed.
+    pub requests: i64,
+    pub errors: i64,
+    /// Recent time to response headers (ms), once it answered.
+    pub latency_ms: Option<f64>,
+    /// The provider reported a limit used up whose reset is still ahead.
+    pub paced: bool,
+}
+
+impl From<crate::router::UpstreamStats> for UpstreamState {
+    fn from(u: crate::router::UpstreamStats) -> Self {
+        UpstreamState {
+            name: u.name,
+            circuit: u.circuit.to_owned(),
+            in_flight: clamp(u.in_flight),
+            requests: count(u.requests),
+            errors: count(u.errors),
+            latency_ms: u.latency.map(|d| d.as_secs_f64() * 1000.0),
+            paced: u.paced,
+        }
+    }
 }
 
 fn clamp(n: usize) -> u32 {
@@ -205,6 +256,7 @@ impl From<ClientStats> for PoolStats {
             circuit: s.circuit.map(str::to_owned),
             dns_lookups: count(s.dns_lookups),
             dns_hits: count(s.dns_hits),
+            upstreams: None,
         }
     }
 }
