@@ -33,6 +33,7 @@ function fromInfo(info) {
   err.attempts = info.attempts
   if (info.retryAfter != null) err.retryAfter = info.retryAfter
   if (info.rateLimit != null) err.rateLimit = info.rateLimit
+  if (info.upstreams != null) err.upstreams = info.upstreams
   if (info.causeMessage != null) {
     // What the OS or TLS library said, as Node's own network errors carry it.
     const cause = new Error(info.causeMessage)

@@ -94,10 +94,81 @@ export interface CircuitBreakerOptions {
   resetTimeout?: number
 }
 
+/**
+ * One upstream of `upstreams`: its endpoint and key, how routing sees it, its own limits, and
+ * any pool option, which overrides the client's for this upstream.
+ */
+export interface UpstreamOptions {
+  /** Its name in stats, metrics, errors and `rateLimits(name)`. Default: its origin. Unique. */
+  name?: string
+  /** The API root, e.g. `https://my-resource.openai.azure.com/openai/v1`. Required. */
+  baseUrl: string
+  /** Its key (default: the client's `apiKey`). */
+  apiKey?: string
+  /** Headers added to the client's (its own win). */
+  headers?: Record<string, string>
+  /** Share of calls under `routing: 'weighted'` (1–1000000). Default `1`. */
+  weight?: number
+  /**
+   * The models it serves: names, or a map from the model a call asks for to the upstream's own
+   * name for it (an Azure deployment): `{ 'gpt-4o-mini': 'my-deployment' }`. Absent = every model.
+   */
+  models?: string[] | Record<string, string>
+  /** Its own limits, on top of the client-wide `limits`. */
+  limits?: LimitsOptions | false
+  connections?: number | null
+  pipelining?: 0 | 1
+  keepAliveTimeout?: number
+  keepAliveMaxTimeout?: number
+  keepAliveTimeoutThreshold?: number
+  connectTimeout?: number
+  headersTimeout?: number
+  bodyTimeout?: number
+  poolTimeout?: number
+  timeout?: number
+  firstTokenTimeout?: number
+  tokenTimeout?: number
+  autoSelectFamily?: boolean
+  autoSelectFamilyAttemptTimeout?: number
+  connect?: ConnectOptions
+  proxy?: string | false
+  allowH2?: boolean
+  maxConcurrentStreams?: number
+  maxResponseSize?: number
+}
+
+/** Where limiter state is shared across processes. */
+export interface StoreOptions {
+  /** `redis://[user:password@]host[:port][/db]` (or `rediss://`). */
+  redis: string
+  /** Key prefix, so that services can share one Redis. Default `'llmpool'`. */
+  prefix?: string
+}
+
+/** How a call picks among the healthy upstreams that serve its model. */
+export type Routing = 'least-busy' | 'latency' | 'weighted'
+
 /** Options of `new Client(options)`. Durations are in milliseconds. */
 export interface ClientOptions {
-  /** The API root, e.g. `https://api.openai.com/v1`. Required. Its path prefix is kept. */
-  baseUrl: string
+  /** The API root, e.g. `https://api.openai.com/v1`. Required unless `upstreams` is given. Its path prefix is kept. */
+  baseUrl?: string
+  /**
+   * Several upstreams instead of `baseUrl` (keys, deployments or providers), each with its own
+   * pool; calls are routed among the healthy ones that serve their model and fail over.
+   */
+  upstreams?: UpstreamOptions[]
+  /** Default `'least-busy'` (see the README's Upstreams section for the measurement). */
+  routing?: Routing
+  /** With `upstreams`: consecutive retryable failures (429, 5xx, connect errors) before an upstream cools down. Default `3`. */
+  allowedFails?: number
+  /** With `upstreams`: how long an upstream cools down, in ms; a 429's `Retry-After` sets it too. Default `5000`. */
+  cooldown?: number
+  /** Models to try when every upstream of a model failed: `{ 'gpt-4o': ['gpt-4o-mini'] }`. */
+  fallbacks?: Record<string, string[]>
+  /** Models to try when the prompt does not fit (`context_length_exceeded`). */
+  contextWindowFallbacks?: Record<string, string[]>
+  /** Share limiter state and provider pauses across processes through Redis. */
+  store?: StoreOptions | false
   /** Sent as `Authorization: Bearer …`. Never logged, never in errors or stats. */
   apiKey?: string
   /** Extra headers sent with every request. */
@@ -197,6 +268,27 @@ export interface CallOptions {
   headers?: Record<string, string>
   /** Overrides `retry.maxRetries` for this call (0–100). */
   maxRetries?: number
+}
+
+/** Per-call options of `chat()`, `request()` and `embeddings()`. */
+export interface JsonCallOptions extends CallOptions {
+  /** Resolve with `{ data, response }`: the parsed body and its response's status, headers and limits. */
+  withResponse?: boolean
+}
+
+/** What `withResponse: true` adds: the response behind the parsed body. */
+export interface ResponseInfo {
+  status: number
+  headers: Headers
+  /** The rate limits its headers reported, or null. */
+  rateLimit: RateLimits | null
+  /** The upstream that answered (with `upstreams`), else null. */
+  upstream: string | null
+}
+
+export interface WithResponse<T> {
+  data: T
+  response: ResponseInfo
 }
 
 /** Per-call options of `chatStream()`. */
@@ -589,6 +681,7 @@ export type ErrorCode =
   | 'ERR_SSE_EVENT_TOO_LARGE'
   | 'ERR_CIRCUIT_OPEN'
   | 'ERR_LIMIT_TIMEOUT'
+  | 'ERR_NO_UPSTREAM'
   | 'ERR_INTERNAL'
 
 /**
@@ -630,6 +723,8 @@ export declare class LlmpoolError extends Error {
   retryAfter?: number
   /** The rate limits the failed answer's headers reported, when it carried any. */
   rateLimit?: RateLimits
+  /** With `upstreams`: the upstreams the call tried, in order (`"name (model)"` for a fallback model). */
+  upstreams?: string[]
 }
 
 /** One provider limit, as its headers said it. */
@@ -709,13 +804,32 @@ export interface PoolStats {
   dnsLookups: number
   /** New connections whose addresses came from the DNS cache. */
   dnsHits: number
+  /** With `upstreams`: each upstream's state, in the configured order. */
+  upstreams?: UpstreamState[]
+}
+
+/** One upstream in `stats().upstreams`. */
+export interface UpstreamState {
+  name: string
+  /** `closed` (healthy), `open` (cooling down) or `half-open` (one probe allowed). */
+  circuit: 'closed' | 'open' | 'half-open'
+  /** Calls running on it now. */
+  inFlight: number
+  /** Attempts it received, and those that failed. */
+  requests: number
+  errors: number
+  /** Recent time to response headers, once it answered. */
+  latencyMs?: number
+  /** The provider reported a limit used up whose reset is still ahead. */
+  paced: boolean
 }
 
 export declare class Client {
-  /** Throws a `TypeError` naming the option when an option is invalid. */
+  /** Throws a `TypeError` naming the option when an option is invalid. `baseUrl` or `upstreams` is required. */
   constructor(options: ClientOptions)
   /** One chat completion. Rejects with an `LlmpoolError`. */
-  chat<P extends ChatCompletionCreateParamsBase>(body: P, options?: CallOptions): Promise<ChatCompletion>
+  chat<P extends ChatCompletionCreateParamsBase>(body: P, options: JsonCallOptions & { withResponse: true }): Promise<WithResponse<ChatCompletion>>
+  chat<P extends ChatCompletionCreateParamsBase>(body: P, options?: JsonCallOptions): Promise<ChatCompletion>
   /**
    * A streamed chat completion (`stream: true` is set on the wire; the body object is not
    * touched). Invalid arguments throw a `TypeError` synchronously; failures reject `next()`.
@@ -726,9 +840,11 @@ export declare class Client {
    * `/moderations`, …): `POST {baseUrl}{path}` with `body`, resolving with the parsed answer,
    * with the same pool, retries, redaction and errors as `chat()`. `path` starts with `/`.
    */
-  request<T = unknown>(path: string, body: object, options?: CallOptions): Promise<T>
+  request<T = unknown>(path: string, body: object, options: JsonCallOptions & { withResponse: true }): Promise<WithResponse<T>>
+  request<T = unknown>(path: string, body: object, options?: JsonCallOptions): Promise<T>
   /** `POST {baseUrl}/embeddings`. */
-  embeddings<P extends EmbeddingCreateParams>(body: P, options?: CallOptions): Promise<CreateEmbeddingResponse>
+  embeddings<P extends EmbeddingCreateParams>(body: P, options: JsonCallOptions & { withResponse: true }): Promise<WithResponse<CreateEmbeddingResponse>>
+  embeddings<P extends EmbeddingCreateParams>(body: P, options?: JsonCallOptions): Promise<CreateEmbeddingResponse>
   /**
    * Any SSE endpoint under `baseUrl`: `{ event, data }` items, data parsed as JSON, on the same
    * decoder, flow control and timeouts as `chatStream()`. `stream: true` is added to the body
@@ -746,6 +862,12 @@ export declare class Client {
    * (`name: 'AbortError'` for an abort).
    */
   fetch: (input: string | URL | Request, init?: RequestInit) => Promise<Response>
+  /**
+   * The base URL to give an SDK on `client.fetch`: `baseUrl`, or with `upstreams` a stand-in
+   * (`http://upstreams.llmpool.invalid`) whose paths go to the upstream the router picks by the
+   * body's model (each upstream sends its own key; the SDK's is dropped).
+   */
+  readonly baseURL: string
   stats(): PoolStats
   /**
    * The provider's rate limits as the last response that carried them reported (OpenAI and Groq
@@ -753,6 +875,10 @@ export declare class Client {
    * `anthropic-ratelimit-*`), or `null` before any did.
    */
   rateLimits(): RateLimits | null
+  /** One upstream's rate limits (a `TypeError` for a name not configured). */
+  rateLimits(upstream: string): RateLimits | null
+  /** Every upstream's rate limits by name (with `baseUrl`, one entry: its origin). */
+  rateLimitsByUpstream(): Record<string, RateLimits | null>
   /**
    * Runs many calls through this client (pool, retries, `limits`): results in input order, one
    * failure never rejects the batch. `call` picks the endpoint (default `chat`), e.g.

@@ -154,6 +154,7 @@ class Inbox {
 class Client {
   #native
   #origin
+  #baseURL
   #inbox = new Inbox()
 
   /** @param {import('./index').ClientOptions} options */
@@ -172,7 +173,16 @@ class Client {
     }
     // What Node itself would warn about (an unreadable NODE_EXTRA_CA_CERTS file, …).
     for (const warning of this.#native.warnings()) process.emitWarning(warning, 'LlmpoolWarning')
-    this.#origin = new URL(options.baseUrl).origin
+    this.#origin = options.upstreams == null ? new URL(options.baseUrl).origin : UPSTREAMS_ORIGIN
+    this.#baseURL = options.upstreams == null ? options.baseUrl : UPSTREAMS_ORIGIN
+  }
+
+  /**
+   * The base URL to give an SDK that uses `client.fetch`: `baseUrl`, or with `upstreams` a
+   * stand-in whose paths go to whichever upstream the router picks.
+   */
+  get baseURL() {
+    return this.#baseURL
   }
 
   /** One chat completion; resolves with the parsed `ChatCompletion`. */
@@ -204,12 +214,13 @@ class Client {
       const { signal, native } = readCallOptions(options)
       if (signal?.aborted) throw llmpoolError('ERR_ABORTED', `request to ${this.#origin} was aborted`)
       const { cancel, detach } = linkSignal(signal)
+      const withResponse = options?.withResponse === true
       const id = this.#inbox.expect((value) => {
         detach()
         // Rust decided the outcome: a string is the answer, checked to be a JSON object.
         if (typeof value !== 'string') return reject(fromInfo(value))
         try {
-          resolve(JSON.parse(value))
+          resolve(withResponse ? withResponseOf(JSON.parse(value)) : JSON.parse(value))
         } catch (e) {
           // Only JSON that V8 refuses and serde accepted (none is known) could land here.
           reject(llmpoolError('ERR_INVALID_RESPONSE', `${this.#origin} sent a body that is not JSON: ${e.message}`))
@@ -327,8 +338,17 @@ class Client {
    * The provider's rate limits as the last response that carried them reported (OpenAI/Groq
    * `x-ratelimit-*`, Anthropic `anthropic-ratelimit-*`), or null.
    */
-  rateLimits() {
-    return this.#native.rateLimits() ?? null
+  rateLimits(upstream) {
+    const all = this.#native.rateLimits()
+    if (upstream === undefined) return all[0]?.limits ?? null
+    const found = all.find((u) => u.name === upstream)
+    if (!found) throw invalidArg(`rateLimits() upstream ${JSON.stringify(upstream)} is not configured`)
+    return found.limits ?? null
+  }
+
+  /** Every upstream's rate limits, by name (one entry, the origin, with `baseUrl`). */
+  rateLimitsByUpstream() {
+    return Object.fromEntries(this.#native.rateLimits().map((u) => [u.name, u.limits ?? null]))
   }
 
   /** Pool gauges (undici's `PoolStats` meanings) and counters. */
@@ -627,6 +647,26 @@ class EventStream extends NativeIterator {
     }
     if (last === undefined) throw llmpoolError('ERR_INVALID_RESPONSE', 'the stream ended without a response.completed event')
     return last
+  }
+}
+
+/**
+ * What `client.fetch` and `client.baseURL` name with `upstreams`: not a host, a base for API
+ * paths that each upstream's own `baseUrl` prefixes (`new OpenAI({ baseURL: client.baseURL, … })`).
+ */
+const UPSTREAMS_ORIGIN = 'http://upstreams.llmpool.invalid'
+
+/** A `withResponse` answer: the parsed body and its response (status, headers, limits, upstream). */
+function withResponseOf(envelope) {
+  const { response, data } = envelope
+  return {
+    data,
+    response: {
+      status: response.status,
+      headers: new Headers(response.headers),
+      rateLimit: response.rateLimit ?? null,
+      upstream: response.upstream ?? null,
+    },
   }
 }
 

@@ -572,7 +572,7 @@ impl Config {
         let endpoint = match o.get("baseUrl") {
             Some(Value::String(s)) => Endpoint::parse(s)?,
             Some(_) => return Err(rule("baseUrl", "must be a string")),
-            None => return Err(rule("baseUrl", "is required")),
+            None => return Err(rule("baseUrl", "is required (or upstreams)")),
         };
 
         let api_key = match o.get("apiKey") {
@@ -832,7 +832,7 @@ impl Config {
 /// typings and the README are checked against.
 pub fn option_names() -> Vec<String> {
     let nested: [(&str, &[&str]); 7] = [
-        ("upstreams[]", UPSTREAM_OPTIONS),
+        ("upstreams", UPSTREAM_OPTIONS),
         ("store", &["redis", "prefix"]),
         ("limits", KNOWN_LIMITS_OPTIONS),
         ("connect", KNOWN_CONNECT_OPTIONS),
@@ -849,11 +849,15 @@ pub fn option_names() -> Vec<String> {
 
 /// Every per-call option name (`signal` is JS's own).
 pub fn call_option_names() -> Vec<String> {
-    KNOWN_STREAM_CALL_OPTIONS
+    let mut names: Vec<String> = KNOWN_STREAM_CALL_OPTIONS
         .iter()
+        .chain(KNOWN_CALL_OPTIONS)
         .map(|s| s.to_string())
         .chain(["signal".to_string()])
-        .collect()
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 fn parse_connect(value: Option<&Value>, mut out: ConnectConfig) -> Result<ConnectConfig> {

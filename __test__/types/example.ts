@@ -86,8 +86,22 @@ async function main(): Promise<void> {
     }
   }
 
-  // @ts-expect-error baseUrl is required
-  new Client({ apiKey: 'x' })
+  const routed = new Client({
+    upstreams: [
+      { name: 'azure', baseUrl: 'https://a.example/openai/v1', apiKey: 'k1', models: { 'gpt-4o-mini': 'my-deployment' } },
+      { name: 'openai', baseUrl: 'https://api.openai.com/v1', weight: 2, limits: { rpm: 500 } },
+    ],
+    routing: 'latency',
+    fallbacks: { 'gpt-4o': ['gpt-4o-mini'] },
+    store: { redis: 'redis://127.0.0.1:6379/0' },
+  })
+  const { data, response } = await routed.chat({ model: 'gpt-4o-mini', messages: [] }, { withResponse: true })
+  const usage: number | undefined = data.usage?.total_tokens
+  const upstream: string | null = response.upstream
+  const remaining: number | undefined = response.rateLimit?.requests?.remaining
+  console.log(usage, upstream, remaining, response.headers.get('x-request-id'), routed.stats().upstreams?.[0]?.circuit, routed.rateLimits('azure'))
+  // @ts-expect-error routing names a known strategy
+  new Client({ upstreams: [{ baseUrl: 'http://h' }], routing: 'fastest' })
   // @ts-expect-error pipelining above 1 is not supported
   new Client({ baseUrl: 'http://h', pipelining: 2 })
   // @ts-expect-error a message needs a known role
