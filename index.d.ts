@@ -139,7 +139,7 @@ export interface UpstreamOptions {
 
 /** Where limiter state is shared across processes. */
 export interface StoreOptions {
-  /** `redis://[user:password@]host[:port][/db]` (or `rediss://`). */
+  /** `redis://[user:password@]host[:port][/db]` (`rediss://`, TLS, is not supported yet). */
   redis: string
   /** Key prefix, so that services can share one Redis. Default `'llmpool'`. */
   prefix?: string

@@ -216,4 +216,21 @@ mod tests {
         b.record(true, Outcome::Abandoned, t1);
         assert_eq!(b.admit(t1), Admission::Allowed { probe: true });
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_opens_for_at_least_its_length_and_availability_does_not_take_the_probe() {
+        let b = breaker();
+        let now = Instant::now();
+        assert!(b.available(now));
+        b.pause(Duration::from_secs(10), now);
+        assert!(!b.available(now + Duration::from_secs(9)));
+        // A shorter pause never shortens a longer one.
+        b.pause(Duration::from_secs(1), now);
+        assert!(!b.available(now + Duration::from_secs(5)));
+        let later = now + Duration::from_secs(10);
+        assert!(b.available(later));
+        assert!(b.available(later), "asking twice takes no probe slot");
+        assert_eq!(b.admit(later), Admission::Allowed { probe: true });
+        assert!(!b.available(later), "the probe is out");
+    }
 }

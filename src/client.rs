@@ -215,6 +215,36 @@ impl<K: Connect> Client<K> {
         &self.config
     }
 
+    /// The same client with its limits (and the provider pauses it learns of) kept in the
+    /// shared `store`, under its upstream's name (or its origin). Without `limits` a limiter
+    /// with none is made, so that a pause another process learned of still holds calls back.
+    pub fn with_store(mut self, store: Arc<crate::store::Store>) -> Self {
+        let limits = self.config.limits.unwrap_or(crate::config::LimitsConfig {
+            rpm: None,
+            tpm: None,
+            concurrency: None,
+            timeout: self.config.limit_timeout,
+        });
+        let scope = self
+            .config
+            .name
+            .clone()
+            .unwrap_or_else(|| self.config.endpoint.origin.clone());
+        self.limiter = Some(crate::limits::Limiter::shared(&limits, store, &scope));
+        self
+    }
+
+    /// A 429 that said when to come back pauses this upstream for the whole fleet.
+    pub(crate) fn share_pause(&self, error: &Error) {
+        if let (Some((store, key)), Some(429), Some(wait)) = (
+            self.limiter.as_ref().and_then(|l| l.store()),
+            error.http_failure().map(|h| h.status),
+            error.retry_after(),
+        ) {
+            store.pause(key, wait);
+        }
+    }
+
     /// `work` behind the client-side limits when there are any: it first waits for a permit
     /// reserving `body`'s estimated tokens, and `used` corrects the reservation from what a
     /// successful call used. Not an async fn (which would store `work` twice): without limits the

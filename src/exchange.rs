@@ -94,7 +94,9 @@ where
         if read.complete {
             lease.release(self.keep_alive.idle_lifetime(&head.headers));
         }
-        Err(self.http_error(head.status, &head.headers, &read.bytes))
+        let error = self.http_error(head.status, &head.headers, &read.bytes);
+        self.share_pause(&error);
+        Err(error)
     }
 
     /// Checks out a connection (a new one when `fresh`) and sends. `Unwritten` only when the

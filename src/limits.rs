@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use crate::config::LimitsConfig;
 use crate::error::{Error, Kind};
+use crate::store::{Keys, Rate, Store, Verdict};
 
 /// One GCRA bucket.
 #[derive(Debug)]
@@ -93,6 +94,22 @@ pub struct Limiter {
     state: Mutex<State>,
     changed: Notify,
     timeout: Option<Duration>,
+    /// The fleet's shared state (`store`), when configured: requests and tokens are decided
+    /// there, concurrency stays here (a slot is a process's own).
+    shared: Option<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    store: std::sync::Arc<Store>,
+    keys: Keys,
+    requests: Rate,
+    tokens: Rate,
+    /// One call of this process asks the store at a time, in arrival order (tokio's mutex is
+    /// fair), so that waiting stays FIFO within the process.
+    turn: tokio::sync::Mutex<()>,
+    /// Calls waiting on the store now.
+    waiting: std::sync::atomic::AtomicUsize,
 }
 
 /// A granted call: gives its concurrency slot back when dropped.
@@ -100,6 +117,22 @@ pub struct Limiter {
 pub struct Permit<'a> {
     limiter: &'a Limiter,
     tokens: u64,
+    /// Granted by the shared store: its reservation is corrected there.
+    shared: bool,
+}
+
+/// GCRA's numbers for `rate` per minute, as the store's script takes them.
+fn rate(per_minute: Option<u32>) -> Rate {
+    match per_minute {
+        None => Rate::default(),
+        Some(n) => {
+            let interval = Duration::from_secs(60) / n.max(1);
+            Rate {
+                interval_us: interval.as_micros() as u64,
+                burst_us: (interval * (n / 60).max(1)).as_micros() as u64,
+            }
+        }
+    }
 }
 
 impl Limiter {
@@ -117,7 +150,32 @@ impl Limiter {
             }),
             changed: Notify::new(),
             timeout: config.timeout,
+            shared: None,
         }
+    }
+
+    /// A limiter whose request and token limits (and the provider pauses of `scope`) live in
+    /// the shared `store`, with this process's local limiter as the fallback while it is down.
+    pub fn shared(config: &LimitsConfig, store: std::sync::Arc<Store>, scope: &str) -> Limiter {
+        let keys = store.keys(scope);
+        Limiter {
+            shared: Some(Shared {
+                keys,
+                requests: rate(config.rpm),
+                tokens: rate(config.tpm),
+                store,
+                turn: tokio::sync::Mutex::new(()),
+                waiting: Default::default(),
+            }),
+            ..Limiter::new(config)
+        }
+    }
+
+    /// The shared store and this limiter's pause key, when there is a store.
+    pub fn store(&self) -> Option<(&std::sync::Arc<Store>, &str)> {
+        self.shared
+            .as_ref()
+            .map(|s| (&s.store, s.keys.pause.as_str()))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -127,18 +185,98 @@ impl Limiter {
     /// Calls waiting for a limit now, and calls that ever had to wait.
     pub fn waiting(&self) -> (usize, u64) {
         let state = self.lock();
-        (state.queue.len(), state.waited)
+        let shared = self
+            .shared
+            .as_ref()
+            .map_or(0, |s| s.waiting.load(std::sync::atomic::Ordering::Relaxed));
+        (state.queue.len() + shared, state.waited)
     }
 
     /// Waits (FIFO, at most `limitTimeout`) until a call costing `tokens` may go.
     pub async fn acquire(&self, tokens: u64, origin: &str) -> Result<Permit<'_>, Error> {
+        let Some(shared) = &self.shared else {
+            return self.acquire_local(tokens, origin, true).await;
+        };
+        let started = Instant::now();
+        // Concurrency is this process's own; requests and tokens are the fleet's.
+        let mut permit = self.acquire_local(tokens, origin, false).await?;
+        let deadline = self.timeout.map(|t| started + t);
+        let timed_out = || {
+            Error::timed_out(
+                Kind::LimitTimeout,
+                origin,
+                "waiting for a shared limit (limits, store)",
+                self.timeout.unwrap_or_default(),
+            )
+        };
+        let turn = match deadline {
+            None => shared.turn.lock().await,
+            Some(at) => tokio::time::timeout_at(at, shared.turn.lock())
+                .await
+                .map_err(|_| timed_out())?,
+        };
+        let mut waited = false;
+        loop {
+            let verdict = shared
+                .store
+                .acquire(&shared.keys, shared.requests, shared.tokens, tokens)
+                .await;
+            match verdict {
+                Verdict::Go => {
+                    if waited {
+                        shared
+                            .waiting
+                            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    permit.shared = true;
+                    return Ok(permit);
+                }
+                Verdict::Unavailable => {
+                    if waited {
+                        shared
+                            .waiting
+                            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    drop(turn);
+                    drop(permit);
+                    return self.acquire_local(tokens, origin, true).await;
+                }
+                Verdict::Wait(wait) => {
+                    if !waited {
+                        waited = true;
+                        self.lock().waited += 1;
+                        shared
+                            .waiting
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    let wake = Instant::now() + wait;
+                    if deadline.is_some_and(|d| wake > d) {
+                        shared
+                            .waiting
+                            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                        return Err(timed_out());
+                    }
+                    tokio::time::sleep_until(wake).await;
+                }
+            }
+        }
+    }
+
+    /// The local limiter: concurrency, and requests and tokens when `rates`.
+    async fn acquire_local(
+        &self,
+        tokens: u64,
+        origin: &str,
+        rates: bool,
+    ) -> Result<Permit<'_>, Error> {
         let id = {
             let mut state = self.lock();
-            if state.queue.is_empty() && Self::blocked(&state, tokens).is_none() {
-                Self::grant(&mut state, tokens);
+            if state.queue.is_empty() && Self::blocked(&state, tokens, rates).is_none() {
+                Self::grant(&mut state, tokens, rates);
                 return Ok(Permit {
                     limiter: self,
                     tokens,
+                    shared: false,
                 });
             }
             let id = state.next_id;
@@ -154,10 +292,10 @@ impl Limiter {
                 let wake_at = {
                     let mut state = self.lock();
                     if state.queue.front() == Some(&id) {
-                        match Self::blocked(&state, tokens) {
+                        match Self::blocked(&state, tokens, rates) {
                             None => {
                                 state.queue.pop_front();
-                                Self::grant(&mut state, tokens);
+                                Self::grant(&mut state, tokens, rates);
                                 return;
                             }
                             Some(at) => at,
@@ -199,15 +337,19 @@ impl Limiter {
         Ok(Permit {
             limiter: self,
             tokens,
+            shared: false,
         })
     }
 
     /// `None` when a call costing `tokens` may go now; else when to look again (`Some(None)`:
-    /// when something changes, a concurrency slot).
-    fn blocked(state: &State, tokens: u64) -> Option<Option<Instant>> {
+    /// when something changes, a concurrency slot). Requests and tokens count only with `rates`.
+    fn blocked(state: &State, tokens: u64, rates: bool) -> Option<Option<Instant>> {
         let now = Instant::now();
         if state.concurrency.is_some_and(|max| state.running >= max) {
             return Some(None);
+        }
+        if !rates {
+            return None;
         }
         let at = [
             state.requests.as_ref().and_then(|g| g.ready_at(1, now)),
@@ -219,13 +361,15 @@ impl Limiter {
         at.map(Some)
     }
 
-    fn grant(state: &mut State, tokens: u64) {
+    fn grant(state: &mut State, tokens: u64, rates: bool) {
         let now = Instant::now();
-        if let Some(g) = &mut state.requests {
-            g.take(1, now);
-        }
-        if let Some(g) = &mut state.tokens {
-            g.take(tokens, now);
+        if rates {
+            if let Some(g) = &mut state.requests {
+                g.take(1, now);
+            }
+            if let Some(g) = &mut state.tokens {
+                g.take(tokens, now);
+            }
         }
         state.running += 1;
     }
@@ -260,6 +404,14 @@ impl Limiter {
 impl Permit<'_> {
     /// The call used `used` tokens (it reserved its estimate).
     pub fn settle(&self, used: u64) {
+        if let Some(shared) = self.limiter.shared.as_ref().filter(|_| self.shared) {
+            if shared.tokens.interval_us > 0 {
+                let delta = used as i64 - self.tokens as i64;
+                let delta_us = delta.saturating_mul(shared.tokens.interval_us as i64);
+                shared.store.correct(&shared.keys.tokens, delta_us);
+            }
+            return;
+        }
         let mut state = self.limiter.lock();
         if let Some(g) = &mut state.tokens {
             g.correct(self.tokens, used, Instant::now());

@@ -362,4 +362,33 @@ mod tests {
         ));
         assert!(text.contains("code=\"ERR_TIMEOUT\"} 1\n"));
     }
+
+    #[test]
+    fn merged_expositions_name_each_family_once() {
+        let a = Metrics::labelled("http://h", Some("a"));
+        let b = Metrics::labelled("http://h", Some("b"));
+        a.error("ERR_TIMEOUT");
+        let snapshot = Snapshot {
+            pool: PoolStats::default(),
+            requests: 1,
+            errors: 0,
+            retries: 0,
+            dns_lookups: 0,
+            dns_hits: 0,
+            limit_waits: 0,
+        };
+        let text = merge_expositions(&[a.render(snapshot), b.render(snapshot)]);
+        assert_eq!(text.matches("# HELP llmpool_requests_total ").count(), 1);
+        assert_eq!(text.matches("# TYPE llmpool_requests_total ").count(), 1);
+        assert!(text.contains("llmpool_requests_total{origin=\"http://h\",upstream=\"a\"} 1\n"));
+        assert!(text.contains("llmpool_requests_total{origin=\"http://h\",upstream=\"b\"} 1\n"));
+        assert!(text.contains("code=\"ERR_TIMEOUT\"} 1\n"));
+        // Samples follow their own family's header.
+        let help = text.find("# HELP llmpool_requests_total").unwrap();
+        let next = text[help + 1..].find("# HELP").unwrap() + help + 1;
+        assert_eq!(
+            text[help..next].matches("llmpool_requests_total{").count(),
+            2
+        );
+    }
 }

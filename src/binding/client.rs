@@ -200,8 +200,9 @@ impl NativeClient {
                 .iter()
                 .filter(|(name, _)| {
                     let name = name.to_ascii_lowercase();
-                    !HOP_BY_HOP.contains(&name.as_str())
-                        && !(named && UPSTREAM_OWN.contains(&name.as_str()))
+                    let dropped = HOP_BY_HOP.contains(&name.as_str())
+                        || (named && UPSTREAM_OWN.contains(&name.as_str()));
+                    !dropped
                 })
                 .map(|(name, value)| {
                     let name = HeaderName::from_bytes(name.as_bytes())
@@ -295,6 +296,7 @@ impl NativeClient {
             if !upstreams.is_empty() {
                 stats.upstreams = Some(upstreams.into_iter().map(Into::into).collect());
             }
+            stats.store = self.inner.store_stats().map(Into::into);
             Ok(stats)
         })
     }

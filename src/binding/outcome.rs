@@ -192,6 +192,29 @@ pub struct PoolStats {
     pub dns_hits: i64,
     /// Each upstream's state, with `upstreams`.
     pub upstreams: Option<Vec<UpstreamState>>,
+    /// The shared limiter store's state, with `store`.
+    pub store: Option<StoreState>,
+}
+
+/// `stats().store`.
+#[napi(object)]
+pub struct StoreState {
+    /// Whether Redis answered last time (false: limits are local until it is back).
+    pub up: bool,
+    /// Round trips that failed or ran past their deadline.
+    pub errors: i64,
+    /// Limit decisions made locally because the store was down.
+    pub fallbacks: i64,
+}
+
+impl From<crate::store::StoreStats> for StoreState {
+    fn from(s: crate::store::StoreStats) -> Self {
+        StoreState {
+            up: s.up,
+            errors: count(s.errors),
+            fallbacks: count(s.fallbacks),
+        }
+    }
 }
 
 /// One upstream in `stats().upstreams`.
@@ -257,6 +280,7 @@ impl From<ClientStats> for PoolStats {
             dns_lookups: count(s.dns_lookups),
             dns_hits: count(s.dns_hits),
             upstreams: None,
+            store: None,
         }
     }
 }

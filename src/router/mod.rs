@@ -31,6 +31,7 @@ use crate::fetch::RawRequest;
 use crate::limits::Limiter;
 use crate::pool::Connect;
 use crate::ratelimit::RateLimits;
+use crate::store::{Store, StoreStats};
 use crate::stream::{deliver_outcome, stream_outcome, Dialect, StreamHandle, StreamRequest};
 use crate::transport::HttpConnector;
 
@@ -94,6 +95,8 @@ pub struct Router<K: Connect = HttpConnector> {
     named: bool,
     /// The client-wide limits across upstreams.
     limiter: Option<Limiter>,
+    /// The shared limiter store, when configured.
+    store: Option<Arc<Store>>,
     requests: AtomicU64,
     errors: AtomicU64,
     /// Calls moved to another upstream or model after a failure.
@@ -121,7 +124,16 @@ where
             && config.fallbacks.is_empty()
             && config.context_window_fallbacks.is_empty()
             && config.upstreams[0].models.is_none();
-        let limiter = config.limits.as_ref().map(Limiter::new);
+        let store = match &config.store {
+            None => None,
+            Some(s) => Some(Arc::new(Store::new(&s.redis_url, &s.prefix).map_err(
+                |why| ConfigError(format!("store.redis is not usable: {why}")),
+            )?)),
+        };
+        let limiter = config.limits.as_ref().map(|limits| match &store {
+            Some(store) => Limiter::shared(limits, store.clone(), "*"),
+            None => Limiter::new(limits),
+        });
         let upstreams = config
             .upstreams
             .into_iter()
@@ -140,8 +152,13 @@ where
                         .name
                         .clone()
                         .unwrap_or_else(|| config.endpoint.origin.clone());
+                    let client = make(config)?;
+                    let client = match &store {
+                        Some(store) => client.with_store(store.clone()),
+                        None => client,
+                    };
                     Ok(Upstream {
-                        client: Arc::new(make(config)?),
+                        client: Arc::new(client),
                         name,
                         weight,
                         models,
@@ -158,6 +175,7 @@ where
             direct,
             named: config.named,
             limiter,
+            store,
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             failovers: AtomicU64::new(0),
@@ -510,6 +528,11 @@ where
         total
     }
 
+    /// The shared store's state, when there is one.
+    pub fn store_stats(&self) -> Option<StoreStats> {
+        self.store.as_ref().map(|s| s.stats())
+    }
+
     /// Calls moved to another upstream or model.
     pub fn failovers(&self) -> u64 {
         self.failovers.load(Ordering::Relaxed)
@@ -557,6 +580,14 @@ where
             texts.push(format!(
                 "# HELP llmpool_failovers_total Calls moved to another upstream or fallback model after a failure.\n# TYPE llmpool_failovers_total counter\nllmpool_failovers_total {}\n",
                 self.failovers()
+            ));
+        }
+        if let Some(store) = self.store_stats() {
+            texts.push(format!(
+                "# HELP llmpool_store_up Whether the shared limiter store (Redis) answered last time.\n# TYPE llmpool_store_up gauge\nllmpool_store_up {}\n# HELP llmpool_store_errors_total Round trips to the shared store that failed or ran past their deadline.\n# TYPE llmpool_store_errors_total counter\nllmpool_store_errors_total {}\n# HELP llmpool_store_fallbacks_total Limit decisions made locally because the shared store was down.\n# TYPE llmpool_store_fallbacks_total counter\nllmpool_store_fallbacks_total {}\n",
+                u8::from(store.up),
+                store.errors,
+                store.fallbacks
             ));
         }
         if texts.len() == 1 {
