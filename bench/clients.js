@@ -200,6 +200,33 @@ function baseline(options) {
   return llmpool(options, require('node:path').resolve(process.env.LLMPOOL_BASELINE))
 }
 
+/** Limits that never bind (they are far above what a run sends): the bookkeeping's own cost. */
+const LOOSE_LIMITS = { rpm: 1_000_000_000, tpm: 2_000_000_000, concurrency: 100_000 }
+
+/** Traffic control's costs (issue 12's bench): two upstreams, local limits, limits in Redis. */
+const routedClients = {
+  // Two upstreams (the same server twice): routing, the model scan and the failover loop.
+  'llmpool-2up': ({ baseUrl, connections }) => {
+    const { Client } = require('..')
+    const client = new Client({
+      upstreams: [
+        { name: 'a', baseUrl, connections },
+        { name: 'b', baseUrl, connections },
+      ],
+      retry: false,
+      poolTimeout: 0,
+      timeout: 0,
+    })
+    return { chat: (body) => client.chat(body), stream: () => Promise.reject(new Error('chat only')), close: () => client.close() }
+  },
+  'llmpool-limits': (o) => llmpool(o, '..', { limits: LOOSE_LIMITS }),
+  // BENCH_REDIS=redis://127.0.0.1:6379/0 (a redis-server the caller started).
+  'llmpool-redis': (o) => {
+    if (!process.env.BENCH_REDIS) throw new Error('llmpool-redis needs BENCH_REDIS=redis://host:port/db')
+    return llmpool(o, '..', { limits: LOOSE_LIMITS, store: { redis: process.env.BENCH_REDIS, prefix: `bench-${process.pid}` } })
+  },
+}
+
 /** Over TLS (the `-tls` and `-h2` clients get the server's TLS address): HTTP/1.1, then HTTP/2. */
 const tlsClients = {
   'llmpool-tls': (o) => llmpool(o, '..', { connect: { ca: benchCa() } }),
@@ -208,4 +235,4 @@ const tlsClients = {
   'undici-h2': (o) => undici(o, { allowH2: true, connect: { ca: benchCa() } }),
 }
 
-module.exports = { llmpool, undici, openai, 'openai-llmpool': openaiOnLlmpool, raw, baseline, ...tlsClients }
+module.exports = { llmpool, undici, openai, 'openai-llmpool': openaiOnLlmpool, raw, baseline, ...tlsClients, ...routedClients }

@@ -1,7 +1,8 @@
 'use strict'
 // The main job: 50 concurrent chat() calls, then 16 concurrent streams, then the other
 // endpoints (embeddings, the Responses API, plain and streamed), all through one pool of 8
-// connections, with a live progress line and the final stats(). Talks to an embedded mock server
+// connections, with a live progress line and the final stats(); then traffic control over two
+// embedded upstreams, one of which starts failing. Talks to an embedded mock server
 // unless OPENAI_BASE_URL is set (then that endpoint, OPENAI_API_KEY, OPENAI_MODEL, default
 // gpt-4o-mini, and OPENAI_EMBEDDING_MODEL, default text-embedding-3-small).
 
@@ -116,6 +117,60 @@ async function otherEndpoints(client, model) {
   return failed
 }
 
+/**
+ * Traffic control: one client in front of two embedded upstreams with a client-wide limit. The
+ * primary starts failing part-way; calls move to the backup at once, the primary cools down,
+ * and the output says where each batch of calls went and why.
+ */
+async function trafficControl() {
+  let primaryFailing = false
+  const primary = await startMockServer({
+    handler: async (ctx) => {
+      await sleep(5 + Math.random() * 10)
+      if (primaryFailing) {
+        ctx.res.writeHead(503, { 'content-type': 'application/json' })
+        return ctx.res.end(JSON.stringify({ error: { message: 'primary overloaded' } }))
+      }
+      return openaiHandler(ctx)
+    },
+  })
+  const backup = await startMockServer({ handler: async (ctx) => (await sleep(15 + Math.random() * 10), openaiHandler(ctx)) })
+  const client = new Client({
+    upstreams: [
+      { name: 'primary', baseUrl: primary.url, weight: 3 },
+      { name: 'backup', baseUrl: backup.url, weight: 1 },
+    ],
+    routing: 'weighted',
+    allowedFails: 2,
+    cooldown: 300,
+    limits: { rpm: 3000, concurrency: 4 },
+  })
+  const round = async (label, n) => {
+    const where = {}
+    await Promise.all(
+      Array.from({ length: n }, async (_, i) => {
+        const { response } = await client.chat({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: `${label} #${i}` }] }, { withResponse: true })
+        where[response.upstream] = (where[response.upstream] ?? 0) + 1
+      }),
+    )
+    const states = client.stats().upstreams.map((u) => `${u.name} ${u.circuit === 'closed' ? 'healthy' : `cooling down (${u.circuit})`}`)
+    console.log(`  ${label}: ${n} calls answered by ${JSON.stringify(where)}; ${states.join(', ')}`)
+  }
+  await round('both healthy, weights 3:1', 24)
+  primaryFailing = true
+  await round('primary answers 503: calls move to backup', 24)
+  await round('primary in cooldown: calls skip it', 12)
+  primaryFailing = false
+  await sleep(350)
+  await round('cooldown over, primary healthy again: one probe brings it back', 24)
+  const s = client.stats()
+  console.log(`  ${s.requests} calls, ${s.errors} failed, ${s.retries} moved to another upstream; the limit (4 at once) made ${s.limitWaits} wait`)
+  await client.close()
+  await primary.close()
+  await backup.close()
+  return s.errors
+}
+
 async function main() {
   let mock
   let baseUrl = process.env.OPENAI_BASE_URL
@@ -135,11 +190,13 @@ async function main() {
 
   const client = new Client({ baseUrl, apiKey: process.env.OPENAI_API_KEY, connections: CONNECTIONS })
   const started = Date.now()
-  const failed = (await chats(client, model)) + (await streams(client, model)) + (await otherEndpoints(client, model))
+  let failed = (await chats(client, model)) + (await streams(client, model)) + (await otherEndpoints(client, model))
   console.log(`finished in ${Date.now() - started} ms`)
   if (mock) console.log(`the mock server accepted ${mock.accepted} connections`)
   console.log('stats():', client.stats())
   await client.close()
+  console.log('traffic control: two embedded upstreams, one of which starts failing')
+  failed += await trafficControl()
   if (mock) await mock.close()
   if (failed > 0) process.exitCode = 1
 }

@@ -22,6 +22,8 @@ use crate::pool::Connect;
 pub struct Answer {
     pub text: String,
     pub head: Option<Box<AnswerHead>>,
+    /// `usage.total_tokens`, read in the same scan that judged the answer.
+    pub used_tokens: Option<u64>,
 }
 
 /// The response behind an answer: status and headers, and which upstream answered.
@@ -62,9 +64,7 @@ where
                 Box::pin(self.json_attempt(uri, body.clone(), &call));
             one
         });
-        let work = self.within_limits(&body, attempts, |answer: &Answer| {
-            crate::limits::used_tokens(&answer.text)
-        });
+        let work = self.within_limits(&body, attempts, |answer: &Answer| answer.used_tokens);
         self.run(cancel, &call, work).await
     }
 
@@ -99,7 +99,7 @@ where
         exchanged
             .lease
             .release(self.keep_alive.idle_lifetime(&exchanged.head.headers));
-        let text = self.completion_outcome(read.bytes)?;
+        let (text, used_tokens) = self.completion_outcome(read.bytes)?;
         let head = call.with_response.then(|| {
             Box::new(AnswerHead {
                 status: exchanged.head.status.as_u16(),
@@ -107,11 +107,15 @@ where
                 upstream: self.config.name.clone(),
             })
         });
-        Ok(Answer { text, head })
+        Ok(Answer {
+            text,
+            head,
+            used_tokens,
+        })
     }
 
     /// A 2xx body is a completion only if it is a UTF-8 JSON object without a top-level `error`.
-    fn completion_outcome(&self, body: Bytes) -> Result<String, Error> {
+    fn completion_outcome(&self, body: Bytes) -> Result<(String, Option<u64>), Error> {
         let text = String::from_utf8(Vec::from(body)).map_err(|_| {
             Error::new(
                 Kind::InvalidResponse,
@@ -131,7 +135,7 @@ where
                     text,
                 ))
             }
-            Ok(_) => Ok(text),
+            Ok(found) => Ok((text, found.total_tokens)),
         }
     }
 }

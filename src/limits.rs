@@ -446,24 +446,17 @@ impl Drop for Queued<'_> {
 }
 
 /// The token estimate of a request body: its characters ÷ 4 plus its `max_tokens` (or
-/// `max_completion_tokens`, `max_output_tokens`).
+/// `max_completion_tokens`, `max_output_tokens`). One scan of the body; characters are counted
+/// as the UTF-8 bytes that start one.
 pub fn estimate_tokens(body: &[u8]) -> u64 {
-    let chars = String::from_utf8_lossy(body).chars().count() as u64;
-    let max = serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| {
-            ["max_tokens", "max_completion_tokens", "max_output_tokens"]
-                .iter()
-                .find_map(|k| v.get(*k).and_then(serde_json::Value::as_u64))
-        })
-        .unwrap_or(0);
+    let chars = body.iter().filter(|&&b| (b & 0xC0) != 0x80).count() as u64;
+    let max = crate::payload::request_facts(body).max_tokens.unwrap_or(0);
     chars / 4 + max
 }
 
 /// `usage.total_tokens` of an answer, when it has one.
 pub fn used_tokens(body: &str) -> Option<u64> {
-    let value: serde_json::Value = serde_json::from_str(body).ok()?;
-    value.pointer("/usage/total_tokens")?.as_u64()
+    crate::payload::inspect(body).ok()?.total_tokens
 }
 
 #[cfg(test)]

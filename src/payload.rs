@@ -15,6 +15,8 @@ pub struct Inspection {
     pub error: bool,
     /// Some `choices[].finish_reason` is not `null`.
     pub finished: bool,
+    /// `usage.total_tokens`, when the payload reports it (what a call used, for the limiter).
+    pub total_tokens: Option<u64>,
 }
 
 /// The payload is not JSON, or not a JSON object.
@@ -55,6 +57,7 @@ pub fn provider_message(body: &str) -> Option<String> {
 enum Key {
     Error,
     Choices,
+    Usage,
     Other,
 }
 
@@ -70,6 +73,7 @@ impl<'de> de::Deserialize<'de> for Key {
                 Ok(match key {
                     "error" => Key::Error,
                     "choices" => Key::Choices,
+                    "usage" => Key::Usage,
                     _ => Key::Other,
                 })
             }
@@ -93,6 +97,7 @@ impl<'de> Visitor<'de> for TopLevel {
             match key {
                 Key::Error => out.error = map.next_value::<Option<IgnoredAny>>()?.is_some(),
                 Key::Choices => out.finished |= map.next_value::<Finished<Choices>>()?.0,
+                Key::Usage => out.total_tokens = map.next_value::<Picked<TotalTokens>>()?.0,
                 Key::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -169,11 +174,23 @@ impl<'de> de::Deserialize<'de> for ChoiceKey {
     }
 }
 
-/// The top-level `model` of a request body, when it is a string: what routing matches
-/// upstreams and fallbacks on.
+/// What routing and the limiter need of a request body: its top-level `model`, and the most
+/// tokens it asks for (`max_tokens`, `max_completion_tokens` or `max_output_tokens`). One scan,
+/// nothing built for the rest (the messages); `None`s for a body that is not a JSON object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestFacts {
+    pub model: Option<String>,
+    pub max_tokens: Option<u64>,
+}
+
+pub fn request_facts(body: &[u8]) -> RequestFacts {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    de.deserialize_map(RequestVisitor).unwrap_or_default()
+}
+
+/// The top-level `model` of a request body, when it is a string.
 pub fn model_of(body: &[u8]) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
-    value.get("model")?.as_str().map(str::to_owned)
+    request_facts(body).model
 }
 
 /// The body with its top-level `model` set to `model` (an upstream's own name for it, or a
@@ -184,6 +201,129 @@ pub fn with_model(body: &[u8], model: &str) -> Option<bytes::Bytes> {
         .as_object_mut()?
         .insert("model".into(), serde_json::Value::String(model.to_owned()));
     serde_json::to_vec(&value).ok().map(bytes::Bytes::from)
+}
+
+struct RequestVisitor;
+
+impl<'de> Visitor<'de> for RequestVisitor {
+    type Value = RequestFacts;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RequestFacts, A::Error> {
+        let mut out = RequestFacts::default();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match &*key {
+                "model" => out.model = map.next_value::<Picked<Text>>()?.0,
+                "max_tokens" | "max_completion_tokens" | "max_output_tokens" => {
+                    let asked = map.next_value::<Picked<Whole>>()?.0;
+                    out.max_tokens = out.max_tokens.or(asked);
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A value read by rule `R` when it has the expected shape, `None` (skipped) otherwise.
+struct Picked<R: Pick>(Option<R::Out>);
+
+trait Pick {
+    type Out;
+    fn from_u64(_: u64) -> Option<Self::Out> {
+        None
+    }
+    fn from_str(_: &str) -> Option<Self::Out> {
+        None
+    }
+    /// An object's member that holds a whole number, for rules that look inside one.
+    fn member() -> Option<&'static str> {
+        None
+    }
+    fn from_member(_: u64) -> Option<Self::Out> {
+        None
+    }
+}
+
+/// A non-negative whole number.
+struct Whole;
+impl Pick for Whole {
+    type Out = u64;
+    fn from_u64(n: u64) -> Option<u64> {
+        Some(n)
+    }
+}
+
+/// A string.
+struct Text;
+impl Pick for Text {
+    type Out = String;
+    fn from_str(s: &str) -> Option<String> {
+        Some(s.to_owned())
+    }
+}
+
+/// `{ "total_tokens": n, … }`.
+struct TotalTokens;
+impl Pick for TotalTokens {
+    type Out = u64;
+    fn member() -> Option<&'static str> {
+        Some("total_tokens")
+    }
+    fn from_member(n: u64) -> Option<u64> {
+        Some(n)
+    }
+}
+
+impl<'de, R: Pick> de::Deserialize<'de> for Picked<R> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct PickVisitor<R>(std::marker::PhantomData<R>);
+        impl<'de, R: Pick> Visitor<'de> for PickVisitor<R> {
+            type Value = Picked<R>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Picked<R>, E> {
+                Ok(Picked(R::from_u64(n)))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Picked<R>, E> {
+                Ok(Picked(u64::try_from(n).ok().and_then(R::from_u64)))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Picked<R>, E> {
+                Ok(Picked(None))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Picked<R>, E> {
+                Ok(Picked(R::from_str(s)))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Picked<R>, E> {
+                Ok(Picked(None))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Picked<R>, E> {
+                Ok(Picked(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Picked<R>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Picked(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Picked<R>, A::Error> {
+                let mut found = None;
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if Some(&*key) == R::member() {
+                        found = map.next_value::<Picked<Whole>>()?.0;
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(Picked(found.and_then(R::from_member)))
+            }
+        }
+        d.deserialize_any(PickVisitor::<R>(std::marker::PhantomData))
+    }
 }
 
 fn skip_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<bool, A::Error> {
@@ -260,8 +400,15 @@ mod tests {
         assert!(ok(second).finished);
         assert_eq!(
             ok(r#"{"choices":[],"usage":{"total_tokens":3}}"#),
-            Inspection::default()
+            Inspection {
+                total_tokens: Some(3),
+                ..Inspection::default()
+            }
         );
+        // A usage that is not an object, or a count that is not a whole number, says nothing.
+        assert_eq!(ok(r#"{"usage":7}"#).total_tokens, None);
+        assert_eq!(ok(r#"{"usage":{"total_tokens":-1}}"#).total_tokens, None);
+        assert_eq!(ok(r#"{"usage":{"total_tokens":1.5}}"#).total_tokens, None);
     }
 
     #[test]
@@ -349,6 +496,9 @@ mod tests {
                     Just("error".to_string()),
                     Just("choices".to_string()),
                     Just("finish_reason".to_string()),
+                    Just("total_tokens".to_string()),
+                    Just("model".to_string()),
+                    Just("max_tokens".to_string()),
                     "[a-z]{1,6}",
                 ];
                 prop_oneof![
@@ -370,7 +520,29 @@ mod tests {
                         .iter()
                         .any(|c| c.get("finish_reason").is_some_and(|f| !f.is_null()))
                 });
-            Inspection { error, finished }
+            let total_tokens = value
+                .get("usage")
+                .and_then(|u| u.get("total_tokens"))
+                .and_then(Value::as_u64);
+            Inspection {
+                error,
+                finished,
+                total_tokens,
+            }
+        }
+
+        /// What `request_facts` must find, the slow way.
+        fn expected_facts(value: &Value) -> RequestFacts {
+            RequestFacts {
+                model: value
+                    .get("model")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                max_tokens: ["max_tokens", "max_completion_tokens", "max_output_tokens"]
+                    .iter()
+                    .filter_map(|k| value.get(*k).and_then(Value::as_u64))
+                    .next(),
+            }
         }
 
         proptest! {
@@ -379,13 +551,35 @@ mod tests {
             /// Any JSON object: the targeted scan agrees with a full parse.
             #[test]
             fn agrees_with_a_full_parse(map in prop::collection::btree_map(
-                prop_oneof![Just("error".to_string()), Just("choices".to_string()), "[a-z]{1,6}"],
+                prop_oneof![Just("error".to_string()), Just("choices".to_string()), Just("usage".to_string()), "[a-z]{1,6}"],
                 json(),
                 0..6,
             )) {
                 let value = Value::Object(map.into_iter().collect());
                 let text = serde_json::to_string(&value).unwrap();
                 prop_assert_eq!(inspect(&text), Ok(expected(&value)));
+            }
+
+            /// A request body: the scan finds the model and the token ask a full parse finds.
+            #[test]
+            fn request_facts_agree_with_a_full_parse(map in prop::collection::btree_map(
+                prop_oneof![
+                    Just("model".to_string()),
+                    Just("max_tokens".to_string()),
+                    Just("max_output_tokens".to_string()),
+                    "[a-z]{1,6}",
+                ],
+                json(),
+                0..6,
+            ), junk in "\\PC{0,40}") {
+                let value = Value::Object(map.into_iter().collect());
+                let text = serde_json::to_string(&value).unwrap();
+                let found = request_facts(text.as_bytes());
+                let wanted = expected_facts(&value);
+                prop_assert_eq!(&found.model, &wanted.model);
+                // serde_json's map is sorted: the first of the token keys found wins both ways.
+                prop_assert_eq!(found.max_tokens, wanted.max_tokens);
+                let _ = request_facts(junk.as_bytes());
             }
 
             /// Any JSON that is not an object is refused; any text at all never panics.

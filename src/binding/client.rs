@@ -325,10 +325,13 @@ impl NativeClient {
 /// its response head.
 fn answered(result: std::result::Result<Answer, Error>) -> Delivery {
     match result {
-        Ok(Answer { text, head: None }) => Delivery::Body(text),
+        Ok(Answer {
+            text, head: None, ..
+        }) => Delivery::Body(text),
         Ok(Answer {
             text,
             head: Some(head),
+            ..
         }) => {
             let now = std::time::SystemTime::now();
             let pairs = head.headers.iter().map(|(k, v)| (k.as_str(), v.as_str()));

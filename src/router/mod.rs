@@ -233,7 +233,7 @@ where
             sending
         };
         let routed = self.routed(&body, &call, false, &|| true, send);
-        let used = |answer: &Answer| crate::limits::used_tokens(&answer.text);
+        let used = |answer: &Answer| answer.used_tokens;
         self.run(&body, &cancel, routed, used).await
     }
 
