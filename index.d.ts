@@ -806,6 +806,8 @@ export interface PoolStats {
   dnsHits: number
   /** With `upstreams`: each upstream's state, in the configured order. */
   upstreams?: UpstreamState[]
+  /** With `store`: whether Redis answered last time, round trips that failed, and limit decisions made locally meanwhile. */
+  store?: { up: boolean; errors: number; fallbacks: number }
 }
 
 /** One upstream in `stats().upstreams`. */

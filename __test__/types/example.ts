@@ -99,7 +99,7 @@ async function main(): Promise<void> {
   const usage: number | undefined = data.usage?.total_tokens
   const upstream: string | null = response.upstream
   const remaining: number | undefined = response.rateLimit?.requests?.remaining
-  console.log(usage, upstream, remaining, response.headers.get('x-request-id'), routed.stats().upstreams?.[0]?.circuit, routed.rateLimits('azure'))
+  console.log(usage, upstream, remaining, response.headers.get('x-request-id'), routed.stats().upstreams?.[0]?.circuit, routed.stats().store?.up, routed.rateLimits('azure'))
   // @ts-expect-error routing names a known strategy
   new Client({ upstreams: [{ baseUrl: 'http://h' }], routing: 'fastest' })
   // @ts-expect-error pipelining above 1 is not supported
