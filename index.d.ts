@@ -94,85 +94,8 @@ export interface CircuitBreakerOptions {
   resetTimeout?: number
 }
 
-/**
- * One upstream of `upstreams`: its endpoint and key, how routing sees it, its own limits, and
- * any pool option, which overrides the client's for this upstream.
- */
-export interface UpstreamOptions {
-  /** Its name in stats, metrics, errors and `rateLimits(name)`. Default: its origin. Unique. */
-  name?: string
-  /** The API root, e.g. `https://my-resource.openai.azure.com/openai/v1`. Required. */
-  baseUrl: string
-  /** Its key (default: the client's `apiKey`). */
-  apiKey?: string
-  /** Headers added to the client's (its own win). */
-  headers?: Record<string, string>
-  /** Share of calls under `routing: 'weighted'` (1–1000000). Default `1`. */
-  weight?: number
-  /**
-   * The models it serves: names, or a map from the model a call asks for to the upstream's own
-   * name for it (an Azure deployment): `{ 'gpt-4o-mini': 'my-deployment' }`. Absent = every model.
-   */
-  models?: string[] | Record<string, string>
-  /** Its own limits, on top of the client-wide `limits`. */
-  limits?: LimitsOptions | false
-  connections?: number | null
-  pipelining?: 0 | 1
-  keepAliveTimeout?: number
-  keepAliveMaxTimeout?: number
-  keepAliveTimeoutThreshold?: number
-  connectTimeout?: number
-  headersTimeout?: number
-  bodyTimeout?: number
-  poolTimeout?: number
-  timeout?: number
-  firstTokenTimeout?: number
-  tokenTimeout?: number
-  autoSelectFamily?: boolean
-  autoSelectFamilyAttemptTimeout?: number
-  connect?: ConnectOptions
-  proxy?: string | false
-  allowH2?: boolean
-  maxConcurrentStreams?: number
-  maxResponseSize?: number
-}
-
-/** Where limiter state is shared across processes. */
-export interface StoreOptions {
-  /** `redis://[user:password@]host[:port][/db]` (`rediss://`, TLS, is not supported yet). */
-  redis: string
-  /** Key prefix, so that services can share one Redis. Default `'llmpool'`. */
-  prefix?: string
-}
-
-/** How a call picks among the healthy upstreams that serve its model. */
-export type Routing = 'least-busy' | 'latency' | 'weighted'
-
-/** Options of `new Client(options)`. Durations are in milliseconds. */
-export interface ClientOptions {
-  /** The API root, e.g. `https://api.openai.com/v1`. Required unless `upstreams` is given. Its path prefix is kept. */
-  baseUrl?: string
-  /**
-   * Several upstreams instead of `baseUrl` (keys, deployments or providers), each with its own
-   * pool; calls are routed among the healthy ones that serve their model and fail over.
-   */
-  upstreams?: UpstreamOptions[]
-  /** Default `'least-busy'` (see the README's Upstreams section for the measurement). */
-  routing?: Routing
-  /** With `upstreams`: consecutive retryable failures (429, 5xx, connect errors) before an upstream cools down. Default `3`. */
-  allowedFails?: number
-  /** With `upstreams`: how long an upstream cools down, in ms; a 429's `Retry-After` sets it too. Default `5000`. */
-  cooldown?: number
-  /** Models to try when every upstream of a model failed: `{ 'gpt-4o': ['gpt-4o-mini'] }`. */
-  fallbacks?: Record<string, string[]>
-  /** Models to try when the prompt does not fit (`context_length_exceeded`). */
-  contextWindowFallbacks?: Record<string, string[]>
-  /** Share limiter state and provider pauses across processes through Redis. */
-  store?: StoreOptions | false
-  /** Sent as `Authorization: Bearer …`. Never logged, never in errors or stats. */
-  apiKey?: string
-  /** Extra headers sent with every request. */
-  headers?: Record<string, string>
+/** Pool and transport options: the client's, and any upstream of `upstreams` may override them. */
+export interface PoolOptions {
   /** Most connections to the origin at once; `null` = unlimited. Default `100`. */
   connections?: number | null
   /** `1` keeps connections alive; `0` opens a new connection per request. Default `1`. */
@@ -203,19 +126,11 @@ export interface ClientOptions {
   firstTokenTimeout?: number
   /** Streaming: longest gap between data events (comments do not count); `0` = none. Default `30000`. */
   tokenTimeout?: number
-  /** Streaming: largest SSE event, in bytes, then `ERR_SSE_EVENT_TOO_LARGE`. Default `16777216` (16 MiB). */
-  maxEventSize?: number
   /**
    * Largest non-stream response body, in bytes, then `ERR_RESPONSE_TOO_LARGE` (the connection is
    * closed); `-1` = unlimited. Default `33554432` (32 MiB).
    */
   maxResponseSize?: number
-  /**
-   * More header names whose values are secrets, redacted (with the API key and the values of
-   * `authorization`, `proxy-authorization`, `api-key`, `x-api-key` and `cookie`) from every error,
-   * client-level or per call. Default none.
-   */
-  redactHeaders?: string[]
   /**
    * The proxy: `'http://[user:pass@]host:port'` or `'https://…'` (TLS to the proxy itself, with
    * the same trusted roots), or `false` for none whatever the environment says. Unset: the
@@ -234,6 +149,76 @@ export interface ClientOptions {
    * opens (up to `connections`) only when every open one is full. Default `100`.
    */
   maxConcurrentStreams?: number
+}
+
+/**
+ * One upstream of `upstreams`: its endpoint and key, how routing sees it, its own limits, and
+ * any pool option, which overrides the client's for this upstream.
+ */
+export interface UpstreamOptions extends PoolOptions {
+  /** Its name in stats, metrics, errors and `rateLimits(name)`. Default: its origin. Unique. */
+  name?: string
+  /** The API root, e.g. `https://my-resource.openai.azure.com/openai/v1`. Required. */
+  baseUrl: string
+  /** Its key (default: the client's `apiKey`). */
+  apiKey?: string
+  /** Headers added to the client's (its own win). */
+  headers?: Record<string, string>
+  /** Share of calls under `routing: 'weighted'` (1–1000000). Default `1`. */
+  weight?: number
+  /**
+   * The models it serves: names, or a map from the model a call asks for to the upstream's own
+   * name for it (an Azure deployment): `{ 'gpt-4o-mini': 'my-deployment' }`. Absent = every model.
+   */
+  models?: string[] | Record<string, string>
+  /** Its own limits, on top of the client-wide `limits`. */
+  limits?: LimitsOptions | false
+}
+
+/** Where limiter state is shared across processes. */
+export interface StoreOptions {
+  /** `redis://[user:password@]host[:port][/db]` (`rediss://`, TLS, is not supported yet). */
+  redis: string
+  /** Key prefix, so that services can share one Redis. Default `'llmpool'`. */
+  prefix?: string
+}
+
+/** How a call picks among the healthy upstreams that serve its model. */
+export type Routing = 'least-busy' | 'latency' | 'weighted'
+
+/** Options of `new Client(options)`. Durations are in milliseconds. */
+export interface ClientOptions extends PoolOptions {
+  /** The API root, e.g. `https://api.openai.com/v1`. Required unless `upstreams` is given. Its path prefix is kept. */
+  baseUrl?: string
+  /**
+   * Several upstreams instead of `baseUrl` (keys, deployments or providers), each with its own
+   * pool; calls are routed among the healthy ones that serve their model and fail over.
+   */
+  upstreams?: UpstreamOptions[]
+  /** Default `'least-busy'` (see the README's Upstreams section for the measurement). */
+  routing?: Routing
+  /** With `upstreams`: consecutive retryable failures (429, 5xx, connect errors) before an upstream cools down. Default `3`. */
+  allowedFails?: number
+  /** With `upstreams`: how long an upstream cools down, in ms; a 429's `Retry-After` sets it too. Default `5000`. */
+  cooldown?: number
+  /** Models to try when every upstream of a model failed: `{ 'gpt-4o': ['gpt-4o-mini'] }`. */
+  fallbacks?: Record<string, string[]>
+  /** Models to try when the prompt does not fit (`context_length_exceeded`). */
+  contextWindowFallbacks?: Record<string, string[]>
+  /** Share limiter state and provider pauses across processes through Redis. */
+  store?: StoreOptions | false
+  /** Sent as `Authorization: Bearer …`. Never logged, never in errors or stats. */
+  apiKey?: string
+  /** Extra headers sent with every request. */
+  headers?: Record<string, string>
+  /** Streaming: largest SSE event, in bytes, then `ERR_SSE_EVENT_TOO_LARGE`. Default `16777216` (16 MiB). */
+  maxEventSize?: number
+  /**
+   * More header names whose values are secrets, redacted (with the API key and the values of
+   * `authorization`, `proxy-authorization`, `api-key`, `x-api-key` and `cookie`) from every error,
+   * client-level or per call. Default none.
+   */
+  redactHeaders?: string[]
   /**
    * Client-side limits: a call reserves one request and its estimated tokens (prompt characters
    * ÷ 4 + `max_tokens`; corrected by the answer's `usage`, or a stream's chunk count) before it

@@ -27,9 +27,20 @@ function members(name: string): string[] {
   return [...inherited, ...own]
 }
 
+/** A member's declaration in an interface or the interfaces it extends. */
+function propertyNamed(decl: ts.InterfaceDeclaration, member: string): ts.PropertySignature | undefined {
+  const own = decl.members.filter(ts.isPropertySignature).find((m) => m.name.getText() === member)
+  if (own) return own
+  for (const t of (decl.heritageClauses ?? []).flatMap((h) => h.types)) {
+    const found = propertyNamed(interfaceNamed(t.expression.getText()), member)
+    if (found) return found
+  }
+  return undefined
+}
+
 /** Interfaces of index.d.ts that a member's type names (`RetryOptions | false` → RetryOptions). */
 function nestedInterface(decl: ts.InterfaceDeclaration, member: string): string | undefined {
-  const prop = decl.members.filter(ts.isPropertySignature).find((m) => m.name.getText() === member)
+  const prop = propertyNamed(decl, member)
   const names: string[] = []
   const visit = (node: ts.Node) => {
     if (ts.isTypeReferenceNode(node)) names.push(node.typeName.getText())

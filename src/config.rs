@@ -338,37 +338,6 @@ pub struct Config {
     pub name: Option<String>,
 }
 
-/// What an entry of `upstreams` may set: its own endpoint, key and headers, how it is routed to,
-/// its own limits, and any pool option, which overrides the client's for this upstream.
-pub const UPSTREAM_OPTIONS: &[&str] = &[
-    "name",
-    "baseUrl",
-    "apiKey",
-    "headers",
-    "weight",
-    "models",
-    "limits",
-    "connections",
-    "pipelining",
-    "keepAliveTimeout",
-    "keepAliveMaxTimeout",
-    "keepAliveTimeoutThreshold",
-    "connectTimeout",
-    "headersTimeout",
-    "bodyTimeout",
-    "poolTimeout",
-    "timeout",
-    "firstTokenTimeout",
-    "tokenTimeout",
-    "autoSelectFamily",
-    "autoSelectFamilyAttemptTimeout",
-    "connect",
-    "proxy",
-    "allowH2",
-    "maxConcurrentStreams",
-    "maxResponseSize",
-];
-
 /// The API key. Its `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ApiKey(String);
@@ -385,10 +354,22 @@ impl std::fmt::Debug for ApiKey {
     }
 }
 
-const KNOWN_OPTIONS: &[&str] = &[
+/// Options of the client as a whole (with `upstreams`, shared by every upstream unless it sets
+/// its own).
+const CLIENT_OPTIONS: &[&str] = &[
     "baseUrl",
     "apiKey",
     "headers",
+    "maxEventSize",
+    "redactHeaders",
+    "dns",
+    "limits",
+    "limitTimeout",
+    "retry",
+    "circuitBreaker",
+];
+/// Pool and transport options: the client's, and any upstream may override them.
+const POOL_OPTIONS: &[&str] = &[
     "connections",
     "pipelining",
     "keepAliveTimeout",
@@ -404,18 +385,14 @@ const KNOWN_OPTIONS: &[&str] = &[
     "timeout",
     "firstTokenTimeout",
     "tokenTimeout",
-    "maxEventSize",
     "maxResponseSize",
-    "redactHeaders",
     "proxy",
-    "dns",
     "allowH2",
     "maxConcurrentStreams",
-    "limits",
-    "limitTimeout",
-    "retry",
-    "circuitBreaker",
-    // Read by `router::RouterConfig` (several upstreams, failover, a shared limiter store).
+];
+/// Options only `router::RouterConfig` reads (several upstreams, failover, a shared limiter
+/// store); never part of one upstream's configuration.
+pub const ROUTER_OPTIONS: &[&str] = &[
     "upstreams",
     "routing",
     "allowedFails",
@@ -424,6 +401,16 @@ const KNOWN_OPTIONS: &[&str] = &[
     "contextWindowFallbacks",
     "store",
 ];
+/// What an entry of `upstreams` sets besides pool options: its endpoint, key and headers, how
+/// routing sees it, and its own limits.
+const UPSTREAM_OWN_OPTIONS: &[&str] = &[
+    "name", "baseUrl", "apiKey", "headers", "weight", "models", "limits",
+];
+
+/// Whether an entry of `upstreams` may set `name`.
+pub fn is_upstream_option(name: &str) -> bool {
+    UPSTREAM_OWN_OPTIONS.contains(&name) || POOL_OPTIONS.contains(&name)
+}
 const KNOWN_BREAKER_OPTIONS: &[&str] = &["failureThreshold", "resetTimeout"];
 const KNOWN_DNS_OPTIONS: &[&str] = &["maxTTL", "maxItems"];
 const KNOWN_LIMITS_OPTIONS: &[&str] = &["rpm", "tpm", "concurrency"];
@@ -458,11 +445,15 @@ struct Options<'a> {
 }
 
 impl<'a> Options<'a> {
-    fn new(value: &'a Value, prefix: &'static str, what: &str, known: &[&str]) -> Result<Self> {
+    /// `known`: the lists of names the object may have.
+    fn new(value: &'a Value, prefix: &'static str, what: &str, known: &[&[&str]]) -> Result<Self> {
         let map = value
             .as_object()
             .ok_or_else(|| ConfigError(format!("{what} must be an object")))?;
-        if let Some(unknown) = map.keys().find(|k| !known.contains(&k.as_str())) {
+        if let Some(unknown) = map
+            .keys()
+            .find(|k| !known.iter().any(|list| list.contains(&k.as_str())))
+        {
             let noun = if what == "call options" {
                 "call option"
             } else {
@@ -567,7 +558,12 @@ impl<'a> Options<'a> {
 impl Config {
     /// Validates the JS options object (as JSON) and fills in the defaults.
     pub fn from_json(value: &Value) -> Result<Config> {
-        let o = Options::new(value, "", "options", KNOWN_OPTIONS)?;
+        let o = Options::new(
+            value,
+            "",
+            "options",
+            &[CLIENT_OPTIONS, POOL_OPTIONS, ROUTER_OPTIONS],
+        )?;
 
         let endpoint = match o.get("baseUrl") {
             Some(Value::String(s)) => Endpoint::parse(s)?,
@@ -780,7 +776,7 @@ impl CallOptions {
         } else {
             KNOWN_CALL_OPTIONS
         };
-        let o = Options::new(value, "", "call options", known)?;
+        let o = Options::new(value, "", "call options", &[known])?;
         let headers = match o.get("headers") {
             None => Vec::new(),
             Some(v) => parse_headers(v, "headers")?,
@@ -831,8 +827,9 @@ impl Config {
 /// Every option name the client accepts, nested ones as `parent.child`: the source of truth the
 /// typings and the README are checked against.
 pub fn option_names() -> Vec<String> {
-    let nested: [(&str, &[&str]); 7] = [
-        ("upstreams", UPSTREAM_OPTIONS),
+    let nested: [(&str, &[&str]); 8] = [
+        ("upstreams", UPSTREAM_OWN_OPTIONS),
+        ("upstreams", POOL_OPTIONS),
         ("store", &["redis", "prefix"]),
         ("limits", KNOWN_LIMITS_OPTIONS),
         ("connect", KNOWN_CONNECT_OPTIONS),
@@ -840,7 +837,11 @@ pub fn option_names() -> Vec<String> {
         ("circuitBreaker", KNOWN_BREAKER_OPTIONS),
         ("dns", KNOWN_DNS_OPTIONS),
     ];
-    let mut names: Vec<String> = KNOWN_OPTIONS.iter().map(|s| s.to_string()).collect();
+    let mut names: Vec<String> = [CLIENT_OPTIONS, POOL_OPTIONS, ROUTER_OPTIONS]
+        .concat()
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     for (parent, children) in nested {
         names.extend(children.iter().map(|c| format!("{parent}.{c}")));
     }
@@ -864,7 +865,7 @@ fn parse_connect(value: Option<&Value>, mut out: ConnectConfig) -> Result<Connec
     let Some(value) = value else {
         return Ok(out);
     };
-    let o = Options::new(value, "connect.", "connect", KNOWN_CONNECT_OPTIONS)?;
+    let o = Options::new(value, "connect.", "connect", &[KNOWN_CONNECT_OPTIONS])?;
     let keep_alive = o.bool("keepAlive", DEFAULT_TCP_KEEP_ALIVE)?;
     let delay = o.positive_ms(
         "keepAliveInitialDelay",
@@ -935,7 +936,7 @@ fn parse_limits(value: Option<&Value>, timeout: Option<Duration>) -> Result<Opti
         Some(v @ Value::Object(_)) => v,
         Some(_) => return Err(rule("limits", "must be an object or false")),
     };
-    let o = Options::new(value, "limits.", "limits", KNOWN_LIMITS_OPTIONS)?;
+    let o = Options::new(value, "limits.", "limits", &[KNOWN_LIMITS_OPTIONS])?;
     let positive = |key: &str| -> Result<Option<u32>> {
         match o.uint(key, "must be a positive integer", u32::MAX as u64)? {
             Some(0) => Err(rule(&o.name(key), "must be a positive integer")),
@@ -961,7 +962,7 @@ fn parse_dns(value: Option<&Value>) -> Result<Option<DnsConfig>> {
         Some(v @ Value::Object(_)) => v,
         Some(_) => return Err(rule("dns", "must be an object or false")),
     };
-    let o = Options::new(value, "dns.", "dns", KNOWN_DNS_OPTIONS)?;
+    let o = Options::new(value, "dns.", "dns", &[KNOWN_DNS_OPTIONS])?;
     let max_ttl = o.non_negative_ms("maxTTL", DEFAULT_DNS_MAX_TTL_MS)?;
     let max_items = match o.uint("maxItems", "must be a positive integer", u32::MAX as u64)? {
         Some(0) => return Err(rule("dns.maxItems", "must be a positive integer")),
@@ -982,7 +983,7 @@ fn parse_breaker(value: Option<&Value>) -> Result<Option<BreakerConfig>> {
         value,
         "circuitBreaker.",
         "circuitBreaker",
-        KNOWN_BREAKER_OPTIONS,
+        &[KNOWN_BREAKER_OPTIONS],
     )?;
     let failure_threshold = match o.uint(
         "failureThreshold",
@@ -1016,7 +1017,7 @@ fn parse_retry(value: Option<&Value>) -> Result<RetryConfig> {
         Some(v @ Value::Object(_)) => v,
         Some(_) => return Err(rule("retry", "must be an object or false")),
     };
-    let o = Options::new(value, "retry.", "retry", KNOWN_RETRY_OPTIONS)?;
+    let o = Options::new(value, "retry.", "retry", &[KNOWN_RETRY_OPTIONS])?;
     let d = RetryConfig::default();
     let max_retries = o
         .uint("maxRetries", MAX_RETRIES_RULE, MAX_RETRIES)?

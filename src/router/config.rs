@@ -7,7 +7,9 @@
 
 use serde_json::{Map, Value};
 
-use crate::config::{BreakerConfig, Config, ConfigError, LimitsConfig, UPSTREAM_OPTIONS};
+use crate::config::{
+    is_upstream_option, BreakerConfig, Config, ConfigError, LimitsConfig, ROUTER_OPTIONS,
+};
 
 /// Consecutive retryable failures that put an upstream in cooldown (LiteLLM's `allowed_fails`).
 pub const DEFAULT_ALLOWED_FAILS: u32 = 3;
@@ -91,17 +93,6 @@ pub struct RouterConfig {
     pub limits: Option<LimitsConfig>,
     pub store: Option<StoreConfig>,
 }
-
-/// Options that only the router reads: never passed into an upstream's configuration.
-const ROUTER_OPTIONS: &[&str] = &[
-    "upstreams",
-    "routing",
-    "allowedFails",
-    "cooldown",
-    "fallbacks",
-    "contextWindowFallbacks",
-    "store",
-];
 
 fn rule(name: &str, rule: &str) -> ConfigError {
     ConfigError(format!("{name} {rule}"))
@@ -256,7 +247,7 @@ fn upstream(
     let own = item
         .as_object()
         .ok_or_else(|| rule(&at, "must be an object"))?;
-    if let Some(unknown) = own.keys().find(|k| !UPSTREAM_OPTIONS.contains(&k.as_str())) {
+    if let Some(unknown) = own.keys().find(|k| !is_upstream_option(k)) {
         return Err(ConfigError(format!(
             "{at}.{unknown} is not a known upstream option"
         )));
