@@ -1,6 +1,6 @@
 // Client-side limits (rpm, tpm, concurrency; limitTimeout) and batches, through the public API.
 // Waits are asserted from below only: never sooner than the limit allows.
-import { body, client, completion, eventually, rejection, sendJson, server, sleep } from './helpers'
+import { body, chunk, client, completion, eventually, rejection, sendJson, server, sleep } from './helpers'
 
 test('concurrency: never more calls in flight than allowed; the rest wait in order', async () => {
   const s = await server()
@@ -53,6 +53,31 @@ test('tpm: a call waits for its estimated tokens, and the reservation follows th
   for (let i = 0; i < 6; i++) await c.chat({ ...body(), max_tokens: 500 })
   expect(Date.now() - started).toBeLessThan(900)
   expect(c.stats().limitWaits).toBe(0)
+})
+
+test('tpm and streams: the usage chunk corrects the reservation, else the content chunks do', async () => {
+  const s = await server()
+  // Three content chunks, then (when asked) a usage chunk that says the call used 900 tokens.
+  s.setHandler(({ res, body: b }: any) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' })
+    for (const word of ['a', 'b', 'c']) res.write(`data: ${JSON.stringify(chunk(b, { content: word }))}\n\n`)
+    res.write(`data: ${JSON.stringify(chunk(b, {}, 'stop'))}\n\n`)
+    if (b.stream_options?.include_usage) res.write(`data: ${JSON.stringify({ ...chunk(b, {}), choices: [], usage: { total_tokens: 900 } })}\n\n`)
+    res.end('data: [DONE]\n\n')
+  })
+  const drain = async (c: any, usage: boolean) => {
+    for await (const _ of c.chatStream({ ...body(), max_tokens: 300, ...(usage ? { stream_options: { include_usage: true } } : {}) })) void _
+  }
+  // 60,000 tpm: a burst of 1,000. Each stream reserves ~320.
+  const counted = client(s, { limits: { tpm: 60_000 } })
+  for (let i = 0; i < 3; i++) await drain(counted, false)
+  // Corrected to its ~5 chunks each: nothing waited.
+  expect(counted.stats().limitWaits).toBe(0)
+  const reported = client(s, { limits: { tpm: 60_000 } })
+  await drain(reported, true)
+  await drain(reported, true)
+  // The first used 900 by its usage chunk: the second had to wait for room.
+  expect(reported.stats().limitWaits).toBe(1)
 })
 
 test('limitTimeout: ERR_LIMIT_TIMEOUT, nothing sent; an abort ends the wait at once', async () => {

@@ -263,6 +263,7 @@ impl StreamHandle {
                 sink,
                 credit: self.credit.clone(),
                 delivered: Default::default(),
+                used_tokens: Default::default(),
             });
             let reading = job(reader.clone(), self.closed.clone());
             tokio::spawn(async move {
@@ -307,6 +308,8 @@ pub(crate) struct Reader {
     credit: Arc<Credit>,
     /// Payloads delivered so far.
     delivered: std::sync::atomic::AtomicU64,
+    /// What the usage chunk said the call used (0: none came).
+    used_tokens: std::sync::atomic::AtomicU64,
 }
 
 impl Reader {
@@ -339,6 +342,15 @@ impl Reader {
     /// Payloads delivered so far: a routed stream moves to another upstream only before any.
     pub(crate) fn delivered(&self) -> u64 {
         self.delivered.load(Ordering::Relaxed)
+    }
+
+    /// What the stream used, for the limiter: its usage chunk's `total_tokens`, else its
+    /// content chunks (a token each, about).
+    pub(crate) fn tokens_used(&self) -> u64 {
+        match self.used_tokens.load(Ordering::Relaxed) {
+            0 => self.delivered(),
+            n => n,
+        }
     }
 
     pub(crate) fn has_credit(&self) -> bool {
@@ -422,10 +434,7 @@ where
         one
     };
     let reading = client.read_until_closed(&call, CallKind::Stream, &committed, closed, attempt);
-    // A stream's use: its content chunks (a token each, about).
-    let work = client.within_limits(&body, reading, |_| {
-        Some(reader.delivered.load(Ordering::Relaxed))
-    });
+    let work = client.within_limits(&body, reading, |_| Some(reader.tokens_used()));
     client.run(cancel, &call, work).await
 }
 
@@ -590,6 +599,9 @@ where
             &mut payloads,
             &mut progress,
         );
+        if let Some(used) = progress.total_tokens.take() {
+            reader.used_tokens.store(used, Ordering::Relaxed);
+        }
         if !payloads.is_empty() {
             if first_token_at.is_none() {
                 first_token_at = Some(Instant::now());
@@ -632,6 +644,8 @@ struct Progress {
     finished: bool,
     /// Events: `response.*` events were seen and none ended the stream.
     open_response: bool,
+    /// Chat: the usage chunk's `usage.total_tokens` (`stream_options.include_usage`).
+    total_tokens: Option<u64>,
 }
 
 impl Progress {
@@ -713,6 +727,7 @@ fn judge<K: Connect>(
             Ok(found) if found.error => Verdict::Fail(stream_error(client, data)),
             Ok(found) => {
                 progress.finished |= found.finished;
+                progress.total_tokens = found.total_tokens.or(progress.total_tokens);
                 Verdict::Deliver(data)
             }
         },
@@ -796,6 +811,7 @@ mod tests {
             sink: Box::new(|_| {}),
             credit: Arc::default(),
             delivered: Default::default(),
+            used_tokens: Default::default(),
         });
         let request = StreamRequest {
             uri: client.chat_uri.clone(),

@@ -279,7 +279,7 @@ where
                 let may_move = || reader.delivered() == 0;
                 let routed = router.routed(&body, &call, true, &may_move, send);
                 let outcome = router
-                    .run(&body, &cancel, routed, |_| Some(reader.delivered()))
+                    .run(&body, &cancel, routed, |_| Some(reader.tokens_used()))
                     .await;
                 deliver_outcome(&router.upstreams[0].client, outcome, reader, closed);
             })
