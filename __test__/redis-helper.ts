@@ -36,6 +36,19 @@ async function answersPing(port: number, ms = 5000): Promise<void> {
   throw new Error(`redis-server did not answer on port ${port} within ${ms} ms`)
 }
 
+/** Sends one command (RESP) and resolves with the first line of the answer (`:1234`, `+OK`, …). */
+export function redisCommand(port: number, ...args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1')
+    socket.once('error', reject)
+    socket.once('connect', () => socket.write(`*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`))
+    socket.once('data', (d) => {
+      socket.destroy()
+      resolve(d.toString().split('\r\n')[0])
+    })
+  })
+}
+
 export class RedisServer {
   #child: ChildProcess | null = null
   constructor(readonly port: number) {}

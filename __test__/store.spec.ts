@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { Client } from '../index.js'
 import type { ClientOptions } from '../index.js'
 import { body, completion, rejection, sendJson, server, sleep } from './helpers'
-import { haveRedis, freePort, RedisServer } from './redis-helper'
+import { haveRedis, freePort, redisCommand, RedisServer } from './redis-helper'
 
 // CI installs redis-server (.ci/run); a developer machine without it skips with a notice.
 const suite = haveRedis || process.env.CI ? describe : describe.skip
@@ -67,7 +67,12 @@ suite('store: { redis }', () => {
     const a = shared({ baseUrl: s.url }, 'pause')
     const b = shared({ baseUrl: s.url }, 'pause')
     expect((await rejection(a.chat(body()))).status).toBe(429)
-    await sleep(100) // the pause is written in the background
+    // The pause is written in the background: wait until Redis has it.
+    const pttl = async () => Number((await redisCommand(redis.port, 'PTTL', `pause:${s.origin}:pause`)).slice(1))
+    for (let i = 0; (await pttl()) <= 0; i++) {
+      if (i > 200) throw new Error('the pause never reached Redis')
+      await sleep(5)
+    }
     const asked = Date.now()
     await b.chat(body())
     // b never saw the 429: it waited for the pause a wrote.
