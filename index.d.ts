@@ -575,6 +575,25 @@ export declare class ChatStream implements AsyncIterableIterator<ChatCompletionC
   finalCompletion(): Promise<ChatCompletion>
   /** A web `ReadableStream` of the chunks; cancelling it cancels the request. */
   toReadableStream(): ReadableStream<ChatCompletionChunk>
+  /**
+   * The text fast path: the first choice's content as strings (one per batch the socket
+   * delivered). The chunks are parsed and merged in Rust and never become JS objects;
+   * `finalCompletion()` still returns the whole completion. Call it before iterating (a
+   * `TypeError` after); the stream then yields strings.
+   */
+  text(): TextStream
+}
+
+/** `chatStream(body).text()`: the content of a chat stream, as strings. */
+export declare class TextStream implements AsyncIterable<string> {
+  [Symbol.asyncIterator](): AsyncIterator<string, undefined>
+  next(): Promise<IteratorResult<string, undefined>>
+  /** Ends the stream: the request is cancelled. */
+  return(value?: unknown): Promise<IteratorResult<string, undefined>>
+  /** Consumes the rest and returns the whole `ChatCompletion`, merged in Rust (tool calls, usage, finish reason, reasoning). */
+  finalCompletion(): Promise<ChatCompletion>
+  /** A web `ReadableStream` of the strings; cancelling it cancels the request. */
+  toReadableStream(): ReadableStream<string>
 }
 
 // ---- Errors and stats ----

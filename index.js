@@ -427,6 +427,11 @@ function mergeChoice(choices, { index = 0, delta = {}, finish_reason, logprobs }
   if (finish_reason) choice.finish_reason = finish_reason
 }
 
+/** What a chat stream's text view asks of its iterator (not public API). */
+const TEXT_MODE = Symbol('llmpool.textMode')
+const IN_TEXT_MODE = Symbol('llmpool.inTextMode')
+const MERGED = Symbol('llmpool.merged')
+
 /** Stream signals from Rust (numbers, see src/binding/mailbox.rs). */
 const SIGNAL_DONE = 0
 const SIGNAL_STALLED = 1
@@ -459,6 +464,8 @@ class NativeIterator {
   #error = null
   /** The one pending pull waiting for a delivery (pulls run one at a time, see `next`). */
   #wake = null
+  /** Text mode: deliveries are strings, yielded as they are. */
+  #text = false
   /** next() calls not yet settled, and the latest: a call waits for the one before it. */
   #calls = 0
   #lastCall = null
@@ -585,7 +592,24 @@ class NativeIterator {
     this.#stalled = false
   }
 
+  /** Switches a stream not yet started to text mode (see `ChatStream.text()`). */
+  [TEXT_MODE]() {
+    if (this.#id !== -1 || this.#ended || this.#calls > 0) throw invalidArg('text() must be called before the stream is iterated')
+    this.#native.textMode()
+    this.#text = true
+  }
+
+  get [IN_TEXT_MODE]() {
+    return this.#text
+  }
+
+  /** Text mode: the chunks so far, merged in Rust. */
+  [MERGED]() {
+    return JSON.parse(this.#native.finalCompletion())
+  }
+
   #parse(text) {
+    if (this.#text) return text
     try {
       return this.decode(text)
     } catch (e) {
@@ -624,11 +648,61 @@ class ChatStream extends NativeIterator {
     return JSON.parse(text)
   }
 
+  /**
+   * The text fast path: an async iterable of the first choice's content, as strings (one per
+   * batch the socket delivered, so a fast consumer gets few, long ones). The chunks are parsed
+   * and merged in Rust and never cross into JS; `finalCompletion()` still gives the whole
+   * completion (tool calls, usage, finish reason, reasoning). Call it before iterating.
+   */
+  text() {
+    this[TEXT_MODE]()
+    return new TextStream(this)
+  }
+
   /** Consumes the stream and returns one `ChatCompletion` merged from its chunks. */
   async finalCompletion() {
+    if (this[IN_TEXT_MODE]) {
+      for await (const _ of this) void _
+      return this[MERGED]()
+    }
     const chunks = []
     for await (const chunk of this) chunks.push(chunk)
     return accumulate(chunks)
+  }
+}
+
+/** `chatStream(body).text()`: the content strings of a chat stream. */
+class TextStream {
+  #stream
+
+  constructor(stream) {
+    this.#stream = stream
+  }
+
+  [Symbol.asyncIterator]() {
+    return this.#stream
+  }
+
+  next() {
+    return this.#stream.next()
+  }
+
+  return(value) {
+    return this.#stream.return(value)
+  }
+
+  /** The rest of the stream, merged into one `ChatCompletion` (in Rust). */
+  finalCompletion() {
+    return this.#stream.finalCompletion()
+  }
+
+  /** A web `ReadableStream` of the strings; cancelling it cancels the request. */
+  toReadableStream() {
+    return this.#stream.toReadableStream()
+  }
+
+  [inspect.custom]() {
+    return 'TextStream {}'
   }
 }
 

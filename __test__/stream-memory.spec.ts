@@ -41,6 +41,24 @@ test('1,000 abandoned streams: sockets stay within connections and RSS stays fla
   expect(result.rssEnd - result.rssAfterWarmup).toBeLessThan(40)
 }, 120_000)
 
+test('1,000 abandoned text streams (chatStream().text()): the same bounds', async () => {
+  const s = await server()
+  s.setHandler(({ res }) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' })
+    res.write(chunkLine('first'))
+    const t = setInterval(() => res.write(chunkLine('more')), 10)
+    res.on('close', () => clearInterval(t))
+  })
+  const connections = 10
+  const result = await runFixture(['abandon', s.url, '1000', String(connections), 'text'])
+  console.log(`abandoned text streams: ${JSON.stringify(result)} accepted=${s.accepted}`)
+  expect(result.stats.requests).toBe(1000)
+  expect(result.stats.connectionsOpened).toBe(s.accepted)
+  expect(result.peakSockets).toBeLessThanOrEqual(connections)
+  expect(result.stats.connected).toBeLessThanOrEqual(connections)
+  expect(result.rssEnd - result.rssAfterWarmup).toBeLessThan(40)
+}, 120_000)
+
 test('a slow consumer of a fast 10,000-chunk stream: the server is held back and RSS stays bounded', async () => {
   const s = await server()
   const total = 10_000

@@ -9,6 +9,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod accumulate;
 pub mod attempt;
 pub mod breaker;
 pub mod chat;

@@ -180,6 +180,9 @@ pub(crate) type Job =
 /// The consumer's handle on one stream (a chat stream, an event stream, a `fetch` body).
 pub struct StreamHandle {
     job: Option<Job>,
+    /// Text mode (`chatStream(body).text()`): the chunks are merged here and only their text is
+    /// delivered.
+    text: Option<Arc<Mutex<crate::accumulate::Accumulator>>>,
     /// Cancelled when the consumer is done (`close()` or drop): the reader ends quietly.
     closed: CancellationToken,
     credit: Arc<Credit>,
@@ -251,12 +254,32 @@ impl StreamHandle {
     pub(crate) fn new(job: Job) -> Self {
         StreamHandle {
             job: Some(job),
+            text: None,
             closed: CancellationToken::new(),
             credit: Arc::new(Credit::default()),
         }
     }
 
     /// Sends the request and starts pushing deliveries to `sink`. Does nothing the second time.
+    /// Text mode, before `start`: each delivery is one string, the first choice's content of
+    /// the chunks it stands for; the chunks are merged in Rust for [`StreamHandle::final_completion`].
+    pub fn text_mode(&mut self) {
+        if self.job.is_some() {
+            self.text.get_or_insert_with(Default::default);
+        }
+    }
+
+    /// Text mode: the chunks so far merged into one `ChatCompletion` (JSON text).
+    pub fn final_completion(&self) -> Option<String> {
+        let merged = self.text.as_ref()?;
+        Some(
+            merged
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .completion(),
+        )
+    }
+
     pub fn start(&mut self, sink: Sink) {
         if let Some(job) = self.job.take() {
             let reader = Arc::new(Reader {
@@ -264,6 +287,7 @@ impl StreamHandle {
                 credit: self.credit.clone(),
                 delivered: Default::default(),
                 used_tokens: Default::default(),
+                text: self.text.clone(),
             });
             let reading = job(reader.clone(), self.closed.clone());
             tokio::spawn(async move {
@@ -310,12 +334,26 @@ pub(crate) struct Reader {
     delivered: std::sync::atomic::AtomicU64,
     /// What the usage chunk said the call used (0: none came).
     used_tokens: std::sync::atomic::AtomicU64,
+    /// Text mode: where the chunks are merged.
+    text: Option<Arc<Mutex<crate::accumulate::Accumulator>>>,
 }
 
 impl Reader {
     fn push(&self, events: Vec<String>) {
         self.delivered
             .fetch_add(events.len() as u64, Ordering::Relaxed);
+        if let Some(merged) = &self.text {
+            // One string for the whole batch: the text is what crosses into JS.
+            let text: String = {
+                let mut merged = merged.lock().unwrap_or_else(|e| e.into_inner());
+                events.iter().map(|chunk| merged.add(chunk)).collect()
+            };
+            if !text.is_empty() {
+                self.credit.spend([text.len()]);
+                (self.sink)(Delivery::Events(vec![text]));
+            }
+            return;
+        }
         self.credit.spend(events.iter().map(String::len));
         (self.sink)(Delivery::Events(events));
     }
@@ -812,6 +850,7 @@ mod tests {
             credit: Arc::default(),
             delivered: Default::default(),
             used_tokens: Default::default(),
+            text: None,
         });
         let request = StreamRequest {
             uri: client.chat_uri.clone(),

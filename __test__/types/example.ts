@@ -1,7 +1,7 @@
 // A TypeScript consumer of llmpool, type-checked with `tsc --noEmit --strict` by types.spec.ts.
 // Lines marked @ts-expect-error must fail to type-check; tsc reports an error if they do not.
 import { Client, LlmpoolError } from '../../index.js'
-import type { ChatCompletion, ChatCompletionChunk, ChatCompletionCreateParams, ClientOptions, PoolStats, ErrorCode, ChatStream } from '../../index.js'
+import type { ChatCompletion, ChatCompletionChunk, ChatCompletionCreateParams, ClientOptions, PoolStats, ErrorCode, ChatStream, TextStream } from '../../index.js'
 
 const options: ClientOptions = {
   baseUrl: 'https://api.openai.com/v1',
@@ -68,6 +68,11 @@ async function main(): Promise<void> {
   }
   const merged: ChatCompletion = await client.chatStream(request).finalCompletion()
   const web: ReadableStream<ChatCompletionChunk> = client.chatStream(request).toReadableStream()
+  const textStream: TextStream = client.chatStream(request).text()
+  for await (const piece of textStream) console.log(piece.toUpperCase())
+  const fromText: ChatCompletion = await client.chatStream(request).text().finalCompletion()
+  const textWeb: ReadableStream<string> = client.chatStream(request).text().toReadableStream()
+  console.log(fromText.usage, textWeb)
   void merged
   void web
   // @ts-expect-error firstTokenTimeout is a stream option only

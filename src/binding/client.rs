@@ -445,4 +445,29 @@ impl NativeStream {
     pub fn close(&self) {
         self.closer.cancel();
     }
+
+    /// Text mode (before `start`): deliveries are the first choice's content, one string per
+    /// batch, and the chunks are merged in Rust.
+    #[napi]
+    pub fn text_mode(&self) -> Result<()> {
+        guard(|| {
+            self.inner
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .text_mode();
+            Ok(())
+        })
+    }
+
+    /// Text mode: the chunks so far merged into one `ChatCompletion` (JSON text).
+    #[napi]
+    pub fn final_completion(&self) -> Result<Option<String>> {
+        guard(|| {
+            Ok(self
+                .inner
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .final_completion())
+        })
+    }
 }
