@@ -53,6 +53,11 @@ const scenarios = {
   S4s: { connections: 20, warmup: [0, 1], run: [1000, 1], kind: 'chat', sockets: true },
   // S5: 1,000 concurrent streams held open (100 chunks, 20 ms apart: ~2 s each).
   S5: { connections: 1000, warmup: [50, 50], run: [1000, 1000], kind: 'stream', delay: 20 },
+  // S6: gateway scale, every stream open at once (50 chunks, 20 ms apart: ~1 s each); failures
+  // are counted, not fatal.
+  S6a: { connections: 1000, warmup: [50, 50], run: [1000, 1000], kind: 'stream', delay: 20, chunks: 50, countErrors: true },
+  S6b: { connections: 4000, warmup: [50, 50], run: [4000, 4000], kind: 'stream', delay: 20, chunks: 50, countErrors: true },
+  S6c: { connections: 10000, warmup: [50, 50], run: [10000, 10000], kind: 'stream', delay: 20, chunks: 50, countErrors: true },
 }
 
 async function main() {
@@ -61,6 +66,7 @@ async function main() {
   const client = clients[name]({ baseUrl, connections: s.connections })
   const headers = s.delay ? { 'x-chunk-delay-ms': String(s.delay) } : {}
   let chunks = 0
+  let errors = 0
   const task =
     s.kind === 'chat'
       ? async () => {
@@ -68,11 +74,17 @@ async function main() {
           if (!r.choices) throw new Error('bad completion')
         }
       : async () => {
-          const n = await client.stream(body(100), headers)
-          chunks += n
+          try {
+            const n = await client.stream(body(s.chunks ?? 100), headers)
+            chunks += n
+          } catch (e) {
+            if (!s.countErrors) throw e
+            errors++
+          }
         }
   if (s.warmup[0] > 0) await pool(s.warmup[0], s.warmup[1], task)
   chunks = 0
+  errors = 0
   if (s.sockets) await resetSockets()
   global.gc?.()
   const rssBefore = process.memoryUsage().rss
@@ -102,6 +114,7 @@ async function main() {
     rssPeakMiB: rssPeak / 1048576,
     rssGrowthMiB: (rssPeak - rssBefore) / 1048576,
     sockets,
+    errors,
   }
   await client.close()
   console.log(JSON.stringify(result))

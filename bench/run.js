@@ -22,6 +22,9 @@ const DESCRIPTIONS = {
   S4c: '1,000 requests at concurrency 200, connections: 20',
   S4s: '1,000 sequential requests',
   S5: '1,000 concurrent streams held open (~2 s each)',
+  S6a: 'scale: 1,000 open streams, 50 chunks 20 ms apart',
+  S6b: 'scale: 4,000 open streams, 50 chunks 20 ms apart',
+  S6c: 'scale: 10,000 open streams, 50 chunks 20 ms apart',
 }
 
 function buildServer() {
@@ -96,6 +99,9 @@ const METRICS = {
   S4c: [['sockets', 'sockets opened']],
   S4s: [['sockets', 'sockets opened']],
   S5: [['rssPeakMiB', 'peak RSS MiB'], ['rssGrowthMiB', 'RSS growth MiB'], ['cpuUsPerUnit', 'CPU µs/chunk']],
+  S6a: [['rssPeakMiB', 'peak RSS MiB'], ['cpuUsPerUnit', 'CPU µs/chunk'], ['errors', 'errors']],
+  S6b: [['rssPeakMiB', 'peak RSS MiB'], ['cpuUsPerUnit', 'CPU µs/chunk'], ['errors', 'errors']],
+  S6c: [['rssPeakMiB', 'peak RSS MiB'], ['cpuUsPerUnit', 'CPU µs/chunk'], ['errors', 'errors']],
 }
 
 function table(results) {

@@ -46,11 +46,28 @@ impl Choice {
 /// The chunks of one stream, merged.
 #[derive(Debug, Default)]
 pub struct Accumulator {
-    /// `id`, `created`, `model`, `system_fingerprint`, `service_tier`: the last non-null value.
-    top: Map<String, Value>,
+    /// [`TOP_KEYS`]: the last non-null value of each.
+    top: [Option<Value>; 5],
     usage: Option<Value>,
     choices: Vec<Option<Choice>>,
 }
+
+/// What one chunk said, as the stream's judge needs it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Added {
+    /// The first choice's `delta.content` (empty when it has none).
+    pub text: String,
+    /// A top-level `error` that is not null: the chunk is a failure, and was not merged.
+    pub error: bool,
+    /// Some `choices[].finish_reason` is not null.
+    pub finished: bool,
+    /// `usage.total_tokens`, when the chunk reports it.
+    pub total_tokens: Option<u64>,
+}
+
+/// The chunk is not one JSON object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotAnObject;
 
 const TOP_KEYS: [&str; 5] = [
     "id",
@@ -61,17 +78,50 @@ const TOP_KEYS: [&str; 5] = [
 ];
 
 impl Accumulator {
-    /// Merges one chunk (JSON text, already checked to be an object) and returns the text its
-    /// first choice's `delta.content` adds.
-    pub fn add(&mut self, chunk: &str) -> String {
+    /// Checks and merges one chunk (JSON text) in one scan: what `payload::inspect` finds, and
+    /// the text its first choice's `delta.content` adds. An error chunk is not merged.
+    pub fn judge_add(&mut self, chunk: &str) -> Result<Added, NotAnObject> {
         let mut de = serde_json::Deserializer::from_str(chunk);
-        if let Ok(Some(plain)) = de.deserialize_map(PlainVisitor) {
-            return self.add_plain(plain);
+        if let Ok(plain) = de.deserialize_map(PlainVisitor) {
+            if de.end().is_ok() {
+                return Ok(Added {
+                    text: self.add_plain(plain),
+                    ..Added::default()
+                });
+            }
         }
-        match serde_json::from_str::<Value>(chunk) {
-            Ok(value) => self.add_value(&value),
-            Err(_) => String::new(),
+        let value: Value = serde_json::from_str(chunk).map_err(|_| NotAnObject)?;
+        if !value.is_object() {
+            return Err(NotAnObject);
         }
+        if value.get("error").is_some_and(|e| !e.is_null()) {
+            return Ok(Added {
+                error: true,
+                ..Added::default()
+            });
+        }
+        let finished = value
+            .get("choices")
+            .and_then(Value::as_array)
+            .is_some_and(|c| {
+                c.iter()
+                    .any(|c| c.get("finish_reason").is_some_and(|f| !f.is_null()))
+            });
+        let total_tokens = value
+            .get("usage")
+            .and_then(|u| u.get("total_tokens"))
+            .and_then(Value::as_u64);
+        Ok(Added {
+            text: self.add_value(&value),
+            error: false,
+            finished,
+            total_tokens,
+        })
+    }
+
+    /// Merges one chunk and returns the text it adds (tests and callers that judged it already).
+    pub fn add(&mut self, chunk: &str) -> String {
+        self.judge_add(chunk).map(|a| a.text).unwrap_or_default()
     }
 
     fn choice(&mut self, index: usize) -> &mut Choice {
@@ -82,13 +132,16 @@ impl Accumulator {
     }
 
     fn add_plain(&mut self, plain: Plain<'_>) -> String {
-        for (key, value) in plain.top {
-            if self.top.get(key) != Some(&value) {
-                self.top.insert(key.to_owned(), value);
+        for (slot, value) in self.top.iter_mut().zip(plain.top) {
+            match (value, &*slot) {
+                (None, _) => {}
+                (Some(Scalar::Text(t)), Some(Value::String(old))) if *old == *t => {}
+                (Some(Scalar::Whole(n)), Some(Value::Number(old))) if old.as_u64() == Some(n) => {}
+                (Some(v), _) => *slot = Some(v.into_value()),
             }
         }
         let mut out = String::new();
-        for (index, role, content) in plain.deltas {
+        for (index, role, content) in plain.first.into_iter().chain(plain.more) {
             let choice = self.choice(index);
             if let Some(role) = role.filter(|r| !r.is_empty()) {
                 choice.role = Some(role.into_owned());
@@ -104,9 +157,9 @@ impl Accumulator {
     }
 
     fn add_value(&mut self, chunk: &Value) -> String {
-        for key in TOP_KEYS {
+        for (slot, key) in self.top.iter_mut().zip(TOP_KEYS) {
             if let Some(v) = chunk.get(key).filter(|v| !v.is_null()) {
-                self.top.insert(key.to_owned(), v.clone());
+                *slot = Some(v.clone());
             }
         }
         if let Some(usage) = chunk.get("usage").filter(|u| is_truthy(u)) {
@@ -211,8 +264,10 @@ impl Accumulator {
         out.insert("object".into(), json!("chat.completion"));
         out.insert("created".into(), json!(0));
         out.insert("model".into(), json!(""));
-        for (k, v) in &self.top {
-            out.insert(k.clone(), v.clone());
+        for (key, v) in TOP_KEYS.iter().zip(&self.top) {
+            if let Some(v) = v {
+                out.insert((*key).to_owned(), v.clone());
+            }
         }
         let choices: Vec<Value> = self
             .choices
@@ -274,10 +329,63 @@ fn is_truthy(v: &Value) -> bool {
 }
 
 /// A plain chunk: top-level scalars, and per choice a role and/or content (borrowed from the
-/// chunk when it has no escapes).
+/// chunk when it has no escapes). The usual one choice is held inline: nothing is allocated.
 struct Plain<'a> {
-    top: Vec<(&'static str, Value)>,
-    deltas: Vec<PlainDelta<'a>>,
+    top: [Option<Scalar<'a>>; 5],
+    first: Option<PlainDelta<'a>>,
+    more: Vec<PlainDelta<'a>>,
+}
+
+/// A top-level value of a plain chunk.
+enum Scalar<'a> {
+    Text(Cow<'a, str>),
+    Whole(u64),
+    Other(Value),
+}
+
+impl Scalar<'_> {
+    fn into_value(self) -> Value {
+        match self {
+            Scalar::Text(t) => Value::String(t.into_owned()),
+            Scalar::Whole(n) => Value::from(n),
+            Scalar::Other(v) => v,
+        }
+    }
+}
+
+impl<'de> de::Deserialize<'de> for Scalar<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Scalar<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a value")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Text(Cow::Borrowed(s)))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Text(Cow::Owned(s.to_owned())))
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Whole(n))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Other(Value::from(n)))
+            }
+            fn visit_f64<E: de::Error>(self, n: f64) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Other(Value::from(n)))
+            }
+            fn visit_bool<E: de::Error>(self, b: bool) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Other(Value::Bool(b)))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Other(Value::Null))
+            }
+            // Objects and arrays at the top keys are rare: the full merge takes them.
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A string, borrowed when it can be.
@@ -302,8 +410,8 @@ impl<'de> de::Deserialize<'de> for Text<'de> {
     }
 }
 
-/// `Some(plain)` for a plain chunk; `None` sends it to the full merge. Not an error either way:
-/// an error from here also falls back to the full parse.
+/// A plain chunk, or an error that sends the chunk to the full parse (which also tells a
+/// chunk that is not JSON at all).
 struct PlainVisitor;
 
 /// The sentinel error that means "not plain".
@@ -312,7 +420,7 @@ fn not_plain<E: de::Error>() -> E {
 }
 
 impl<'de> Visitor<'de> for PlainVisitor {
-    type Value = Option<Plain<'de>>;
+    type Value = Plain<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a chunk")
@@ -320,22 +428,27 @@ impl<'de> Visitor<'de> for PlainVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut plain = Plain {
-            top: Vec::new(),
-            deltas: Vec::new(),
+            top: Default::default(),
+            first: None,
+            more: Vec::new(),
         };
         while let Some(key) = map.next_key::<Text<'de>>()? {
             match &*key.0 {
-                "choices" => plain.deltas = map.next_value::<PlainChoices<'de>>()?.0,
-                "usage" => {
+                "choices" => {
+                    let choices = map.next_value::<PlainChoices<'de>>()?;
+                    (plain.first, plain.more) = (choices.first, choices.more);
+                }
+                // A usage report or an error takes the full path.
+                "usage" | "error" => {
                     if map.next_value::<Option<IgnoredAny>>()?.is_some() {
                         return Err(not_plain());
                     }
                 }
-                k => match TOP_KEYS.iter().find(|t| **t == k) {
-                    Some(top) => {
-                        let value: Value = map.next_value()?;
-                        if !value.is_null() {
-                            plain.top.push((top, value));
+                k => match TOP_KEYS.iter().position(|t| *t == k) {
+                    Some(at) => {
+                        plain.top[at] = match map.next_value::<Scalar<'de>>()? {
+                            Scalar::Other(Value::Null) => None,
+                            other => Some(other),
                         }
                     }
                     None => {
@@ -344,13 +457,16 @@ impl<'de> Visitor<'de> for PlainVisitor {
                 },
             }
         }
-        Ok(Some(plain))
+        Ok(plain)
     }
 }
 
 type PlainDelta<'a> = (usize, Option<Cow<'a, str>>, Option<Cow<'a, str>>);
 
-struct PlainChoices<'a>(Vec<PlainDelta<'a>>);
+struct PlainChoices<'a> {
+    first: Option<PlainDelta<'a>>,
+    more: Vec<PlainDelta<'a>>,
+}
 
 impl<'de> de::Deserialize<'de> for PlainChoices<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -361,11 +477,17 @@ impl<'de> de::Deserialize<'de> for PlainChoices<'de> {
                 f.write_str("choices")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut out = Vec::new();
+                let mut out = PlainChoices {
+                    first: None,
+                    more: Vec::new(),
+                };
                 while let Some(choice) = seq.next_element::<PlainChoice<'de>>()? {
-                    out.push(choice.0);
+                    match out.first {
+                        None => out.first = Some(choice.0),
+                        Some(_) => out.more.push(choice.0),
+                    }
                 }
-                Ok(PlainChoices(out))
+                Ok(out)
             }
         }
         d.deserialize_seq(V)
@@ -541,6 +663,48 @@ mod tests {
                 if !expected.is_empty() {
                     prop_assert_eq!(c["choices"][0]["message"]["content"].as_str(), Some(expected.as_str()));
                 }
+            }
+
+            /// The one scan judges a chunk as `payload::inspect` does (an object or not, an
+            /// error, a finish reason, the usage), whatever shape it has.
+            #[test]
+            fn judges_as_inspect_does(
+                keys in prop::collection::vec(prop_oneof![
+                    Just("choices"), Just("usage"), Just("error"), Just("id"), Just("model"), Just("x")
+                ], 0..5),
+                reasons in prop::collection::vec(prop_oneof![Just(Value::Null), Just(json!("stop")), Just(json!(3))], 0..3),
+                content in piece(),
+                extra in prop_oneof![Just(None), Just(Some(json!({"reasoning": "r"}))), Just(Some(json!({"content": null})))],
+                tokens in prop_oneof![Just(Value::Null), Just(json!(7)), Just(json!({"total_tokens": 9})), Just(json!("junk"))],
+            ) {
+                let mut chunk = Map::new();
+                for key in keys {
+                    let value = match key {
+                        "choices" => Value::Array(reasons.iter().enumerate().map(|(i, r)| {
+                            let mut delta = json!({ "content": content });
+                            if let Some(Value::Object(more)) = &extra {
+                                for (k, v) in more { delta[k] = v.clone(); }
+                            }
+                            json!({ "index": i, "delta": delta, "finish_reason": r })
+                        }).collect()),
+                        "usage" => tokens.clone(),
+                        "error" => json!({ "message": "no" }),
+                        "id" => json!(content),
+                        "model" => json!(7),
+                        _ => json!([1, {"a": null}]),
+                    };
+                    chunk.insert(key.to_owned(), value);
+                }
+                let text = Value::Object(chunk).to_string();
+                let inspected = crate::payload::inspect(&text).unwrap();
+                let judged = Accumulator::default().judge_add(&text).unwrap();
+                prop_assert_eq!(judged.error, inspected.error);
+                if !judged.error {
+                    prop_assert_eq!(judged.finished, inspected.finished);
+                    prop_assert_eq!(judged.total_tokens, inspected.total_tokens);
+                }
+                prop_assert_eq!(Accumulator::default().judge_add("[1]"), Err(NotAnObject));
+                prop_assert_eq!(Accumulator::default().judge_add("{} x"), Err(NotAnObject));
             }
 
             /// Junk never panics.

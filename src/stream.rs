@@ -342,12 +342,9 @@ impl Reader {
     fn push(&self, events: Vec<String>) {
         self.delivered
             .fetch_add(events.len() as u64, Ordering::Relaxed);
-        if let Some(merged) = &self.text {
-            // One string for the whole batch: the text is what crosses into JS.
-            let text: String = {
-                let mut merged = merged.lock().unwrap_or_else(|e| e.into_inner());
-                events.iter().map(|chunk| merged.add(chunk)).collect()
-            };
+        if self.text.is_some() {
+            // The judge left each chunk's text: one string for the whole batch crosses into JS.
+            let text = events.concat();
             if !text.is_empty() {
                 self.credit.spend([text.len()]);
                 (self.sink)(Delivery::Events(vec![text]));
@@ -558,7 +555,10 @@ where
     let mut decoder = SseDecoder::new(config.max_event_size);
     let mut events = Vec::new();
     let mut delivered: u64 = 0;
-    let mut progress = Progress::default();
+    let mut progress = Progress {
+        merge: reader.text.clone(),
+        ..Progress::default()
+    };
     let mut first_token_at: Option<Instant> = None;
     let mut deadline = first_token_deadline;
     loop {
@@ -684,6 +684,8 @@ struct Progress {
     open_response: bool,
     /// Chat: the usage chunk's `usage.total_tokens` (`stream_options.include_usage`).
     total_tokens: Option<u64>,
+    /// Text mode: chunks are judged and merged here in one scan, and only their text goes on.
+    merge: Option<Arc<Mutex<crate::accumulate::Accumulator>>>,
 }
 
 impl Progress {
@@ -759,6 +761,21 @@ fn judge<K: Connect>(
             format!("stream from {} sent {what}", client.origin()),
         ))
     };
+    if let (Dialect::Chat, Some(merge)) = (dialect, &progress.merge) {
+        let judged = merge
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .judge_add(&data);
+        return match judged {
+            Err(_) => bad("a chunk that is not a JSON object"),
+            Ok(found) if found.error => Verdict::Fail(stream_error(client, data)),
+            Ok(found) => {
+                progress.finished |= found.finished;
+                progress.total_tokens = found.total_tokens.or(progress.total_tokens);
+                Verdict::Deliver(found.text)
+            }
+        };
+    }
     match dialect {
         Dialect::Chat => match inspect(&data) {
             Err(_) => bad("a chunk that is not a JSON object"),
