@@ -1,10 +1,12 @@
 //! llmpool: a pooled, fast, hard-to-break client for OpenAI-compatible LLM APIs.
 //!
 //! A pure Rust core (everything but `binding`) and a thin napi binding layer. Data flows one way:
-//! JS options → [`config`] → [`client::Client`] → [`chat`] / [`stream`] → [`attempt`] (the
-//! attempt loop) → [`exchange`] (one request) → [`pool`] (checkout) → [`transport`] (new
-//! connections only) → hyper → body or [`sse`] decoder → outcome, decided with [`payload`] →
-//! JS. Only `binding` names napi, so `cargo test --no-default-features` tests the core without
+//! JS options → [`config`] / [`router::config`] → [`router::Router`] (which upstream, failover,
+//! fallbacks; steps aside for one `baseUrl`) → [`client::Client`] (one upstream) → [`chat`] /
+//! [`stream`] → [`attempt`] (the attempt loop) → [`exchange`] (one request) → [`pool`]
+//! (checkout) → [`transport`] (new connections only) → hyper → body or [`sse`] decoder →
+//! outcome, decided with [`payload`] (or, for a text stream, [`accumulate`]) → JS. [`limits`]
+//! keeps client-side limits, in [`store`] (Redis) when a fleet shares them. Only `binding` names napi, so `cargo test --no-default-features` tests the core without
 //! Node.
 
 #![deny(unsafe_code)]
