@@ -25,7 +25,14 @@ test('concurrency: never more calls in flight than allowed; the rest wait in ord
   expect(c.stats().limited).toBeGreaterThan(0)
   await Promise.all(calls)
   expect(peak).toBe(2)
-  expect(order.slice(2)).toEqual(['call 2', 'call 3', 'call 4', 'call 5', 'call 6', 'call 7'])
+  // FIFO: each pair of freed slots goes to the next two waiting calls. Within a pair the two
+  // requests race to the server (separate connections and threads), so a pair is compared as a set.
+  const waves = [2, 4, 6].map((i) => order.slice(i, i + 2).sort())
+  expect(waves).toEqual([
+    ['call 2', 'call 3'],
+    ['call 4', 'call 5'],
+    ['call 6', 'call 7'],
+  ])
   expect(c.stats()).toMatchObject({ limited: 0, limitWaits: 6 })
   expect(c.metrics()).toMatch(/llmpool_limit_waits_total\{[^}]*\} 6\n/)
 })
