@@ -91,7 +91,13 @@ test('metrics() parses as Prometheus text and counts known traffic', async () =>
   expect(observations('llmpool_time_to_headers_seconds')).toBe(6)
   expect(observations('llmpool_time_to_first_token_seconds')).toBe(2)
   expect(observations('llmpool_stream_tokens_per_second')).toBe(2)
-  const buckets = families.get('llmpool_request_duration_seconds')?.metrics[0]?.buckets ?? {}
-  const counts = Object.values(buckets).map(Number)
+  // Cumulative: counts never fall as `le` rises. Ordered by `le` itself: an object's integer-like
+  // keys ("1", "5", "10") come first whatever their insertion order.
+  const buckets: Record<string, string> = families.get('llmpool_request_duration_seconds')?.metrics[0]?.buckets ?? {}
+  const bound = (le: string) => (le === '+Inf' ? Infinity : Number(le))
+  const counts = Object.entries(buckets)
+    .sort(([a], [b]) => bound(a) - bound(b))
+    .map(([, n]) => Number(n))
+  expect(counts).toHaveLength(17)
   expect(counts).toEqual([...counts].sort((a, b) => a - b))
 })
