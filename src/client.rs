@@ -309,15 +309,20 @@ impl<K: Connect> Client<K> {
     /// Whether the provider reported a window used up whose reset is still ahead: routing sends
     /// such an upstream's calls elsewhere when it can.
     pub fn provider_paused(&self) -> bool {
-        let Some((limits, at)) = self.rate_limits() else {
-            return false;
-        };
-        [limits.requests, limits.tokens]
+        self.exhausted_until()
+            .is_some_and(|until| until > std::time::SystemTime::now())
+    }
+
+    /// When the last report's used-up windows (`remaining: 0`) reset, the latest of them.
+    fn exhausted_until(&self) -> Option<std::time::SystemTime> {
+        let (limits, at) = self.rate_limits()?;
+        let reset = [limits.requests, limits.tokens]
             .into_iter()
             .flatten()
             .filter(|w| w.remaining == Some(0))
             .filter_map(|w| w.reset)
-            .any(|reset| at + reset > std::time::SystemTime::now())
+            .max()?;
+        Some(at + reset)
     }
 
     /// Opens this upstream's circuit for `pause` (a 429's `Retry-After`), when it has one.
@@ -348,14 +353,8 @@ impl<K: Connect> Client<K> {
     /// the latest reset of an exhausted window (`remaining: 0`), when that is within
     /// `limitTimeout` (a longer one, a daily quota say, is left to the server to refuse).
     fn provider_pause(&self) -> Option<Duration> {
-        let (limits, at) = self.rate_limits()?;
-        let until = [limits.requests, limits.tokens]
-            .into_iter()
-            .flatten()
-            .filter(|w| w.remaining == Some(0))
-            .filter_map(|w| w.reset)
-            .max()?;
-        let wait = (at + until)
+        let wait = self
+            .exhausted_until()?
             .duration_since(std::time::SystemTime::now())
             .ok()?;
         let bound = self.config.limit_timeout;

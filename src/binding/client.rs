@@ -105,19 +105,7 @@ impl NativeClient {
         options: Option<String>,
         cancel: Option<ClassInstance<'_, CancelToken>>,
     ) -> Result<()> {
-        guard(|| {
-            let call = self.call_options(options, false)?;
-            let cancel = cancel.map(|c| c.token.clone()).unwrap_or_default();
-            let client = self.inner.clone();
-            spawn_delivery(self.mailbox.clone(), id, async move {
-                answered(
-                    client
-                        .post_json(Target::Chat, Bytes::from(body), call, cancel)
-                        .await,
-                )
-            });
-            Ok(())
-        })
+        guard(|| self.post_json(id, Target::Chat, body, options, cancel))
     }
 
     /// Any JSON endpoint under `baseUrl`: `POST {baseUrl}{path}` with `body` (JSON text); the
@@ -133,17 +121,7 @@ impl NativeClient {
     ) -> Result<()> {
         guard(|| {
             self.inner.check_path(&path).map_err(|e| invalid_arg(e.0))?;
-            let call = self.call_options(options, false)?;
-            let cancel = cancel.map(|c| c.token.clone()).unwrap_or_default();
-            let client = self.inner.clone();
-            spawn_delivery(self.mailbox.clone(), id, async move {
-                answered(
-                    client
-                        .post_json(Target::Api(path), Bytes::from(body), call, cancel)
-                        .await,
-                )
-            });
-            Ok(())
+            self.post_json(id, Target::Api(path), body, options, cancel)
         })
     }
 
@@ -222,6 +200,28 @@ impl NativeClient {
                 .map_err(|e| invalid_arg(e.0))?;
             Ok(self.native_stream(stream))
         })
+    }
+
+    /// A JSON call (`chat`, `request`) whose answer or error is delivered under `id`.
+    fn post_json(
+        &self,
+        id: u32,
+        target: Target,
+        body: String,
+        options: Option<String>,
+        cancel: Option<ClassInstance<'_, CancelToken>>,
+    ) -> Result<()> {
+        let call = self.call_options(options, false)?;
+        let cancel = cancel.map(|c| c.token.clone()).unwrap_or_default();
+        let client = self.inner.clone();
+        spawn_delivery(self.mailbox.clone(), id, async move {
+            answered(
+                client
+                    .post_json(target, Bytes::from(body), call, cancel)
+                    .await,
+            )
+        });
+        Ok(())
     }
 
     fn native_stream(&self, stream: StreamHandle) -> NativeStream {

@@ -216,8 +216,8 @@ where
             let client = &*self.upstreams[0].client;
             return match &target {
                 Target::Chat => client.chat(body, call, cancel).await,
-                Target::Api(path) => {
-                    let uri = target_uri(client, &Target::Api(path.clone()))?;
+                Target::Api(_) => {
+                    let uri = target_uri(client, &target)?;
                     Box::pin(client.post_json(&uri, body, call, cancel)).await
                 }
             };
