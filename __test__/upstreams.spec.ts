@@ -304,6 +304,24 @@ test('client.fetch under the OpenAI SDK with upstreams: client.baseURL, each ups
   expect(err.cause).toMatchObject({ code: 'ERR_NO_UPSTREAM' })
 })
 
+test('hostile upstreams that echo every header: the failed-over error carries no key of any upstream', async () => {
+  const [a, b] = await pair()
+  for (const s of [a, b]) s.setHandler(({ res, req }: any) => sendJson(res, 503, { error: { message: `echo ${JSON.stringify(req.headers)}` } }, { 'x-echo': req.headers.authorization }))
+  const c = routed({
+    headers: { 'x-api-key': 'shared-secret-xyz' },
+    upstreams: [
+      { name: 'a', baseUrl: a.url, apiKey: 'sk-a-secret-111' },
+      { name: 'b', baseUrl: b.url, apiKey: 'sk-b-secret-222' },
+    ],
+  })
+  const err = await rejection(c.chat(body()))
+  expect(err.status).toBe(503)
+  expect(err.upstreams.length).toBeGreaterThan(1)
+  const seen = JSON.stringify({ message: err.message, error: err.error, headers: err.headers })
+  for (const secret of ['sk-a-secret-111', 'sk-b-secret-222', 'shared-secret-xyz']) expect(seen).not.toContain(secret)
+  expect(seen).toContain('[REDACTED]')
+})
+
 test('bad upstream configuration throws a TypeError naming the field', () => {
   const bad = (options: Record<string, unknown>, pattern: RegExp) =>
     expect(() => new Client(options as any)).toThrow(expect.objectContaining({ name: 'TypeError', message: expect.stringMatching(pattern) }))
