@@ -435,6 +435,8 @@ const MERGED = Symbol('llmpool.merged')
 /** Stream signals from Rust (numbers, see src/binding/mailbox.rs). */
 const SIGNAL_DONE = 0
 const SIGNAL_STALLED = 1
+/** Between two stream payloads in one delivery (no payload contains it: see `src/binding/mailbox.rs`). */
+const PAYLOAD_SEPARATOR = '\x1e'
 
 /**
  * The async iterator of one chat stream. Rust pushes arrays of payloads as they arrive (merged
@@ -451,7 +453,10 @@ class NativeIterator {
   #origin
   #detach
   #id = -1
-  /** Delivered payload arrays not yet fully yielded, and the position in the first. */
+  /**
+   * Delivered batches not yet fully yielded (arrays of payloads; in text mode, strings), and the
+   * position in the first.
+   */
   #queue = []
   #position = 0
   /** Events yielded and not yet acknowledged. */
@@ -493,6 +498,7 @@ class NativeIterator {
     try {
       for (;;) {
         const head = this.#queue[0]
+        if (head !== undefined && this.#text) return { value: this.#takeText(), done: false }
         if (head !== undefined) {
           const text = head[this.#position]
           head[this.#position++] = undefined
@@ -520,6 +526,19 @@ class NativeIterator {
     } finally {
       this.#calls--
     }
+  }
+
+  /**
+   * Text mode: everything queued, as one string. A consumer slower than the socket gets fewer,
+   * longer pieces instead of one per chunk; each delivered string still counts for the ack.
+   */
+  #takeText() {
+    const queue = this.#queue
+    const text = queue.length === 1 ? queue[0] : queue.join('')
+    this.#queue = []
+    this.#used += queue.length
+    if (this.#used >= STREAM_WINDOW_EVENTS / 2 || this.#stalled) this.#ack()
+    return text
   }
 
   /** Called by `break` and by a throw inside `for await`: cancels the request at once. */
@@ -558,7 +577,7 @@ class NativeIterator {
       const live = stream.deref()
       if (live) live.#receive(value)
       // A collected stream's last delivery (an end or an error) still ends its subscription.
-      else if (!Array.isArray(value) && value !== SIGNAL_STALLED) inbox.unsubscribe(id)
+      else if (typeof value !== 'string' && value !== SIGNAL_STALLED) inbox.unsubscribe(id)
     })
     this.#id = id
     try {
@@ -569,11 +588,14 @@ class NativeIterator {
     }
   }
 
-  /** A delivery from Rust: payloads, a signal, or an error (which ends the stream). */
+  /**
+   * A delivery from Rust: payloads (one string, PAYLOAD_SEPARATOR between them; in text mode,
+   * text), a signal, or an error (which ends the stream).
+   */
   #receive(value) {
     if (this.#ended) return
-    if (Array.isArray(value)) {
-      this.#queue.push(value)
+    if (typeof value === 'string') {
+      this.#queue.push(this.#text ? value : value.split(PAYLOAD_SEPARATOR))
     } else if (value === SIGNAL_STALLED) {
       this.#stalled = true
       if (this.#used > 0) this.#ack()

@@ -195,18 +195,20 @@ function raw({ baseUrl, connections }) {
  * Another build of llmpool for before/after comparisons in one run: `LLMPOOL_BASELINE=/path/to/a
  * checkout CLIENTS=undici,llmpool,baseline npm run bench` (the checkout built with `npm run build`).
  */
-function baseline(options) {
-  if (!process.env.LLMPOOL_BASELINE) throw new Error('the baseline client needs LLMPOOL_BASELINE=<checkout path>')
-  return llmpool(options, require('node:path').resolve(process.env.LLMPOOL_BASELINE))
+function baselinePath() {
+  if (!process.env.LLMPOOL_BASELINE) throw new Error('the baseline clients need LLMPOOL_BASELINE=<checkout path>')
+  return require('node:path').resolve(process.env.LLMPOOL_BASELINE)
 }
+
+const baseline = (options) => llmpool(options, baselinePath())
 
 /**
  * The text fast path (`chatStream(body).text()`): only content strings cross into JS. The bench
  * server's chunks each carry `tok<i> `, so the chunks are counted by their spaces, which also
  * checks that no text was lost.
  */
-function llmpoolText({ baseUrl, connections }) {
-  const { Client } = require('..')
+function llmpoolText({ baseUrl, connections }, from = '..') {
+  const { Client } = require(from)
   const client = new Client({ baseUrl, connections, retry: false, poolTimeout: 0, timeout: 0 })
   return {
     chat: (body) => client.chat(body),
@@ -256,4 +258,15 @@ const tlsClients = {
   'undici-h2': (o) => undici(o, { allowH2: true, connect: { ca: benchCa() } }),
 }
 
-module.exports = { llmpool, 'llmpool-text': llmpoolText, undici, openai, 'openai-llmpool': openaiOnLlmpool, raw, baseline, ...tlsClients, ...routedClients }
+module.exports = {
+  llmpool,
+  'llmpool-text': llmpoolText,
+  undici,
+  openai,
+  'openai-llmpool': openaiOnLlmpool,
+  raw,
+  baseline,
+  'baseline-text': (options) => llmpoolText(options, baselinePath()),
+  ...tlsClients,
+  ...routedClients,
+}

@@ -71,8 +71,13 @@ const DRAIN_AFTER_DONE: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub enum Delivery {
     /// Payloads (JSON text of chunks, each checked to be a JSON object without a top-level
-    /// `error`), in order.
+    /// `error`), in order. No payload contains U+001E (JSON forbids it raw, and an event name
+    /// carrying it has it replaced), so a consumer may join them with it.
     Events(Vec<String>),
+    /// Text mode: the first choice's content of the chunks since the last delivery. A sink may
+    /// append it to an earlier `Text` its consumer has not taken yet (and says so): the flow
+    /// control then counts both as one.
+    Text(String),
     /// The reader is waiting for acknowledgements: the consumer should acknowledge what it used
     /// as soon as it used anything. Sent again each time the reader wakes and is still held
     /// back, so an acknowledgement that did not free enough room is followed by another.
@@ -90,8 +95,9 @@ pub enum Delivery {
     Failed(Error),
 }
 
-/// Receives the reader's deliveries (on the runtime's threads).
-pub type Sink = Box<dyn Fn(Delivery) + Send + Sync>;
+/// Receives the reader's deliveries (on the runtime's threads). Returns true when it merged the
+/// delivery into an earlier `Text` not yet taken by the consumer (see [`Delivery::Text`]).
+pub type Sink = Box<dyn Fn(Delivery) -> bool + Send + Sync>;
 
 /// Sizes of the events delivered and not yet acknowledged, and a wake-up for a reader waiting
 /// for room. The consumer acknowledges in events; the sizes let the byte window follow exactly.
@@ -132,6 +138,19 @@ impl Credit {
             unacked.sizes.push_back(size);
             unacked.bytes += size;
         }
+    }
+
+    /// Spends `size` bytes on what `post` delivers: one more event, or, when `post` says it
+    /// merged the delivery into the newest one not yet taken, more bytes on that event. `post`
+    /// runs under the lock, so no acknowledgement can come between it and the bookkeeping.
+    fn spend_on(&self, size: usize, post: impl FnOnce() -> bool) {
+        let mut unacked = self.lock();
+        let merged = post();
+        match unacked.sizes.back_mut() {
+            Some(last) if merged => *last += size,
+            _ => unacked.sizes.push_back(size),
+        }
+        unacked.bytes += size;
     }
 
     fn refund(&self, events: usize) {
@@ -343,11 +362,12 @@ impl Reader {
         self.delivered
             .fetch_add(events.len() as u64, Ordering::Relaxed);
         if self.text.is_some() {
-            // The judge left each chunk's text: one string for the whole batch crosses into JS.
+            // The judge left each chunk's text: one string for the whole batch, appended to the
+            // one before when the consumer has not taken that yet.
             let text = events.concat();
             if !text.is_empty() {
-                self.credit.spend([text.len()]);
-                (self.sink)(Delivery::Events(vec![text]));
+                self.credit
+                    .spend_on(text.len(), || (self.sink)(Delivery::Text(text)));
             }
             return;
         }
@@ -798,7 +818,8 @@ fn judge<K: Connect>(
             if !valid {
                 return bad("an event whose data is not JSON");
             }
-            let payload = format!("{name}\n{data}");
+            // U+001E never reaches a consumer (see `Delivery::Events`).
+            let payload = format!("{}\n{data}", name.replace('\u{1e}', "\u{fffd}"));
             if matches!(name, "response.completed" | "response.incomplete") {
                 progress.open_response = false;
                 return Verdict::Last(payload);
@@ -863,7 +884,7 @@ mod tests {
         .unwrap();
         let client = Arc::new(Client::new(config).unwrap());
         let reader = Arc::new(Reader {
-            sink: Box::new(|_| {}),
+            sink: Box::new(|_| false),
             credit: Arc::default(),
             delivered: Default::default(),
             used_tokens: Default::default(),
@@ -880,6 +901,28 @@ mod tests {
         let future = read_stream(request, reader, CancellationToken::new());
         let size = std::mem::size_of_val(&future);
         assert!(size <= 4096, "stream reader future is {size} bytes");
+    }
+
+    #[test]
+    fn credit_text_merged_into_a_pending_delivery_is_one_event_to_acknowledge() {
+        let credit = Credit::default();
+        credit.spend_on(WINDOW_BYTES / 2, || false);
+        // Merged: the same event grows past the byte window…
+        credit.spend_on(WINDOW_BYTES / 2, || true);
+        assert!(credit.full());
+        assert_eq!(credit.lock().sizes.len(), 1);
+        // …and acknowledging that one event frees all of it.
+        credit.refund(1);
+        assert!(!credit.full());
+        assert_eq!(credit.lock().bytes, 0);
+        // Not merged: two events, two acknowledgements.
+        for _ in 0..WINDOW_EVENTS {
+            credit.spend_on(1, || false);
+        }
+        assert!(credit.full());
+        credit.refund(WINDOW_EVENTS - 1);
+        assert!(!credit.full());
+        assert_eq!(credit.lock().bytes, 1);
     }
 
     #[test]

@@ -363,6 +363,7 @@ async fn stream(
     let mut s = c.chat_stream(Bytes::from_static(b"{}"), call, CancellationToken::new());
     s.start(Box::new(move |d| {
         let _ = tx.send(d);
+        false
     }));
     let mut payloads = Vec::new();
     loop {
@@ -384,6 +385,7 @@ async fn drain(mut handle: crate::stream::StreamHandle) -> Vec<Delivery> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     handle.start(Box::new(move |d| {
         let _ = tx.send(d);
+        false
     }));
     let mut out = Vec::new();
     while let Some(d) = rx.recv().await {
@@ -450,6 +452,21 @@ async fn a_responses_stream_ends_at_response_completed() {
             "response.output_text.delta",
             "response.completed"
         ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_event_name_never_carries_the_payload_separator_to_the_consumer() {
+    let odd = "event: response.odd\u{1e}name\ndata: {\"type\":\"x\"}\n\n";
+    let (c, _) = client(
+        json!({ "retry": false }),
+        vec![sse(0, vec![Step::Data(odd), Step::Data(COMPLETED)])],
+    );
+    let out = drain(events_stream(&c)).await;
+    assert!(matches!(out.last(), Some(Delivery::End)), "{out:?}");
+    assert_eq!(
+        names(&out),
+        ["response.odd\u{fffd}name", "response.completed"]
     );
 }
 
@@ -920,6 +937,7 @@ mod routing {
             let (tx, mut rx) = mpsc::unbounded_channel();
             handle.start(Box::new(move |d| {
                 let _ = tx.send(d);
+                false
             }));
             let mut payloads = 0;
             loop {

@@ -13,7 +13,7 @@ use napi::{Env, Result};
 use napi_derive::napi;
 use tokio_util::sync::CancellationToken;
 
-use super::mailbox::{DeliverFn, Delivery, Mailbox, Signal};
+use super::mailbox::{DeliverFn, Delivery, Mailbox, Signal, PAYLOAD_SEPARATOR};
 use super::outcome::{ErrorInfo, PoolStats, RateLimitInfo, ResponseHead};
 use super::{guard, invalid_arg};
 use crate::chat::Answer;
@@ -395,6 +395,22 @@ const HOP_BY_HOP: [&str; 8] = [
 /// own, so a `fetch` caller's (the SDK's placeholder key) are dropped.
 const UPSTREAM_OWN: [&str; 3] = ["authorization", "api-key", "x-api-key"];
 
+/// A batch of stream payloads as one string, [`PAYLOAD_SEPARATOR`] between them.
+fn joined(payloads: Vec<String>) -> String {
+    if payloads.len() == 1 {
+        return payloads.into_iter().next().unwrap_or_default();
+    }
+    let size = payloads.iter().map(|p| p.len() + 1).sum();
+    let mut joined = String::with_capacity(size);
+    for (i, payload) in payloads.iter().enumerate() {
+        if i > 0 {
+            joined.push(PAYLOAD_SEPARATOR);
+        }
+        joined.push_str(payload);
+    }
+    joined
+}
+
 /// The native side of one stream (`chatStream`, `stream`, a `fetch` body): `index.js` wraps it.
 #[napi]
 pub struct NativeStream {
@@ -413,7 +429,8 @@ impl NativeStream {
             let mailbox = self.mailbox.clone();
             let sink = Box::new(move |delivery: stream::Delivery| {
                 let delivery = match delivery {
-                    stream::Delivery::Events(events) => Delivery::Events(events),
+                    stream::Delivery::Events(events) => Delivery::Payloads(joined(events)),
+                    stream::Delivery::Text(text) => Delivery::Text(text),
                     stream::Delivery::Stalled => Delivery::Signal(Signal::Stalled),
                     stream::Delivery::Head { status, headers } => {
                         Delivery::Head(ResponseHead::new(status, headers))

@@ -4,8 +4,10 @@
 //! to watch for panics); under load that is most of a request's CPU. Here every result is posted
 //! to one queue under an id the JS side chose, and one threadsafe-function call drains the whole
 //! queue: when results pile up (many concurrent calls, many stream chunks), they cross into JS
-//! together, in one wake-up. Stream payloads that pile up for the same id are merged into one
-//! array.
+//! together, in one wake-up. Stream payloads that pile up for the same id are joined into one
+//! string (U+001E between them, which no payload contains), and a text stream's pieces into one
+//! text: one string to create in JS, and one to free here, instead of one per chunk. (Freeing
+//! on the JS thread what a runtime thread allocated is one of glibc's slow paths.)
 //!
 //! The threadsafe function is weak (it does not keep Node alive by itself); `index.js` keeps the
 //! event loop alive while it has calls in flight.
@@ -19,11 +21,14 @@ use napi::{sys, Result, Status};
 
 use super::outcome::{ErrorInfo, ResponseHead};
 
-/// What one id receives. In JS: a string (a chat body), an array of strings (stream payloads),
-/// a number (a stream signal, see [`Signal`]) or an object (an `ErrorInfo`).
+/// What one id receives. In JS: a string (a chat body, stream payloads joined by U+001E, or a
+/// text stream's text), a number (a stream signal, see [`Signal`]) or an object (an `ErrorInfo`).
 pub enum Delivery {
     Body(String),
-    Events(Vec<String>),
+    /// Stream payloads, joined by [`PAYLOAD_SEPARATOR`].
+    Payloads(String),
+    /// A text stream's text.
+    Text(String),
     Signal(Signal),
     Error(Box<ErrorInfo>),
     /// The head of a `fetch` response (an object with `status`).
@@ -47,8 +52,9 @@ impl ToNapiValue for Delivery {
         // SAFETY: forwarded unchanged to the inner values' conversions, under the same contract.
         unsafe {
             match value {
-                Delivery::Body(text) => String::to_napi_value(env, text),
-                Delivery::Events(events) => Vec::<String>::to_napi_value(env, events),
+                Delivery::Body(text) | Delivery::Payloads(text) | Delivery::Text(text) => {
+                    String::to_napi_value(env, text)
+                }
                 Delivery::Signal(signal) => u32::to_napi_value(env, signal as u32),
                 Delivery::Error(info) => ErrorInfo::to_napi_value(env, *info),
                 Delivery::Head(head) => ResponseHead::to_napi_value(env, head),
@@ -64,12 +70,36 @@ type Args = FnArgs<(Vec<u32>, Vec<Delivery>)>;
 pub type DeliverFn<'scope> = Function<'scope, Args, ()>;
 type Deliver = ThreadsafeFunction<(), (), Args, Status, false, true>;
 
+/// Between two stream payloads in one delivery (`index.js` splits on it).
+pub const PAYLOAD_SEPARATOR: char = '\u{1e}';
+
 #[derive(Default)]
 struct Queue {
     ids: Vec<u32>,
     deliveries: Vec<Delivery>,
-    /// Where each id's payload array sits in `deliveries`, to merge later payloads into it.
-    events_at: HashMap<u32, usize>,
+    /// Where each id's newest payloads or text sit in `deliveries`, to merge later ones into.
+    open_at: HashMap<u32, usize>,
+}
+
+impl Queue {
+    /// Appends to the id's open delivery of the same kind, if there is one.
+    fn merge(&mut self, id: u32, delivery: &Delivery) -> bool {
+        let Some(&at) = self.open_at.get(&id) else {
+            return false;
+        };
+        match (&mut self.deliveries[at], delivery) {
+            (Delivery::Payloads(joined), Delivery::Payloads(more)) => {
+                joined.push(PAYLOAD_SEPARATOR);
+                joined.push_str(more);
+                true
+            }
+            (Delivery::Text(text), Delivery::Text(more)) => {
+                text.push_str(more);
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 pub struct Mailbox {
@@ -94,41 +124,30 @@ impl Mailbox {
         Ok(Arc::new(Mailbox { queue, deliver }))
     }
 
-    /// Queues a result; the first result into an empty queue schedules one delivery.
-    pub fn post(&self, id: u32, delivery: Delivery) {
+    /// Queues a result; the first result into an empty queue schedules one delivery. Returns
+    /// true when the result was merged into one queued before (payloads or text for the same
+    /// id, with nothing else for it in between).
+    pub fn post(&self, id: u32, delivery: Delivery) -> bool {
         let first = {
             let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-            let Queue {
-                ids,
-                deliveries,
-                events_at,
-            } = &mut *queue;
-            match delivery {
-                Delivery::Events(events) => match events_at.get(&id) {
-                    Some(&at) => {
-                        if let Delivery::Events(pending) = &mut deliveries[at] {
-                            pending.extend(events);
-                        }
-                        return;
-                    }
-                    None => {
-                        events_at.insert(id, deliveries.len());
-                        ids.push(id);
-                        deliveries.push(Delivery::Events(events));
-                    }
-                },
-                other => {
-                    // Nothing may be merged into payloads queued before a signal or an error.
-                    events_at.remove(&id);
-                    ids.push(id);
-                    deliveries.push(other);
-                }
+            if queue.merge(id, &delivery) {
+                return true;
             }
-            ids.len() == 1
+            let at = queue.deliveries.len();
+            if matches!(delivery, Delivery::Payloads(_) | Delivery::Text(_)) {
+                queue.open_at.insert(id, at);
+            } else {
+                // Nothing may be merged into payloads queued before a signal or an error.
+                queue.open_at.remove(&id);
+            }
+            queue.ids.push(id);
+            queue.deliveries.push(delivery);
+            at == 0
         };
         if first {
             self.deliver
                 .call((), ThreadsafeFunctionCallMode::NonBlocking);
         }
+        false
     }
 }
