@@ -79,7 +79,7 @@ impl NativeClient {
     pub fn new(
         options: String,
         #[napi(
-            ts_arg_type = "(ids: number[], values: Array<string | ErrorInfo | StreamBatch>) => void"
+            ts_arg_type = "(ids: number[], values: Array<string | number | ErrorInfo | ResponseHead | Buffer>) => void"
         )]
         deliver: DeliverFn<'_>,
     ) -> Result<Self> {

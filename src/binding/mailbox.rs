@@ -12,6 +12,7 @@
 //! The threadsafe function is weak (it does not keep Node alive by itself); `index.js` keeps the
 //! event loop alive while it has calls in flight.
 
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -79,6 +80,7 @@ struct Queue {
     deliveries: Vec<Delivery>,
     /// Where each id's newest payloads or text sit in `deliveries`, to merge later ones into.
     open_at: HashMap<u32, usize>,
+    wake: Wake,
 }
 
 impl Queue {
@@ -102,6 +104,44 @@ impl Queue {
     }
 }
 
+/// Whether a delivery is on its way to the JS thread.
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    /// Nothing queued.
+    #[default]
+    Idle,
+    /// Queued by a runtime worker, which wakes JS when it runs out of work (or at
+    /// [`WAKE_AT_ONCE`] queued results).
+    Deferred,
+    /// JS was called and will drain the queue.
+    Called,
+}
+
+/// A worker busy with many streams wakes JS at this many queued ids rather than wait to idle.
+const WAKE_AT_ONCE: usize = 64;
+
+thread_local! {
+    /// Set on runtime workers (the first time they idle): their results may wait for the idle.
+    static ON_WORKER: Cell<bool> = const { Cell::new(false) };
+    /// The mailboxes this worker queued results in without waking JS yet.
+    static DEFERRED: RefCell<Vec<Arc<Mailbox>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs on a runtime worker about to idle: wakes JS for what this worker queued.
+///
+/// Why wait for the idle: a worker reading many sockets posts a result for each, and the JS
+/// thread, idle on its own core, would wake at the first one and drain a queue of one or two,
+/// then wake again: a wake-up (event-loop turn, threadsafe-function call, arrays to build) per
+/// chunk or two. Waiting until the worker has nothing left to do sends all that one turn of the
+/// reactor produced in one wake-up, and costs a lone call nothing: its worker idles right after.
+pub fn wake_deferred() {
+    ON_WORKER.with(|on| on.set(true));
+    let deferred = DEFERRED.with(|list| std::mem::take(&mut *list.borrow_mut()));
+    for mailbox in deferred {
+        mailbox.wake_if(Wake::Deferred);
+    }
+}
+
 pub struct Mailbox {
     queue: Arc<Mutex<Queue>>,
     deliver: Deliver,
@@ -118,18 +158,26 @@ impl Mailbox {
             .callee_handled::<false>()
             .build_callback(move |_ctx| {
                 let mut queue = drained.lock().unwrap_or_else(|e| e.into_inner());
-                let taken = std::mem::take(&mut *queue);
-                Ok(FnArgs::from((taken.ids, taken.deliveries)))
+                let ids = std::mem::take(&mut queue.ids);
+                let deliveries = std::mem::take(&mut queue.deliveries);
+                queue.open_at.clear();
+                queue.wake = Wake::Idle;
+                Ok(FnArgs::from((ids, deliveries)))
             })?;
         Ok(Arc::new(Mailbox { queue, deliver }))
     }
 
-    /// Queues a result; the first result into an empty queue schedules one delivery. Returns
-    /// true when the result was merged into one queued before (payloads or text for the same
-    /// id, with nothing else for it in between).
-    pub fn post(&self, id: u32, delivery: Delivery) -> bool {
-        let first = {
-            let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a result, and wakes JS unless a wake-up is on its way: from a runtime worker, when
+    /// the worker idles (see [`wake_deferred`]); from any other thread, at once. Returns true
+    /// when the result was merged into one queued before (payloads or text for the same id, with
+    /// nothing else for it in between).
+    pub fn post(self: &Arc<Self>, id: u32, delivery: Delivery) -> bool {
+        let wake_now = {
+            let mut queue = self.lock();
             if queue.merge(id, &delivery) {
                 return true;
             }
@@ -142,12 +190,43 @@ impl Mailbox {
             }
             queue.ids.push(id);
             queue.deliveries.push(delivery);
-            at == 0
+            match queue.wake {
+                Wake::Idle if ON_WORKER.with(Cell::get) => {
+                    queue.wake = Wake::Deferred;
+                    DEFERRED.with(|list| list.borrow_mut().push(self.clone()));
+                    false
+                }
+                Wake::Deferred if queue.ids.len() < WAKE_AT_ONCE => false,
+                Wake::Idle | Wake::Deferred => {
+                    queue.wake = Wake::Called;
+                    true
+                }
+                Wake::Called => false,
+            }
         };
-        if first {
-            self.deliver
-                .call((), ThreadsafeFunctionCallMode::NonBlocking);
+        if wake_now {
+            self.call_js();
         }
         false
+    }
+
+    /// Wakes JS if the queue is still in the state `from` (not already drained or called).
+    fn wake_if(&self, from: Wake) {
+        let wake = {
+            let mut queue = self.lock();
+            let wake = queue.wake == from;
+            if wake {
+                queue.wake = Wake::Called;
+            }
+            wake
+        };
+        if wake {
+            self.call_js();
+        }
+    }
+
+    fn call_js(&self) {
+        self.deliver
+            .call((), ThreadsafeFunctionCallMode::NonBlocking);
     }
 }

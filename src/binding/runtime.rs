@@ -16,6 +16,7 @@ fn init_runtime() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .thread_name("llmpool")
+        .on_thread_park(super::mailbox::wake_deferred)
         .enable_all()
         .build();
     // If the runtime cannot be built here, napi builds its default one on first use.
