@@ -580,19 +580,19 @@ where
         ..Progress::default()
     };
     let mut first_token_at: Option<Instant> = None;
-    let mut deadline = first_token_deadline;
+    let mut watchdog = Watchdog::new(first_token_deadline);
     loop {
         if !reader.has_credit() {
             // The consumer is behind: stop reading until it catches up. A slow consumer is not a
             // stalled model, so the token gap restarts once there is room again.
             reader.wait_for_credit().await;
             if first_token_at.is_some() {
-                deadline = token_gap.map(|gap| Instant::now() + gap);
+                watchdog.arm(token_gap.map(|gap| Instant::now() + gap));
             }
         }
         let frame = tokio::select! {
             biased;
-            _ = sleep_until(deadline) => {
+            _ = watchdog.expired() => {
                 return Err(if first_token_at.is_some() {
                     Error::timed_out(
                         Kind::TokenTimeout,
@@ -669,7 +669,7 @@ where
             committed.store(true, Ordering::Relaxed);
             // Payloads before a failing event still reach the consumer, in order, first.
             reader.push(payloads);
-            deadline = token_gap.map(|gap| Instant::now() + gap);
+            watchdog.arm(token_gap.map(|gap| Instant::now() + gap));
         }
         if let Batch::Done = outcome? {
             if let Some(at) = first_token_at {
@@ -830,10 +830,51 @@ fn judge<K: Connect>(
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
+/// A stream's one timer (the first token, then the gap between tokens). Re-armed after every
+/// batch, but lazily: a later deadline is only written down, and the sleep, when it wakes early,
+/// goes back to sleep until it. (A timer made and dropped per frame takes the timer wheel's lock
+/// twice; resetting one per frame costs nearly as much.)
+struct Watchdog {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// The deadline now in force (`None`: none).
+    due: Option<Instant>,
+}
+
+impl Watchdog {
+    fn new(deadline: Option<Instant>) -> Self {
+        Watchdog {
+            // Without a deadline the sleep is never polled, so its instant does not matter.
+            sleep: Box::pin(tokio::time::sleep_until(
+                deadline.unwrap_or_else(Instant::now),
+            )),
+            due: deadline,
+        }
+    }
+
+    /// Sets the deadline (`None`: none).
+    fn arm(&mut self, deadline: Option<Instant>) {
+        if let Some(at) = deadline {
+            // An earlier deadline (or one after none) must move the sleep now; a later one
+            // waits for the sleep to wake.
+            if self.due.is_none() || at < self.sleep.deadline() {
+                self.sleep.as_mut().reset(at);
+            }
+        }
+        self.due = deadline;
+    }
+
+    /// Ready when the deadline passes; never without one.
+    async fn expired(&mut self) {
+        let Some(due) = self.due else {
+            return std::future::pending().await;
+        };
+        loop {
+            self.sleep.as_mut().await;
+            if due <= self.sleep.deadline() {
+                return;
+            }
+            self.sleep.as_mut().reset(due);
+        }
     }
 }
 

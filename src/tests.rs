@@ -601,6 +601,27 @@ async fn a_stream_retries_a_first_token_timeout_and_then_succeeds() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_token_gap_restarts_at_every_chunk_and_fails_a_gap_longer_than_it() {
+    // Chunks 700 ms apart outlast a 1 s gap many times over without tripping it…
+    let mut steps = Vec::new();
+    for _ in 0..5 {
+        steps.extend([Step::Wait(700), Step::Data(CHUNK)]);
+    }
+    // …then a 1.5 s silence fails the stream, 1 s after the last chunk (not at a stale deadline).
+    steps.extend([Step::Wait(1_500), Step::Data(LAST)]);
+    let (c, _) = client(
+        json!({ "retry": false, "tokenTimeout": 1000 }),
+        vec![sse(0, steps)],
+    );
+    let started = tokio::time::Instant::now();
+    let (payloads, end) = stream(&c, CallOptions::default()).await;
+    assert_eq!(payloads.len(), 5);
+    assert_eq!(end.unwrap_err().code(), "ERR_TOKEN_TIMEOUT");
+    let took = started.elapsed().as_millis();
+    assert!((4_500..4_600).contains(&took), "failed after {took} ms");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_stream_truncated_before_its_first_chunk_is_retried_after_it_is_final() {
     let script = vec![sse(0, vec![]), sse(0, vec![Step::Data(CHUNK)])];
     let (c, server) = client(json!({ "retry": fast_retry() }), script);
