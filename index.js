@@ -488,27 +488,38 @@ class NativeIterator {
 
   /** Concurrent calls settle in call order, each with the next chunk (or the end). */
   next() {
+    if (this.#calls === 0 && this.#queue.length > 0) {
+      // Something is queued and no call is ahead: settle now, without an async frame.
+      try {
+        return Promise.resolve({ value: this.#take(), done: false })
+      } catch (e) {
+        return Promise.reject(e)
+      }
+    }
     const call =
       this.#calls++ === 0 ? this.#pull() : this.#lastCall.then(() => this.#pull(), () => this.#pull())
     this.#lastCall = call
     return call
   }
 
+  /** The next queued item (in text mode, everything queued), acknowledged as used. */
+  #take() {
+    if (this.#text) return this.#takeText()
+    const head = this.#queue[0]
+    const text = head[this.#position]
+    head[this.#position++] = undefined
+    if (this.#position === head.length) {
+      this.#queue.shift()
+      this.#position = 0
+    }
+    if (++this.#used >= STREAM_WINDOW_EVENTS / 2 || this.#stalled) this.#ack()
+    return this.#parse(text)
+  }
+
   async #pull() {
     try {
       for (;;) {
-        const head = this.#queue[0]
-        if (head !== undefined && this.#text) return { value: this.#takeText(), done: false }
-        if (head !== undefined) {
-          const text = head[this.#position]
-          head[this.#position++] = undefined
-          if (this.#position === head.length) {
-            this.#queue.shift()
-            this.#position = 0
-          }
-          if (++this.#used >= STREAM_WINDOW_EVENTS / 2 || this.#stalled) this.#ack()
-          return { value: this.#parse(text), done: false }
-        }
+        if (this.#queue.length > 0) return { value: this.#take(), done: false }
         if (this.#error) {
           const error = this.#error
           this.#error = null
