@@ -179,6 +179,12 @@ async function main() {
     llmpool: require('../package.json').version,
     rustc: execFileSync('rustc', ['--version'], { encoding: 'utf8' }).trim(),
   }
+  // The before of a before/after run: which commit the baseline clients were built from.
+  if (process.env.LLMPOOL_BASELINE) {
+    const rev = (dir) => execFileSync('git', ['-C', dir, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim()
+    versions['baseline (LLMPOOL_BASELINE)'] = rev(process.env.LLMPOOL_BASELINE)
+    versions['llmpool commit'] = rev(path.join(__dirname, '..'))
+  }
   versions.date = new Date().toISOString()
   writeFileSync(path.join(__dirname, 'results.json'), JSON.stringify({ versions, results }, null, 1))
   report(versions, results)
