@@ -419,11 +419,11 @@ impl<K: Connect> Client<K> {
         let pause = self.provider_pause();
         let result = tokio::select! {
             biased;
-            _ = cancel.cancelled() => Err(Error::new(
+            _ = crate::cancel::cancelled(&cancel) => Err(Error::new(
                 Kind::Aborted,
                 format!("request to {} was aborted", self.origin()),
             )),
-            _ = self.shutdown.cancelled() => Err(self.closed_error()),
+            _ = crate::cancel::cancelled(&self.shutdown) => Err(self.closed_error()),
             result = async {
                 if let Some(wait) = pause {
                     // Boxed: only a paced call carries the sleep.

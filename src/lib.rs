@@ -14,6 +14,7 @@
 pub mod accumulate;
 pub mod attempt;
 pub mod breaker;
+pub mod cancel;
 pub mod chat;
 pub mod client;
 pub mod config;

@@ -263,7 +263,7 @@ impl<K: Connect> Client<K> {
     ) -> Result<(), Error> {
         tokio::select! {
             biased;
-            _ = closed.cancelled() => Ok(()),
+            _ = crate::cancel::cancelled(closed) => Ok(()),
             result = self.attempts(call, kind, committed, attempt) => result,
         }
     }

@@ -351,7 +351,7 @@ where
         };
         let result = tokio::select! {
             biased;
-            _ = cancel.cancelled() => Err(Error::new(Kind::Aborted, "request was aborted")),
+            _ = crate::cancel::cancelled(cancel) => Err(Error::new(Kind::Aborted, "request was aborted")),
             result = limited => result,
         };
         if result.is_err() {
