@@ -404,11 +404,10 @@ where
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|e| handshake_failed("HTTP", origin, &e))?;
-    tokio::spawn(async move {
-        // Ends when the server closes the socket or the pool drops the sender; either way the
-        // pool learns through `SendRequest::is_closed`.
-        let _ = connection.await;
-    });
+    // Ends when the server closes the socket or the pool drops the sender; either way the pool
+    // learns through `SendRequest::is_closed`. Spawned as it is: inside `async move { … .await }`
+    // the connection would be laid out twice (captured, and awaited) for its whole life.
+    drop(tokio::spawn(connection));
     Ok(HttpConn::H1(sender))
 }
 
@@ -432,11 +431,9 @@ where
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|e| handshake_failed("HTTP/2", origin, &e))?;
-    tokio::spawn(async move {
-        // Ends when the server closes the connection or every stream and the pool's handle are
-        // gone; the pool learns through `SendRequest::is_closed`.
-        let _ = connection.await;
-    });
+    // Ends when the server closes the connection or every stream and the pool's handle are gone;
+    // the pool learns through `SendRequest::is_closed`. Spawned as it is (see `handshake`).
+    drop(tokio::spawn(connection));
     // Until the server's first SETTINGS arrives its stream limit is unknown, and streams opened
     // past it would be refused: the connection is handed out once it has arrived (the connect
     // timeout bounds the wait).
