@@ -576,8 +576,9 @@ export declare class ChatStream implements AsyncIterableIterator<ChatCompletionC
   /** A web `ReadableStream` of the chunks; cancelling it cancels the request. */
   toReadableStream(): ReadableStream<ChatCompletionChunk>
   /**
-   * The text fast path: the first choice's content as strings (one per batch the socket
-   * delivered). The chunks are parsed and merged in Rust and never become JS objects;
+   * The text fast path: the first choice's content as strings (each one everything that arrived
+   * since the last `next()`: one chunk's text when the consumer keeps up, many when it is busy).
+   * The chunks are parsed and merged in Rust and never become JS objects;
    * `finalCompletion()` still returns the whole completion. Call it before iterating (a
    * `TypeError` after); the stream then yields strings.
    */

@@ -682,10 +682,11 @@ class ChatStream extends NativeIterator {
   }
 
   /**
-   * The text fast path: an async iterable of the first choice's content, as strings (one per
-   * batch the socket delivered, so a fast consumer gets few, long ones). The chunks are parsed
-   * and merged in Rust and never cross into JS; `finalCompletion()` still gives the whole
-   * completion (tool calls, usage, finish reason, reasoning). Call it before iterating.
+   * The text fast path: an async iterable of the first choice's content, as strings (each one
+   * everything that arrived since the last `next()`, so a busy consumer gets few, long ones).
+   * The chunks are parsed and merged in Rust and never cross into JS; `finalCompletion()` still
+   * gives the whole completion (tool calls, usage, finish reason, reasoning). Call it before
+   * iterating.
    */
   text() {
     this[TEXT_MODE]()
