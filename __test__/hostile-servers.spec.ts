@@ -211,6 +211,43 @@ describe('stream outcomes are decided in Rust, counted and retryable before the 
   })
 })
 
+describe('the separator between payloads in one delivery (U+001E) cannot be smuggled in', () => {
+  test('escaped in JSON it stays content; raw in a payload the chunk is refused; in an event name it is replaced', async () => {
+    const s = await server()
+    const c = client(s)
+    const content = 'a\u001eb'
+    const line = (delta: object) => `data: ${JSON.stringify({ choices: [{ index: 0, delta, finish_reason: null }] })}\n\n`
+    // Several chunks in one write, so that they cross into JS as one delivery.
+    s.setHandler(({ res }: any) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' })
+      res.end(line({ content }) + line({ content: '{"x":1}' }) + line({ content }) + 'data: [DONE]\n\n')
+    })
+    const seen: string[] = []
+    for await (const chunk of c.chatStream(body())) seen.push(chunk.choices[0].delta.content)
+    expect(seen).toEqual([content, '{"x":1}', content])
+    expect((await c.chatStream(body()).text().finalCompletion()).choices[0].message.content).toBe(`${content}{"x":1}${content}`)
+
+    // JSON forbids the raw character inside a string: the chunk is refused, never split in two.
+    s.setHandler(({ res }: any) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' })
+      res.end(`data: {"choices":[{"index":0,"delta":{"content":"a\u001e{}"}}]}\n\ndata: [DONE]\n\n`)
+    })
+    expect((await rejection(c.chatStream(body()).finalCompletion())).code).toBe('ERR_INVALID_RESPONSE')
+
+    // An event name may carry anything but a line end: it reaches JS with U+FFFD instead.
+    s.setHandler(({ res }: any) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' })
+      res.end('event: odd\u001e{"smuggled":true}\ndata: {"type":"x"}\n\nevent: response.completed\ndata: {"type":"response.completed","response":{}}\n\n')
+    })
+    const events: any[] = []
+    for await (const event of c.stream('/responses', { model: 'm' })) events.push(event)
+    expect(events).toEqual([
+      { event: 'odd\ufffd{"smuggled":true}', data: { type: 'x' } },
+      { event: 'response.completed', data: { type: 'response.completed', response: {} } },
+    ])
+  })
+})
+
 describe('iterator edges', () => {
   test('three concurrent next() calls resolve in order', async () => {
     const s = await server({ chunkDelay: 5 })
