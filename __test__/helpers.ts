@@ -96,3 +96,16 @@ export function callWithEnv(env: Record<string, string>, options: Record<string,
     )
   })
 }
+
+/** Waits for a response to drain (or close), leaving no listener behind either way. */
+export function drainOrClose(res: any): Promise<void> {
+  return new Promise((resume) => {
+    const go = () => {
+      res.off('drain', go)
+      res.off('close', go)
+      resume()
+    }
+    res.on('drain', go)
+    res.on('close', go)
+  })
+}

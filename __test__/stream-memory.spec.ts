@@ -2,7 +2,7 @@
 // in a child process so that its RSS is measured alone.
 import { execFile } from 'node:child_process'
 import { join } from 'node:path'
-import { server, sleep } from './helpers'
+import { drainOrClose, server, sleep } from './helpers'
 
 const fixture = join(__dirname, 'fixtures', 'stream-memory.js')
 
@@ -57,7 +57,7 @@ test('a slow consumer of a fast 10,000-chunk stream: the server is held back and
     res.on('close', () => (closed = true))
     while (written < total && !closed) {
       written += 1
-      if (!res.write(chunkLine(piece))) await new Promise((r) => res.once('drain', r).once('close', r))
+      if (!res.write(chunkLine(piece))) await drainOrClose(res)
     }
     if (!closed) res.end('data: [DONE]\n\n')
   })
