@@ -110,15 +110,19 @@ where
         lease,
     } = client.exchange(outgoing, call).await?;
     let headers = crate::exchange::header_pairs(&head.headers);
+    let lifetime = client.keep_alive.idle_lifetime(&head.headers);
+    let status = head.status.as_u16();
+    // Its header values pin hyper's read buffer (see `stream.rs`): not held through the body.
+    drop(head);
     committed.store(true, Ordering::Relaxed);
-    reader.head(head.status.as_u16(), headers);
+    reader.head(status, headers);
     loop {
         if !reader.has_credit() {
             reader.wait_for_credit().await;
         }
         match client.next_frame(&mut body).await? {
             None => {
-                lease.release(client.keep_alive.idle_lifetime(&head.headers));
+                lease.release(lifetime);
                 reader.end();
                 return Ok(());
             }

@@ -560,7 +560,12 @@ where
             .await
             .map_err(|_| first_token_error())??,
     };
-    if is_json(&head.headers) {
+    let lifetime = client.keep_alive.idle_lifetime(&head.headers);
+    let json = is_json(&head.headers);
+    // hyper's header values are slices of its read buffer: holding the head would pin that 8 KiB
+    // block for the stream's life, and make hyper allocate another one to read the body into.
+    drop(head);
+    if json {
         // The server ignored `stream: true` or failed with a 200 JSON error.
         let read = client.read_body(incoming, MAX_ERROR_BODY).await?;
         let text = String::from_utf8_lossy(&read.bytes).into_owned();
@@ -614,7 +619,7 @@ where
             None => {
                 decoder.finish();
                 // The body ended cleanly, so the connection is reusable either way.
-                lease.release(client.keep_alive.idle_lifetime(&head.headers));
+                lease.release(lifetime);
                 if !progress.complete(target.dialect) {
                     return Err(Error::new(
                         Kind::StreamTruncated,
@@ -679,7 +684,6 @@ where
             if let Some(at) = first_token_at {
                 client.metrics.stream_rate(delivered, at.elapsed());
             }
-            let lifetime = client.keep_alive.idle_lifetime(&head.headers);
             match tokio::time::timeout(DONE_GRACE, body_end(&mut incoming)).await {
                 Ok(true) => lease.release(lifetime),
                 Ok(false) => drop(lease),
