@@ -512,7 +512,7 @@ class NativeIterator {
       this.#queue.shift()
       this.#position = 0
     }
-    if (++this.#used >= STREAM_WINDOW_EVENTS / 2 || this.#stalled) this.#ack()
+    this.#consumed(1)
     return this.#parse(text)
   }
 
@@ -547,9 +547,14 @@ class NativeIterator {
     const queue = this.#queue
     const text = queue.length === 1 ? queue[0] : queue.join('')
     this.#queue = []
-    this.#used += queue.length
-    if (this.#used >= STREAM_WINDOW_EVENTS / 2 || this.#stalled) this.#ack()
+    this.#consumed(queue.length)
     return text
+  }
+
+  /** `n` more items used: acknowledged every half window, and at once if Rust waits. */
+  #consumed(n) {
+    this.#used += n
+    if (this.#used >= STREAM_WINDOW_EVENTS / 2 || this.#stalled) this.#ack()
   }
 
   /** Called by `break` and by a throw inside `for await`: cancels the request at once. */

@@ -96,9 +96,7 @@ where
                 ),
             ));
         }
-        exchanged
-            .lease
-            .release(self.keep_alive.idle_lifetime(&exchanged.head.headers));
+        exchanged.lease.release(exchanged.lifetime);
         let (text, used_tokens) = self.completion_outcome(read.bytes)?;
         let head = call.with_response.then(|| {
             Box::new(AnswerHead {

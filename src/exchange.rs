@@ -46,6 +46,10 @@ where
     pub head: Parts,
     pub body: <K::Conn as Connection>::Body,
     pub lease: Lease<K>,
+    /// How long the connection may idle in the pool once the body is read (its `Keep-Alive`),
+    /// read from the head here so that a long body's reader need not keep the head: hyper's
+    /// header values are slices of its read buffer, and a held head pins that block.
+    pub lifetime: Option<std::time::Duration>,
 }
 
 /// A body read up to a limit.
@@ -88,7 +92,13 @@ where
         let (head, body) = response.into_parts();
         self.observe_rate_limits(&head.headers);
         if head.status.is_success() {
-            return Ok(Exchanged { head, body, lease });
+            let lifetime = self.keep_alive.idle_lifetime(&head.headers);
+            return Ok(Exchanged {
+                head,
+                body,
+                lease,
+                lifetime,
+            });
         }
         let read = self.read_body(body, MAX_ERROR_BODY).await?;
         if read.complete {

@@ -108,11 +108,11 @@ where
         head,
         mut body,
         lease,
+        lifetime,
     } = client.exchange(outgoing, call).await?;
     let headers = crate::exchange::header_pairs(&head.headers);
-    let lifetime = client.keep_alive.idle_lifetime(&head.headers);
     let status = head.status.as_u16();
-    // Its header values pin hyper's read buffer (see `stream.rs`): not held through the body.
+    // Not held through the body (see `Exchanged::lifetime`).
     drop(head);
     committed.store(true, Ordering::Relaxed);
     reader.head(status, headers);

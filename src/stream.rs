@@ -554,16 +554,16 @@ where
         head,
         body: mut incoming,
         lease,
+        lifetime,
     } = match first_token_deadline {
         None => sending.await?,
         Some(at) => tokio::time::timeout_at(at, sending)
             .await
             .map_err(|_| first_token_error())??,
     };
-    let lifetime = client.keep_alive.idle_lifetime(&head.headers);
     let json = is_json(&head.headers);
-    // hyper's header values are slices of its read buffer: holding the head would pin that 8 KiB
-    // block for the stream's life, and make hyper allocate another one to read the body into.
+    // Not held through the body (see `Exchanged::lifetime`): it would pin an 8 KiB block of
+    // hyper's read buffer for the stream's life, and hyper would allocate another to read into.
     drop(head);
     if json {
         // The server ignored `stream: true` or failed with a 200 JSON error.

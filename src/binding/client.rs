@@ -396,19 +396,12 @@ const HOP_BY_HOP: [&str; 8] = [
 const UPSTREAM_OWN: [&str; 3] = ["authorization", "api-key", "x-api-key"];
 
 /// A batch of stream payloads as one string, [`PAYLOAD_SEPARATOR`] between them.
-fn joined(payloads: Vec<String>) -> String {
-    if payloads.len() == 1 {
-        return payloads.into_iter().next().unwrap_or_default();
+fn joined(mut payloads: Vec<String>) -> String {
+    // The usual batch, one payload, is passed on as it is.
+    match payloads.len() {
+        1 => payloads.pop().unwrap_or_default(),
+        _ => payloads.join(PAYLOAD_SEPARATOR),
     }
-    let size = payloads.iter().map(|p| p.len() + 1).sum();
-    let mut joined = String::with_capacity(size);
-    for (i, payload) in payloads.iter().enumerate() {
-        if i > 0 {
-            joined.push(PAYLOAD_SEPARATOR);
-        }
-        joined.push_str(payload);
-    }
-    joined
 }
 
 /// The native side of one stream (`chatStream`, `stream`, a `fetch` body): `index.js` wraps it.

@@ -72,7 +72,7 @@ pub type DeliverFn<'scope> = Function<'scope, Args, ()>;
 type Deliver = ThreadsafeFunction<(), (), Args, Status, false, true>;
 
 /// Between two stream payloads in one delivery (`index.js` splits on it).
-pub const PAYLOAD_SEPARATOR: char = '\u{1e}';
+pub const PAYLOAD_SEPARATOR: &str = "\u{1e}";
 
 #[derive(Default)]
 struct Queue {
@@ -91,7 +91,7 @@ impl Queue {
         };
         match (&mut self.deliveries[at], delivery) {
             (Delivery::Payloads(joined), Delivery::Payloads(more)) => {
-                joined.push(PAYLOAD_SEPARATOR);
+                joined.push_str(PAYLOAD_SEPARATOR);
                 joined.push_str(more);
                 true
             }
@@ -138,7 +138,7 @@ pub fn wake_deferred() {
     ON_WORKER.with(|on| on.set(true));
     let deferred = DEFERRED.with(|list| std::mem::take(&mut *list.borrow_mut()));
     for mailbox in deferred {
-        mailbox.wake_if(Wake::Deferred);
+        mailbox.wake_if_deferred();
     }
 }
 
@@ -210,11 +210,11 @@ impl Mailbox {
         false
     }
 
-    /// Wakes JS if the queue is still in the state `from` (not already drained or called).
-    fn wake_if(&self, from: Wake) {
+    /// Wakes JS if the queue still waits for its worker to idle (not already called or drained).
+    fn wake_if_deferred(&self) {
         let wake = {
             let mut queue = self.lock();
-            let wake = queue.wake == from;
+            let wake = queue.wake == Wake::Deferred;
             if wake {
                 queue.wake = Wake::Called;
             }
