@@ -1,14 +1,13 @@
 //! What the core needs of one open HTTP connection: send one request and say, when that fails,
 //! whether the request could have reached the server.
 //!
-//! The real connection is hyper's `SendRequest` (see `connect.rs`); the attempt loop and the
-//! resend rule are unit-tested with fakes that implement this trait.
+//! The real connection is `transport::HttpConn` (our HTTP/1.1, hyper's HTTP/2); the attempt loop
+//! and the resend rule are unit-tested with fakes that implement this trait.
 
 use std::error::Error as StdError;
 use std::future::Future;
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Body;
 use hyper::{Request, Response};
 
@@ -32,6 +31,6 @@ pub trait Connection: Send + 'static {
     /// Sends `request` and waits for the response head.
     fn send(
         &mut self,
-        request: Request<Full<Bytes>>,
+        request: Request<Bytes>,
     ) -> impl Future<Output = Result<Response<Self::Body>, SendError>> + Send;
 }

@@ -7,7 +7,7 @@
 //! working on the request (a second generation, billed twice).
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::header::{HeaderMap, HeaderValue, ACCEPT};
 use hyper::http::response::Parts;
 use hyper::{Method, Request, StatusCode, Uri};
@@ -113,7 +113,7 @@ where
     /// request was provably never written and this was not already the resend.
     async fn send(
         &self,
-        request: Request<Full<Bytes>>,
+        request: Request<Bytes>,
         fresh: bool,
     ) -> Result<(hyper::Response<<K::Conn as Connection>::Body>, Lease<K>), SendFailure> {
         let mut lease = self.pool.checkout(fresh).await?;
@@ -154,8 +154,8 @@ where
         }
     }
 
-    fn build_request(&self, outgoing: &Outgoing<'_>, call: &CallOptions) -> Request<Full<Bytes>> {
-        let mut request = Request::new(Full::new(outgoing.body.clone()));
+    fn build_request(&self, outgoing: &Outgoing<'_>, call: &CallOptions) -> Request<Bytes> {
+        let mut request = Request::new(outgoing.body.clone());
         *request.method_mut() = outgoing.method.clone();
         *request.uri_mut() = outgoing.uri.clone();
         let headers = request.headers_mut();

@@ -11,7 +11,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::{Body, Frame};
 use hyper::{Request, Response};
 use serde_json::json;
@@ -132,7 +131,7 @@ impl Connection for FakeConn {
 
     fn send(
         &mut self,
-        _request: Request<Full<Bytes>>,
+        _request: Request<Bytes>,
     ) -> impl std::future::Future<Output = Result<Response<FakeBody>, SendError>> + Send {
         let server = self.server.clone();
         async move {

@@ -1,11 +1,14 @@
 //! How bytes reach an origin: TCP ([`tcp`], addresses from the [`dns`] cache), TLS ([`tls`]),
 //! and proxies ([`proxy`]: `CONNECT` tunnels for https targets, absolute-form forwarding for http
-//! ones), ending in a hyper HTTP/1 handshake whose connection task runs on its own.
+//! ones), ending in an HTTP/1.1 connection of our own ([`h1`]) or, when TLS negotiated it, a hyper
+//! HTTP/2 connection whose connection task runs on its own.
 //!
-//! The pool holds the `SendRequest` half; hyper's connection future is driven by a spawned task
-//! that ends when the socket closes or when every `SendRequest` is dropped.
+//! The pool holds an [`h1::H1Conn`] (the socket between requests) or hyper's HTTP/2 `SendRequest`;
+//! hyper's HTTP/2 connection future is driven by a spawned task that ends when the socket closes
+//! or when every `SendRequest` is dropped.
 
 pub mod dns;
+pub mod h1;
 pub mod h2;
 pub mod proxy;
 pub mod tcp;
@@ -17,7 +20,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::client::conn::{http1, http2};
+use hyper::body::{Body, Frame, SizeHint};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -34,7 +38,7 @@ use crate::proxy_url::ProxyUrl;
 /// The sending half of one connection: what the pool holds.
 pub enum HttpConn {
     /// HTTP/1.1: one request at a time.
-    H1(http1::SendRequest<Full<Bytes>>),
+    H1(h1::H1Conn),
     /// HTTP/2: many streams; every stream holds a clone.
     H2(H2Conn),
 }
@@ -316,7 +320,7 @@ impl Connect for HttpConnector {
 
     fn is_closed(conn: &HttpConn) -> bool {
         match conn {
-            HttpConn::H1(sender) => sender.is_closed(),
+            HttpConn::H1(conn) => conn.is_closed(),
             HttpConn::H2(h2) => h2.sender.is_closed(),
         }
     }
@@ -337,29 +341,21 @@ impl Connect for HttpConnector {
 }
 
 impl Connection for HttpConn {
-    type Body = hyper::body::Incoming;
+    type Body = HttpBody;
 
     async fn send(
         &mut self,
-        request: hyper::Request<Full<Bytes>>,
-    ) -> Result<hyper::Response<hyper::body::Incoming>, SendError> {
-        let sent = match self {
-            HttpConn::H1(sender) => {
-                // A connection seen closed here never got the request.
-                if let Err(e) = sender.ready().await {
-                    return Err(SendError::NotSent(Box::new(e)));
-                }
-                sender.try_send_request(request).await
-            }
-            HttpConn::H2(h2) => {
-                if let Err(e) = h2.sender.ready().await {
-                    return Err(SendError::NotSent(Box::new(e)));
-                }
-                h2.sender.try_send_request(request).await
-            }
+        request: hyper::Request<Bytes>,
+    ) -> Result<hyper::Response<HttpBody>, SendError> {
+        let h2 = match self {
+            HttpConn::H1(conn) => return Ok(conn.send(request).await?.map(HttpBody::H1)),
+            HttpConn::H2(h2) => h2,
         };
-        match sent {
-            Ok(response) => Ok(response),
+        if let Err(e) = h2.sender.ready().await {
+            return Err(SendError::NotSent(Box::new(e)));
+        }
+        match h2.sender.try_send_request(request.map(Full::new)).await {
+            Ok(response) => Ok(response.map(HttpBody::H2)),
             // hyper hands the request back only when it never wrote it.
             Err(e) if e.message().is_some() => Err(SendError::NotSent(Box::new(e.into_error()))),
             Err(e) => {
@@ -370,6 +366,71 @@ impl Connection for HttpConn {
                     Err(SendError::Failed(Box::new(e)))
                 }
             }
+        }
+    }
+}
+
+/// A response body of either protocol.
+pub enum HttpBody {
+    H1(h1::H1Body),
+    H2(hyper::body::Incoming),
+}
+
+/// Why reading a body failed: the socket (HTTP/1.1) or hyper's HTTP/2 stream.
+#[derive(Debug)]
+pub enum BodyError {
+    Io(std::io::Error),
+    H2(hyper::Error),
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyError::Io(e) => e.fmt(f),
+            BodyError::H2(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for BodyError {
+    /// The error itself, so that the OS error code under it is found (`Cause::of`).
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BodyError::Io(e) => Some(e),
+            BodyError::H2(e) => Some(e),
+        }
+    }
+}
+
+impl Body for HttpBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            HttpBody::H1(body) => std::pin::Pin::new(body)
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(BodyError::Io))),
+            HttpBody::H2(body) => std::pin::Pin::new(body)
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(BodyError::H2))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            HttpBody::H1(body) => body.is_end_stream(),
+            HttpBody::H2(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            HttpBody::H1(body) => body.size_hint(),
+            HttpBody::H2(body) => body.size_hint(),
         }
     }
 }
@@ -396,19 +457,12 @@ fn handshake_failed(protocol: &str, origin: &str, e: &hyper::Error) -> Error {
     .with_cause(Cause::of(e))
 }
 
-async fn handshake<S>(stream: S, origin: &str) -> Result<HttpConn, Error>
+/// An HTTP/1.1 connection over `stream`: nothing to exchange before the first request.
+async fn handshake<S>(stream: S, _origin: &str) -> Result<HttpConn, Error>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let (sender, connection) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| handshake_failed("HTTP", origin, &e))?;
-    // Ends when the server closes the socket or the pool drops the sender; either way the pool
-    // learns through `SendRequest::is_closed`. Spawned as it is: inside `async move { … .await }`
-    // the connection would be laid out twice (captured, and awaited) for its whole life.
-    drop(tokio::spawn(connection));
-    Ok(HttpConn::H1(sender))
+    Ok(HttpConn::H1(h1::H1Conn::new(stream)))
 }
 
 async fn handshake_h2<S>(stream: S, origin: &str, max_streams: usize) -> Result<HttpConn, Error>

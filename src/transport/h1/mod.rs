@@ -1,0 +1,381 @@
+//! Our own HTTP/1.1 client connection: one request at a time, read and written by the task that
+//! made the call.
+//!
+//! Why not hyper's: hyper's HTTP/1 client runs each connection as a task of its own that reads
+//! into a per-connection buffer (8 KiB and up) and hands each body chunk to the caller's task over
+//! a channel. For an LLM stream that is a task wake-up per chunk on both sides and 16 KiB or more
+//! held per open stream while it waits on a slow model. Here the caller's task reads the socket
+//! itself, into a buffer shared by every connection on its thread ([`SCRATCH`]); between reads an
+//! open stream holds no buffer at all, only its socket.
+//!
+//! A connection is a slot holding the socket while it is idle. `send` takes the socket out, writes
+//! the request and reads the response head; the [`H1Body`] then owns it, and puts it back in the
+//! slot when the body ended cleanly on a connection that may be reused. A socket that is not in
+//! its slot (a body dropped unread, a failure) is closed by being dropped, and the pool sees the
+//! empty slot as a closed connection. An idle socket is checked for the server's close (or stray
+//! bytes) when the pool looks at it.
+
+mod chunked;
+mod head;
+
+use std::cell::RefCell;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
+use hyper::{Request, Response};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+use self::chunked::ChunkedDecoder;
+use self::head::{encode_request, framing, invalid, parse_response, Framing, INLINE_BODY};
+use crate::conn::SendError;
+
+/// What a connection reads and writes: TCP, TLS, a proxy tunnel.
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+type BoxIo = Box<dyn Io>;
+
+/// Size of the per-thread read buffer: the most one read takes from a socket.
+const SCRATCH_BYTES: usize = 32 * 1024;
+
+thread_local! {
+    /// The buffer every connection read on this thread goes through; what was read is copied out
+    /// at once (body data, exactly sized), so nothing is held in it between polls.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_BYTES].into_boxed_slice());
+}
+
+/// Reads once from `io` into the thread's scratch buffer and hands what came to `take`
+/// (an empty slice: the peer closed its side).
+fn poll_read_with<R>(
+    io: &mut BoxIo,
+    cx: &mut Context<'_>,
+    take: impl FnOnce(&[u8]) -> R,
+) -> Poll<io::Result<R>> {
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        let mut buf = ReadBuf::new(&mut scratch[..]);
+        ready!(Pin::new(io).poll_read(cx, &mut buf))?;
+        Poll::Ready(Ok(take(buf.filled())))
+    })
+}
+
+/// The pool's handle on one HTTP/1.1 connection.
+pub struct H1Conn {
+    /// The socket while no request is on it; `None` while a request is, or once it is closed.
+    slot: Arc<Mutex<Option<BoxIo>>>,
+}
+
+impl H1Conn {
+    pub fn new(io: impl Io + 'static) -> Self {
+        H1Conn {
+            slot: Arc::new(Mutex::new(Some(Box::new(io)))),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<BoxIo>> {
+        lock(&self.slot)
+    }
+
+    /// True when the connection cannot carry a request: its socket is out (a request is on it,
+    /// or it was closed), the server closed it, or the server sent bytes nobody asked for (the
+    /// socket is then closed here).
+    pub fn is_closed(&self) -> bool {
+        let mut slot = self.lock();
+        let Some(io) = slot.as_mut() else {
+            return true;
+        };
+        // A read that finds nothing registers no interest worth keeping: any waker will do.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match poll_read_with(io, &mut cx, |read| read.len()) {
+            Poll::Pending => false,
+            // End of stream, stray bytes or an error: the connection is done.
+            Poll::Ready(_) => {
+                *slot = None;
+                true
+            }
+        }
+    }
+
+    /// Writes `request` and reads its response head. The body is read through the returned
+    /// response's [`H1Body`].
+    pub async fn send(&mut self, request: Request<Bytes>) -> Result<Response<H1Body>, SendError> {
+        let taken = self.lock().take();
+        let Some(mut io) = taken else {
+            return Err(SendError::NotSent(Box::new(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the connection was closed",
+            ))));
+        };
+        write_request(&mut io, &request).await?;
+        let (head, rest) = read_head(&mut io).await.map_err(failed)?;
+        let (framing, reusable) = framing(request.method(), &head).map_err(failed)?;
+        let mut body = H1Body {
+            io: Some(io),
+            slot: self.slot.clone(),
+            decoder: Decoder::new(framing),
+            pending: rest,
+            reusable,
+            finished: false,
+        };
+        if framing == Framing::Empty {
+            body.finish(0);
+        }
+        let mut response = Response::new(body);
+        *response.status_mut() = head.status;
+        *response.version_mut() = head.version;
+        *response.headers_mut() = head.headers;
+        Ok(response)
+    }
+}
+
+fn lock(slot: &Mutex<Option<BoxIo>>) -> MutexGuard<'_, Option<BoxIo>> {
+    // Nothing panics while holding it; a poisoned slot must still not panic.
+    slot.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn failed(e: io::Error) -> SendError {
+    SendError::Failed(Box::new(e))
+}
+
+/// Writes the request. A write that fails before the socket took a single byte proves the
+/// request was never sent (`NotSent`: it may go again on another connection).
+async fn write_request(io: &mut BoxIo, request: &Request<Bytes>) -> Result<(), SendError> {
+    let head = encode_request(request);
+    let mut written = 0;
+    while written < head.len() {
+        match io.write(&head[written..]).await {
+            Ok(0) => return Err(failed(io::ErrorKind::WriteZero.into())),
+            Ok(n) => written += n,
+            Err(e) if written == 0 => return Err(SendError::NotSent(Box::new(e))),
+            Err(e) => return Err(failed(e)),
+        }
+    }
+    let body = request.body();
+    if body.len() > INLINE_BODY {
+        io.write_all(body).await.map_err(failed)?;
+    }
+    io.flush().await.map_err(failed)
+}
+
+/// Reads up to the end of a final (non-1xx) response head: the head, and the bytes read past it.
+async fn read_head(io: &mut BoxIo) -> io::Result<(head::ResponseHead, Bytes)> {
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        let got = std::future::poll_fn(|cx| {
+            poll_read_with(io, cx, |read| {
+                buf.extend_from_slice(read);
+                read.len()
+            })
+        })
+        .await?;
+        if got == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the server closed the connection before the response",
+            ));
+        }
+        // Informational answers (100 Continue, 103 Early Hints) come before the real one.
+        while let Some((head, len)) = parse_response(&buf)? {
+            let status = head.status.as_u16();
+            if status == 101 {
+                return Err(invalid("the server switched protocols".into()));
+            }
+            buf.drain(..len);
+            if !(100..200).contains(&status) {
+                return Ok((head, Bytes::from(buf)));
+            }
+        }
+    }
+}
+
+/// A body's framing, decoded.
+enum Decoder {
+    Empty,
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    UntilClose,
+}
+
+/// What one piece of input amounted to.
+enum Decoded {
+    /// All of it was body (or framing); the body goes on.
+    More,
+    /// The body ended after this many bytes of it.
+    End(usize),
+}
+
+impl Decoder {
+    fn new(framing: Framing) -> Self {
+        match framing {
+            Framing::Empty => Decoder::Empty,
+            Framing::Length(n) => Decoder::Length(n),
+            Framing::Chunked => Decoder::Chunked(ChunkedDecoder::default()),
+            Framing::UntilClose => Decoder::UntilClose,
+        }
+    }
+
+    /// Decodes `input`, appending the body's data to `out`.
+    fn decode(&mut self, input: &[u8], out: &mut Vec<u8>) -> io::Result<Decoded> {
+        match self {
+            Decoder::Empty => Ok(Decoded::End(0)),
+            Decoder::Length(left) => {
+                let take = input
+                    .len()
+                    .min(usize::try_from(*left).unwrap_or(usize::MAX));
+                out.extend_from_slice(&input[..take]);
+                *left -= take as u64;
+                Ok(if *left == 0 {
+                    Decoded::End(take)
+                } else {
+                    Decoded::More
+                })
+            }
+            Decoder::Chunked(chunks) => match chunks.decode(input, out) {
+                Ok(Some(used)) => Ok(Decoded::End(used)),
+                Ok(None) => Ok(Decoded::More),
+                Err(e) => Err(invalid(e.to_string())),
+            },
+            Decoder::UntilClose => {
+                out.extend_from_slice(input);
+                Ok(Decoded::More)
+            }
+        }
+    }
+
+    /// What the end of the connection means here: the body's end, or a cut.
+    fn at_eof(&self) -> io::Result<()> {
+        match self {
+            Decoder::Empty | Decoder::UntilClose => Ok(()),
+            Decoder::Chunked(chunks) if chunks.is_done() => Ok(()),
+            Decoder::Length(_) | Decoder::Chunked(_) => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the server closed the connection before the body was complete",
+            )),
+        }
+    }
+}
+
+/// A response body read straight from the socket by whoever polls it.
+pub struct H1Body {
+    /// The socket until the body ends (then back in `slot`, or dropped: closed).
+    io: Option<BoxIo>,
+    slot: Arc<Mutex<Option<BoxIo>>>,
+    decoder: Decoder,
+    /// Bytes read with the head that belong to the body, decoded first.
+    pending: Bytes,
+    /// The response allows another request on this connection.
+    reusable: bool,
+    finished: bool,
+}
+
+impl H1Body {
+    /// The body ended; `extra` bytes of the last read came after it. The socket goes back for
+    /// reuse only when nothing came after the body (anything that did is not ours to read).
+    fn finish(&mut self, extra: usize) {
+        self.finished = true;
+        let io = self.io.take();
+        if self.reusable && extra == 0 && self.pending.is_empty() {
+            *lock(&self.slot) = io;
+        }
+    }
+
+    /// Runs `input` through the decoder: the data it held (maybe none), the body finished when
+    /// it ended there.
+    fn take(&mut self, input: &[u8]) -> io::Result<Option<Bytes>> {
+        let (out, end) = decode_read(&mut self.decoder, input)?;
+        if let Some(extra) = end {
+            self.finish(extra);
+        }
+        Ok((!out.is_empty()).then(|| Bytes::from(out)))
+    }
+}
+
+impl Body for H1Body {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = self.get_mut();
+        loop {
+            if this.finished {
+                return Poll::Ready(None);
+            }
+            if !this.pending.is_empty() {
+                let pending = std::mem::take(&mut this.pending);
+                match this.take(&pending) {
+                    Ok(Some(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Ok(None) => continue,
+                    Err(e) => return Poll::Ready(Some(Err(e))),
+                }
+            }
+            let Some(io) = this.io.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let read = ready!(poll_read_with(io, cx, |read| {
+                if read.is_empty() {
+                    return None;
+                }
+                Some(decode_read(&mut this.decoder, read))
+            }));
+            let outcome = match read {
+                Err(e) => Err(e),
+                // The server closed the connection.
+                Ok(None) => match this.decoder.at_eof() {
+                    Ok(()) => {
+                        this.reusable = false;
+                        this.finish(0);
+                        return Poll::Ready(None);
+                    }
+                    Err(e) => Err(e),
+                },
+                Ok(Some(decoded)) => decoded,
+            };
+            match outcome {
+                Err(e) => {
+                    // A broken body leaves the connection in an unknown state: closed.
+                    this.io = None;
+                    this.finished = true;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Ok((out, end)) => {
+                    if let Some(extra) = end {
+                        this.finish(extra);
+                    }
+                    if !out.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.finished
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.decoder {
+            Decoder::Length(left) if self.pending.is_empty() => SizeHint::with_exact(left),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+/// Decodes one read inside the scratch borrow (the body's socket is borrowed too, so this works
+/// on the decoder alone): the data, and the extra bytes after the body when it ended.
+fn decode_read(decoder: &mut Decoder, input: &[u8]) -> io::Result<(Vec<u8>, Option<usize>)> {
+    let mut out = Vec::with_capacity(input.len());
+    let end = match decoder.decode(input, &mut out)? {
+        Decoded::More => None,
+        Decoded::End(used) => Some(input.len() - used),
+    };
+    Ok((out, end))
+}
