@@ -98,7 +98,6 @@ function nativeArgumentError(e) {
  */
 class Inbox {
   #handlers = new Map()
-  #pinned = new Map()
   #nextId = 0
   #keepAlive = null
 
@@ -125,17 +124,7 @@ class Inbox {
 
   unsubscribe(id) {
     this.#handlers.delete(id)
-    this.#pinned.delete(id)
     this.#idle()
-  }
-
-  /** Keeps `owner` reachable until `unpin(id)` (see `ChatStream.next`). */
-  pin(id, owner) {
-    this.#pinned.set(id, owner)
-  }
-
-  unpin(id) {
-    this.#pinned.delete(id)
   }
 
   deliver = (ids, values) => {
@@ -467,13 +456,17 @@ class NativeIterator {
   #ended = false
   /** An error to raise once the queued payloads are yielded. */
   #error = null
-  /** The one pending pull waiting for a delivery (pulls run one at a time, see `next`). */
-  #wake = null
   /** Text mode: deliveries are strings, yielded as they are. */
   #text = false
-  /** next() calls not yet settled, and the latest: a call waits for the one before it. */
-  #calls = 0
-  #lastCall = null
+  /**
+   * next() calls waiting for a delivery, in call order: their promises' resolve and reject,
+   * flattened (one plain promise per waiting call; no async frame, nothing per chunk beyond it).
+   */
+  #waiting = []
+  /** `#serve` is running (an ending inside it must not settle calls out of order). */
+  #serving = false
+  /** Set once started: how the inbox reaches this stream (weakly, strongly while a call waits). */
+  #holder = null
 
   constructor(native, inbox, origin, detach) {
     this.#native = native
@@ -488,18 +481,65 @@ class NativeIterator {
 
   /** Concurrent calls settle in call order, each with the next chunk (or the end). */
   next() {
-    if (this.#calls === 0 && this.#queue.length > 0) {
-      // Something is queued and no call is ahead: settle now, without an async frame.
-      try {
-        return Promise.resolve({ value: this.#take(), done: false })
-      } catch (e) {
-        return Promise.reject(e)
+    if (this.#waiting.length === 0) {
+      if (this.#ready()) {
+        // Nothing is ahead and something is ready: settle now.
+        try {
+          return Promise.resolve(this.#settle())
+        } catch (e) {
+          return Promise.reject(e)
+        }
       }
+      if (this.#id === -1) {
+        try {
+          this.#start()
+        } catch (e) {
+          return Promise.reject(e)
+        }
+      }
+      // While a call waits, the stream must stay reachable: the inbox holds it only weakly, and
+      // a waiting consumer is not an abandoned one.
+      this.#holder.strong = this
     }
-    const call =
-      this.#calls++ === 0 ? this.#pull() : this.#lastCall.then(() => this.#pull(), () => this.#pull())
-    this.#lastCall = call
-    return call
+    return new Promise((resolve, reject) => this.#waiting.push(resolve, reject))
+  }
+
+  /** A call can be settled now: an item is queued, or the error or the end has come. */
+  #ready() {
+    return this.#queue.length > 0 || this.#error !== null || this.#ended
+  }
+
+  /** One call's result, when `#ready()`: the next item, else the error (thrown), else the end. */
+  #settle() {
+    if (this.#queue.length > 0) return { value: this.#take(), done: false }
+    if (this.#error) {
+      const error = this.#error
+      this.#error = null
+      this.#end()
+      throw error
+    }
+    return { value: undefined, done: true }
+  }
+
+  /** Settles waiting calls, first first, while results are ready. */
+  #serve() {
+    if (this.#serving) return
+    this.#serving = true
+    const waiting = this.#waiting
+    try {
+      while (waiting.length > 0 && this.#ready()) {
+        const resolve = waiting.shift()
+        const reject = waiting.shift()
+        try {
+          resolve(this.#settle())
+        } catch (e) {
+          reject(e)
+        }
+      }
+    } finally {
+      this.#serving = false
+    }
+    if (waiting.length === 0 && this.#holder) this.#holder.strong = null
   }
 
   /** The next queued item (in text mode, everything queued), acknowledged as used. */
@@ -514,29 +554,6 @@ class NativeIterator {
     }
     this.#consumed(1)
     return this.#parse(text)
-  }
-
-  async #pull() {
-    try {
-      for (;;) {
-        if (this.#queue.length > 0) return { value: this.#take(), done: false }
-        if (this.#error) {
-          const error = this.#error
-          this.#error = null
-          this.#end()
-          throw error
-        }
-        if (this.#ended) return { value: undefined, done: true }
-        if (this.#id === -1) this.#start()
-        // While a pull waits, the stream must stay reachable: the inbox holds it only weakly,
-        // and a waiting consumer is not an abandoned one.
-        this.#inbox.pin(this.#id, this)
-        await new Promise((resolve) => (this.#wake = resolve))
-        this.#inbox.unpin(this.#id)
-      }
-    } finally {
-      this.#calls--
-    }
   }
 
   /**
@@ -586,11 +603,13 @@ class NativeIterator {
 
   #start() {
     // The inbox holds the stream weakly: a stream the consumer dropped can be garbage-collected,
-    // and its native half then cancels the request.
-    const stream = new WeakRef(this)
+    // and its native half then cancels the request. While a call waits, `strong` holds it (a
+    // field, not a table entry: set and cleared for every chunk of every stream).
+    const holder = { strong: null, weak: new WeakRef(this) }
+    this.#holder = holder
     const inbox = this.#inbox
     const id = inbox.subscribe((value) => {
-      const live = stream.deref()
+      const live = holder.strong ?? holder.weak.deref()
       if (live) live.#receive(value)
       // A collected stream's last delivery (an end or an error) still ends its subscription.
       else if (typeof value !== 'string' && value !== SIGNAL_STALLED) inbox.unsubscribe(id)
@@ -619,9 +638,7 @@ class NativeIterator {
       if (value !== SIGNAL_DONE) this.#error = fromInfo(value)
       this.#finish()
     }
-    const wake = this.#wake
-    this.#wake = null
-    wake?.()
+    this.#serve()
   }
 
   #ack() {
@@ -632,7 +649,7 @@ class NativeIterator {
 
   /** Switches a stream not yet started to text mode (see `ChatStream.text()`). */
   [TEXT_MODE]() {
-    if (this.#id !== -1 || this.#ended || this.#calls > 0) throw invalidArg('text() must be called before the stream is iterated')
+    if (this.#id !== -1 || this.#ended || this.#waiting.length > 0) throw invalidArg('text() must be called before the stream is iterated')
     this.#native.textMode()
     this.#text = true
   }
@@ -670,9 +687,7 @@ class NativeIterator {
     this.#position = 0
     this.#native.close()
     this.#finish()
-    const wake = this.#wake
-    this.#wake = null
-    wake?.()
+    this.#serve()
   }
 
   [inspect.custom]() {
