@@ -347,4 +347,47 @@ mod tests {
             assert!(framing(&post, &head(raw)).is_err(), "{raw}");
         }
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            /// Arbitrary bytes never panic the parser or the framing rules.
+            #[test]
+            fn arbitrary_heads_never_panic(raw in prop::collection::vec(any::<u8>(), 0..300)) {
+                if let Ok(Some((head, len))) = parse_response(&raw) {
+                    prop_assert!(len <= raw.len());
+                    let _ = framing(&Method::POST, &head);
+                }
+            }
+
+            /// A head built from arbitrary header fields parses back to them, and any prefix of
+            /// it is incomplete, never an error.
+            #[test]
+            fn heads_round_trip_and_prefixes_wait(
+                status in 200u16..600,
+                fields in prop::collection::vec(("[a-zA-Z][a-zA-Z0-9-]{0,15}", "[ -~]{0,40}"), 0..12),
+            ) {
+                let mut raw = format!("HTTP/1.1 {status} Whatever\r\n");
+                for (name, value) in &fields {
+                    raw.push_str(&format!("{name}: {value}\r\n"));
+                }
+                raw.push_str("\r\n");
+                let (head, len) = parse_response(raw.as_bytes()).unwrap().unwrap();
+                prop_assert_eq!(len, raw.len());
+                prop_assert_eq!(head.status.as_u16(), status);
+                prop_assert_eq!(head.headers.len(), fields.len());
+                for (name, value) in &fields {
+                    let found = head.headers.get_all(name.as_str()).iter().any(|v| v.as_bytes() == value.trim().as_bytes());
+                    prop_assert!(found, "{}: {:?}", name, value);
+                }
+                for cut in 0..raw.len() {
+                    prop_assert!(parse_response(&raw.as_bytes()[..cut]).unwrap().is_none());
+                }
+            }
+        }
+    }
 }
