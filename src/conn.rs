@@ -17,8 +17,9 @@ pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 /// Why sending failed.
 #[derive(Debug)]
 pub enum SendError {
-    /// The request was provably never written (the connection was closed before it, or hyper
-    /// handed the request back): sending it again cannot make the server do the work twice.
+    /// The request was provably never written (the connection was closed before it, the socket
+    /// refused its first byte, or hyper's HTTP/2 handed it back): sending it again cannot make
+    /// the server do the work twice.
     NotSent(BoxError),
     /// The request may have been written, in part or whole: the server may be working on it.
     Failed(BoxError),

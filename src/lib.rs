@@ -4,7 +4,8 @@
 //! JS options → [`config`] / [`router::config`] → [`router::Router`] (which upstream, failover,
 //! fallbacks; steps aside for one `baseUrl`) → [`client::Client`] (one upstream) → [`chat`] /
 //! [`stream`] → [`attempt`] (the attempt loop) → [`exchange`] (one request) → [`pool`]
-//! (checkout) → [`transport`] (new connections only) → hyper → body or [`sse`] decoder →
+//! (checkout) → [`transport`] (new connections; HTTP/1.1 ours, HTTP/2 hyper's) → body or [`sse`]
+//! decoder →
 //! outcome, decided with [`payload`] (or, for a text stream, [`accumulate`]) → JS. [`limits`]
 //! keeps client-side limits, in [`store`] (Redis) when a fleet shares them. Only `binding` names napi, so `cargo test --no-default-features` tests the core without
 //! Node.

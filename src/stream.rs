@@ -562,8 +562,8 @@ where
             .map_err(|_| first_token_error())??,
     };
     let json = is_json(&head.headers);
-    // Not held through the body (see `Exchanged::lifetime`): it would pin an 8 KiB block of
-    // hyper's read buffer for the stream's life, and hyper would allocate another to read into.
+    // Not held through the body (see `Exchanged::lifetime`): nothing in it is needed while the
+    // stream is read, and open streams are many.
     drop(head);
     if json {
         // The server ignored `stream: true` or failed with a 200 JSON error.

@@ -3,7 +3,7 @@
 //! (HTTP/2: many streams on one connection).
 //!
 //! The pool is generic over [`Connect`] so its bookkeeping is tested with fake connections and
-//! paused time; the real connector (TCP, TLS, hyper handshake) lives in `connect.rs`.
+//! paused time; the real connector (TCP, TLS, proxies, the HTTP handshake) is `transport`.
 //!
 //! Invariant, under the one lock: `idle.len() + busy + connecting + multiplexed.len() <= cap`.
 //! Every slot is owned by exactly one thing: an idle entry, a [`Lease`] (busy), a [`Permit`]
