@@ -213,3 +213,27 @@ describe('the request on the wire', () => {
     expect(lines.filter((l) => /^content-length:/i.test(l))).toHaveLength(1)
   })
 })
+
+describe('bodies both ways', () => {
+  test('a 300 KB request body arrives whole (written apart from its head)', async () => {
+    const s = await wireServer((_r, socket) => void socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${COMPLETION.length}\r\n\r\n${COMPLETION}`))
+    const text = 'x'.repeat(300_000)
+    await client(s).chat(body(text))
+    const sent = s.requests[0].split('\r\n\r\n')[1]
+    expect(JSON.parse(sent).messages[0].content).toBe(text)
+  })
+
+  test('HEAD through fetch: a Content-Length with no body after it, and the connection goes on', async () => {
+    const s = await wireServer((request, socket) =>
+      void socket.write(request.startsWith('HEAD') ? 'HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n' : `HTTP/1.1 200 OK\r\nContent-Length: ${COMPLETION.length}\r\n\r\n${COMPLETION}`),
+    )
+    const c = client(s)
+    const head = await c.fetch(`${s.url}/models`, { method: 'HEAD' })
+    expect(head.status).toBe(200)
+    expect(head.headers.get('content-length')).toBe('1234')
+    expect(await head.text()).toBe('')
+    expect((await c.chat(body())).choices[0].message.content).toBe('wire')
+    expect(s.accepted).toBe(1)
+  })
+})
+

@@ -48,7 +48,8 @@ impl<K: Connect> Client<K> {
                 }
                 Err(error) => {
                     let delay = self.retry_delay(error, n, call, kind)?;
-                    tokio::time::sleep(delay).await;
+                    // Boxed: a timer only a retry needs, not every open stream for its life.
+                    Box::pin(tokio::time::sleep(delay)).await;
                     n += 1;
                 }
             }
