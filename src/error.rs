@@ -130,8 +130,13 @@ pub fn os_code(e: &io::Error) -> Option<&'static str> {
 }
 
 /// The one public error type of the core.
+/// One error of the crate. Boxed inside: results travel through many nested futures (every open
+/// stream holds several of their slots for its life), and a pointer-sized error keeps each slot
+/// at a word instead of ~120 bytes.
+pub struct Error(Box<ErrorInner>);
+
 #[derive(Debug)]
-pub struct Error {
+pub struct ErrorInner {
     kind: Kind,
     message: String,
     http: Option<Box<HttpFailure>>,
@@ -151,7 +156,7 @@ pub struct Error {
 
 impl Error {
     pub(crate) fn new(kind: Kind, message: impl Into<String>) -> Self {
-        Error {
+        Error(Box::new(ErrorInner {
             kind,
             message: message.into(),
             http: None,
@@ -161,24 +166,22 @@ impl Error {
             retry_after: None,
             rate_limit: None,
             upstreams: Vec::new(),
-        }
+        }))
     }
 
     pub(crate) fn http(message: impl Into<String>, failure: HttpFailure) -> Self {
-        Error {
-            http: Some(Box::new(failure)),
-            ..Error::new(Kind::HttpStatus, message)
-        }
+        let mut error = Error::new(Kind::HttpStatus, message);
+        error.http = Some(Box::new(failure));
+        error
     }
 
     /// An error the provider reported in a response that was otherwise a success: an SSE
     /// `error` event or payload ([`Kind::StreamError`]), or a 200 body that is an error
     /// ([`Kind::ProviderError`]).
     pub(crate) fn provider(kind: Kind, message: impl Into<String>, payload: String) -> Self {
-        Error {
-            provider_error: Some(payload),
-            ..Error::new(kind, message)
-        }
+        let mut error = Error::new(kind, message);
+        error.provider_error = Some(payload);
+        error
     }
 
     /// The same error under another kind (a proxy's refusal carries an HTTP answer, but is not
@@ -310,6 +313,26 @@ impl Error {
 
     pub fn is_cancelled(&self) -> bool {
         matches!(self.kind, Kind::Aborted | Kind::Closed)
+    }
+}
+
+impl std::ops::Deref for Error {
+    type Target = ErrorInner;
+
+    fn deref(&self) -> &ErrorInner {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Error {
+    fn deref_mut(&mut self) -> &mut ErrorInner {
+        &mut self.0
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
     }
 }
 

@@ -272,7 +272,7 @@ where
                             call: sub,
                             cancel,
                         };
-                        stream_outcome(request, reader, closed).await
+                        stream_outcome(&request, reader, closed).await
                     });
                     sending
                 };
