@@ -109,8 +109,16 @@ pub(crate) struct Credit {
 
 #[derive(Debug, Default)]
 struct Unacked {
-    sizes: VecDeque<usize>,
+    /// 32 bits each: every open stream keeps this deque's capacity (up to `WINDOW_EVENTS`
+    /// entries) for its life, and no delivery nears 4 GiB (the byte window stops the reader at
+    /// 1 MiB; a size past `u32::MAX` would be counted as `u32::MAX`, on both sides).
+    sizes: VecDeque<u32>,
     bytes: usize,
+}
+
+/// An event's size as the deque keeps it.
+fn size32(size: usize) -> u32 {
+    u32::try_from(size).unwrap_or(u32::MAX)
 }
 
 impl Credit {
@@ -135,8 +143,9 @@ impl Credit {
     fn spend(&self, sizes: impl IntoIterator<Item = usize>) {
         let mut unacked = self.lock();
         for size in sizes {
+            let size = size32(size);
             unacked.sizes.push_back(size);
-            unacked.bytes += size;
+            unacked.bytes += size as usize;
         }
     }
 
@@ -146,11 +155,19 @@ impl Credit {
     fn spend_on(&self, size: usize, post: impl FnOnce() -> bool) {
         let mut unacked = self.lock();
         let merged = post();
-        match unacked.sizes.back_mut() {
-            Some(last) if merged => *last += size,
-            _ => unacked.sizes.push_back(size),
-        }
-        unacked.bytes += size;
+        let size = size32(size);
+        let added = match unacked.sizes.back_mut() {
+            Some(last) if merged => {
+                let before = *last;
+                *last = last.saturating_add(size);
+                *last - before
+            }
+            _ => {
+                unacked.sizes.push_back(size);
+                size
+            }
+        };
+        unacked.bytes += added as usize;
     }
 
     fn refund(&self, events: usize) {
@@ -158,7 +175,7 @@ impl Credit {
             let mut unacked = self.lock();
             for _ in 0..events {
                 match unacked.sizes.pop_front() {
-                    Some(size) => unacked.bytes -= size,
+                    Some(size) => unacked.bytes -= size as usize,
                     None => break,
                 }
             }
