@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use hyper::header::{HeaderMap, CONNECTION};
+use hyper::header::{HeaderMap, HeaderName, CONNECTION};
 
 /// The settings the rule needs, copied out of `Config`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,7 +20,7 @@ pub struct KeepAlivePolicy {
 impl KeepAlivePolicy {
     /// How long the connection may sit idle before it must not be reused; `None` = do not reuse.
     pub fn idle_lifetime(&self, headers: &HeaderMap) -> Option<Duration> {
-        if !self.enabled || wants_close(headers) {
+        if !self.enabled || has_token(headers, CONNECTION, "close") {
             return None;
         }
         match hinted_timeout(headers) {
@@ -36,10 +36,11 @@ impl KeepAlivePolicy {
     }
 }
 
-fn wants_close(headers: &HeaderMap) -> bool {
-    headers.get_all(CONNECTION).iter().any(|v| {
+/// Whether header `name` lists `token` (comma-separated, any case): `Connection: close`.
+pub(crate) fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
         v.to_str()
-            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
             .unwrap_or(false)
     })
 }

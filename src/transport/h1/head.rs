@@ -7,6 +7,8 @@ use bytes::Bytes;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH};
 use hyper::{Method, Request, StatusCode, Version};
 
+use crate::pool::keep_alive::has_token;
+
 /// A response head larger than this is refused (undici's `maxHeaderSize` is 16 KiB; a provider
 /// behind a few proxies can add a lot of headers, so more room, but not without bound).
 pub const MAX_HEAD_BYTES: usize = 256 * 1024;
@@ -190,14 +192,6 @@ pub fn framing(method: &Method, head: &ResponseHead) -> io::Result<(Framing, boo
         Some(0) => (Framing::Empty, reusable),
         Some(n) => (Framing::Length(n), reusable),
         None => (Framing::UntilClose, false),
-    })
-}
-
-fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    headers.get_all(name).iter().any(|v| {
-        v.to_str()
-            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-            .unwrap_or(false)
     })
 }
 

@@ -296,16 +296,6 @@ impl H1Body {
             *lock(&self.slot) = io;
         }
     }
-
-    /// Runs `input` through the decoder: the data it held (maybe none), the body finished when
-    /// it ended there.
-    fn take(&mut self, input: &[u8]) -> io::Result<Option<Bytes>> {
-        let (out, end) = decode_read(&mut self.decoder, input)?;
-        if let Some(extra) = end {
-            self.finish(extra);
-        }
-        Ok((!out.is_empty()).then(|| Bytes::from(out)))
-    }
 }
 
 impl Body for H1Body {
@@ -321,35 +311,30 @@ impl Body for H1Body {
             if this.finished {
                 return Poll::Ready(None);
             }
-            if !this.pending.is_empty() {
+            // The bytes read with the head first, then the socket.
+            let outcome = if !this.pending.is_empty() {
                 let pending = std::mem::take(&mut this.pending);
-                match this.take(&pending) {
-                    Ok(Some(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
-                    Ok(None) => continue,
-                    Err(e) => return Poll::Ready(Some(Err(e))),
-                }
-            }
-            let Some(io) = this.io.as_mut() else {
-                return Poll::Ready(None);
-            };
-            let read = ready!(poll_read_with(io, cx, |read| {
-                if read.is_empty() {
-                    return None;
-                }
-                Some(decode_read(&mut this.decoder, read))
-            }));
-            let outcome = match read {
-                Err(e) => Err(e),
-                // The server closed the connection.
-                Ok(None) => match this.decoder.at_eof() {
-                    Ok(()) => {
-                        this.reusable = false;
-                        this.finish(0);
-                        return Poll::Ready(None);
-                    }
+                decode_read(&mut this.decoder, &pending)
+            } else {
+                let Some(io) = this.io.as_mut() else {
+                    return Poll::Ready(None);
+                };
+                let read = ready!(poll_read_with(io, cx, |read| {
+                    (!read.is_empty()).then(|| decode_read(&mut this.decoder, read))
+                }));
+                match read {
                     Err(e) => Err(e),
-                },
-                Ok(Some(decoded)) => decoded,
+                    Ok(Some(decoded)) => decoded,
+                    // The server closed the connection.
+                    Ok(None) => match this.decoder.at_eof() {
+                        Ok(()) => {
+                            this.reusable = false;
+                            this.finish(0);
+                            return Poll::Ready(None);
+                        }
+                        Err(e) => Err(e),
+                    },
+                }
             };
             match outcome {
                 Err(e) => {
