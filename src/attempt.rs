@@ -6,6 +6,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use futures::future::Either;
+use futures::FutureExt;
+
 use crate::breaker::{Admission, CircuitBreaker, Outcome};
 use crate::client::Client;
 use crate::config::CallOptions;
@@ -31,87 +34,102 @@ pub(crate) enum CallKind {
 impl<K: Connect> Client<K> {
     /// Runs `attempt` until it succeeds, the policy stops, or `committed` says output reached the
     /// consumer. The final error carries the number of attempts.
-    pub(crate) async fn attempts<'a, T>(
+    ///
+    /// This and the two wrappers below are plain functions returning a future, not async fns:
+    /// an async fn keeps its arguments twice (as passed, and as its own locals), and a stream
+    /// keeps these futures for its whole life.
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice"
+    )]
+    pub(crate) fn attempts<'a, T: 'a>(
         &'a self,
         call: &'a CallOptions,
         kind: CallKind,
-        committed: &AtomicBool,
-        mut attempt: impl FnMut() -> BoxedAttempt<'a, T>,
-    ) -> Result<T, Error> {
-        let mut n = 1;
-        loop {
-            let result = self.guarded(self.with_deadline(call, attempt())).await;
-            match result {
-                Ok(value) => return Ok(value),
-                Err(error) if committed.load(Ordering::Relaxed) => {
-                    return Err(error.with_attempts(n))
-                }
-                Err(error) => {
-                    let delay = self.retry_delay(error, n, call, kind)?;
-                    // Boxed: a timer only a retry needs, not every open stream for its life.
-                    Box::pin(tokio::time::sleep(delay)).await;
-                    n += 1;
+        committed: &'a AtomicBool,
+        mut attempt: impl FnMut() -> BoxedAttempt<'a, T> + 'a,
+    ) -> impl std::future::Future<Output = Result<T, Error>> + 'a {
+        async move {
+            let mut n = 1;
+            loop {
+                let result = self.guarded(self.with_deadline(call, attempt())).await;
+                match result {
+                    Ok(value) => return Ok(value),
+                    Err(error) if committed.load(Ordering::Relaxed) => {
+                        return Err(error.with_attempts(n))
+                    }
+                    Err(error) => {
+                        let delay = self.retry_delay(error, n, call, kind)?;
+                        // Boxed: a timer only a retry needs, not every open stream for its life.
+                        Box::pin(tokio::time::sleep(delay)).await;
+                        n += 1;
+                    }
                 }
             }
         }
     }
 
     /// Runs one attempt within the attempt deadline (`timeout`, or the call's override).
-    async fn with_deadline<T>(
-        &self,
+    fn with_deadline<'a, T: 'a>(
+        &'a self,
         call: &CallOptions,
-        attempt: BoxedAttempt<'_, T>,
-    ) -> Result<T, Error> {
+        attempt: BoxedAttempt<'a, T>,
+    ) -> Either<BoxedAttempt<'a, T>, BoxedAttempt<'a, T>> {
         match call.timeout.unwrap_or(self.config.timeout) {
-            None => attempt.await,
-            Some(limit) => tokio::time::timeout(limit, attempt)
-                .await
-                .unwrap_or_else(|_| {
-                    Err(Error::timed_out(
-                        Kind::Timeout,
-                        self.origin(),
-                        "before the response was complete",
-                        limit,
-                    ))
-                }),
+            None => Either::Left(attempt),
+            Some(limit) => Either::Right(Box::pin(tokio::time::timeout(limit, attempt).map(
+                move |within| {
+                    within.unwrap_or_else(|_| {
+                        Err(Error::timed_out(
+                            Kind::Timeout,
+                            self.origin(),
+                            "before the response was complete",
+                            limit,
+                        ))
+                    })
+                },
+            ))),
         }
     }
 
     /// Runs one attempt through the circuit breaker, when there is one: refused at once while the
-    /// circuit is open, and its outcome recorded.
-    async fn guarded<T>(
-        &self,
-        attempt: impl std::future::Future<Output = Result<T, Error>>,
-    ) -> Result<T, Error> {
+    /// circuit is open, and its outcome recorded. Without a breaker the attempt runs as it is;
+    /// with one, the bookkeeping is boxed around it.
+    fn guarded<'a, T: 'a, F>(&'a self, attempt: F) -> Either<F, BoxedAttempt<'a, T>>
+    where
+        F: std::future::Future<Output = Result<T, Error>> + Send + 'a,
+    {
         let Some(breaker) = &self.breaker else {
-            return attempt.await;
+            return Either::Left(attempt);
         };
-        let probe = match breaker.admit(tokio::time::Instant::now()) {
-            Admission::Allowed { probe } => probe,
-            Admission::Rejected { retry_in } => {
-                return Err(Error::new(
-                    Kind::CircuitOpen,
-                    format!(
-                        "circuit to {} is open after repeated failures; next try in {} ms",
-                        self.origin(),
-                        retry_in.as_millis()
-                    ),
-                ))
-            }
-        };
-        // Records `Abandoned` if the attempt is dropped (abort, destroy) before it ends.
-        let mut record = BreakerRecord {
-            breaker,
-            probe,
-            outcome: Outcome::Abandoned,
-        };
-        let result = attempt.await;
-        record.outcome = match &result {
-            Err(e) if self.retry.is_retryable(e) => Outcome::RetryableFailure,
-            Err(e) if e.is_cancelled() => Outcome::Abandoned,
-            _ => Outcome::Success,
-        };
-        result
+        Either::Right(Box::pin(async move {
+            let probe = match breaker.admit(tokio::time::Instant::now()) {
+                Admission::Allowed { probe } => probe,
+                Admission::Rejected { retry_in } => {
+                    return Err(Error::new(
+                        Kind::CircuitOpen,
+                        format!(
+                            "circuit to {} is open after repeated failures; next try in {} ms",
+                            self.origin(),
+                            retry_in.as_millis()
+                        ),
+                    ))
+                }
+            };
+            // Records `Abandoned` if the attempt is dropped (abort, destroy) before it ends.
+            let mut record = BreakerRecord {
+                breaker,
+                probe,
+                outcome: Outcome::Abandoned,
+            };
+            let result = attempt.await;
+            record.outcome = match &result {
+                Err(e) if self.retry.is_retryable(e) => Outcome::RetryableFailure,
+                Err(e) if e.is_cancelled() => Outcome::Abandoned,
+                _ => Outcome::Success,
+            };
+            result
+        }))
     }
 
     /// After failed attempt `attempt`: how long to wait before the next one, or the final error

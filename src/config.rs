@@ -1098,18 +1098,20 @@ pub fn parse_headers(value: &Value, option: &str) -> Result<Vec<(HeaderName, Hea
     let map = value
         .as_object()
         .ok_or_else(|| rule(option, "must be an object of header names to string values"))?;
-    map.iter()
-        .map(|(name, value)| {
-            let header = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| ConfigError(format!("{option} has an invalid header name")))?;
-            let text = value
-                .as_str()
-                .ok_or_else(|| ConfigError(format!("{option}.{name} must be a string")))?;
-            let value = HeaderValue::from_str(text)
-                .map_err(|_| ConfigError(format!("{option}.{name} is not a valid header value")))?;
-            Ok((header, value))
-        })
-        .collect()
+    // Collected to the exact size: a stream keeps its call's headers for its life (for a retry),
+    // and a fallible collect would leave room for four.
+    let mut headers = Vec::with_capacity(map.len());
+    for (name, value) in map {
+        let header = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| ConfigError(format!("{option} has an invalid header name")))?;
+        let text = value
+            .as_str()
+            .ok_or_else(|| ConfigError(format!("{option}.{name} must be a string")))?;
+        let value = HeaderValue::from_str(text)
+            .map_err(|_| ConfigError(format!("{option}.{name} is not a valid header value")))?;
+        headers.push((header, value));
+    }
+    Ok(headers)
 }
 
 #[cfg(test)]
