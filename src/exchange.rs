@@ -67,59 +67,78 @@ where
     /// Sends one request and returns its 2xx response head with the body unread. A non-2xx
     /// answer becomes an `ERR_HTTP_STATUS` error carrying its (bounded) body, and its connection
     /// goes back to the pool when that body was read to the end.
-    pub(crate) async fn exchange(
-        &self,
-        outgoing: Outgoing<'_>,
-        call: &CallOptions,
-    ) -> Result<Exchanged<K>, Error> {
-        let request = self.build_request(&outgoing, call);
-        let (response, lease) = match self.send(request, false).await {
-            Ok(sent) => sent,
-            Err(SendFailure::Final(e)) => return Err(e),
-            // Rare: boxed so that every request's future does not carry a second send.
-            Err(SendFailure::Unwritten { stream, .. }) => {
-                tracing::debug!(
-                    origin = self.origin(),
-                    "the request was never written (closed connection, refused stream or GOAWAY); sending it again"
-                );
-                let request = self.build_request(&outgoing, call);
-                // A refused stream goes to another connection (the refusing one is retired); a
-                // dead HTTP/1.1 connection is replaced by a fresh one.
-                Box::pin(self.send(request, !stream))
-                    .await
-                    .map_err(SendFailure::into_error)?
+    ///
+    /// A future-returning fn, not an async fn (which keeps its arguments twice); the request is
+    /// built only once a connection is at hand (see [`Client::send`]).
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice"
+    )]
+    pub(crate) fn exchange<'a>(
+        &'a self,
+        outgoing: Outgoing<'a>,
+        call: &'a CallOptions,
+    ) -> impl std::future::Future<Output = Result<Exchanged<K>, Error>> + Send + 'a {
+        async move {
+            let (response, lease) = self.send_with_resend(&outgoing, call).await?;
+            let (head, body) = response.into_parts();
+            self.observe_rate_limits(&head.headers);
+            if head.status.is_success() {
+                let lifetime = self.keep_alive.idle_lifetime(&head.headers);
+                return Ok(Exchanged {
+                    head,
+                    body,
+                    lease,
+                    lifetime,
+                });
             }
-        };
-        let (head, body) = response.into_parts();
-        self.observe_rate_limits(&head.headers);
-        if head.status.is_success() {
-            let lifetime = self.keep_alive.idle_lifetime(&head.headers);
-            return Ok(Exchanged {
-                head,
-                body,
-                lease,
-                lifetime,
-            });
+            let read = self.read_body(body, MAX_ERROR_BODY).await?;
+            if read.complete {
+                lease.release(self.keep_alive.idle_lifetime(&head.headers));
+            }
+            let error = self.http_error(head.status, &head.headers, &read.bytes);
+            self.share_pause(&error);
+            Err(error)
         }
-        let read = self.read_body(body, MAX_ERROR_BODY).await?;
-        if read.complete {
-            lease.release(self.keep_alive.idle_lifetime(&head.headers));
-        }
-        let error = self.http_error(head.status, &head.headers, &read.bytes);
-        self.share_pause(&error);
-        Err(error)
     }
 
-    /// Checks out a connection (a new one when `fresh`) and sends. `Unwritten` only when the
-    /// request was provably never written and this was not already the resend.
+    /// Sends the request, and once more on another connection when the first proves it never
+    /// wrote it. (The first answer is let go before the second send: an answer kept through it
+    /// would be laid out in every request's future.)
+    async fn send_with_resend(
+        &self,
+        outgoing: &Outgoing<'_>,
+        call: &CallOptions,
+    ) -> Result<(hyper::Response<<K::Conn as Connection>::Body>, Lease<K>), Error> {
+        let stream = match self.send(outgoing, call, false).await {
+            Ok(sent) => return Ok(sent),
+            Err(SendFailure::Final(e)) => return Err(e),
+            Err(SendFailure::Unwritten { stream, .. }) => stream,
+        };
+        tracing::debug!(
+            origin = self.origin(),
+            "the request was never written (closed connection, refused stream or GOAWAY); sending it again"
+        );
+        // Rare: boxed so that every request's future does not carry a second send. A refused
+        // stream goes to another connection (the refusing one is retired); a dead HTTP/1.1
+        // connection is replaced by a fresh one.
+        Box::pin(self.send(outgoing, call, !stream))
+            .await
+            .map_err(SendFailure::into_error)
+    }
+
+    /// Checks out a connection and sends the request on it. The request is built once the
+    /// connection is at hand, and handed straight to it: a future waiting for a connection (or
+    /// for the pool) does not hold it.
     async fn send(
         &self,
-        request: Request<Bytes>,
+        outgoing: &Outgoing<'_>,
+        call: &CallOptions,
         fresh: bool,
     ) -> Result<(hyper::Response<<K::Conn as Connection>::Body>, Lease<K>), SendFailure> {
         let mut lease = self.pool.checkout(fresh).await?;
         let sent_at = tokio::time::Instant::now();
-        let sending = lease.conn().send(request);
+        let sending = lease.conn().send(self.build_request(outgoing, call));
         let result = match self.config.headers_timeout {
             None => sending.await,
             Some(limit) => tokio::time::timeout(limit, sending).await.map_err(|_| {

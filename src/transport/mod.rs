@@ -19,6 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::Either;
+use futures::FutureExt;
 use http_body_util::Full;
 use hyper::body::{Body, Frame, SizeHint};
 use hyper::client::conn::http2;
@@ -359,28 +361,41 @@ impl Connect for HttpConnector {
 impl Connection for HttpConn {
     type Body = HttpBody;
 
-    async fn send(
+    /// Not an async fn: HTTP/1.1's send is returned as it is (an async fn around it would keep
+    /// the request a second time while the answer is awaited).
+    fn send(
         &mut self,
         request: hyper::Request<Bytes>,
-    ) -> Result<hyper::Response<HttpBody>, SendError> {
-        let h2 = match self {
-            HttpConn::H1(conn) => return Ok(conn.send(request).await?.map(HttpBody::H1)),
-            HttpConn::H2(h2) => h2,
-        };
-        if let Err(e) = h2.sender.ready().await {
-            return Err(SendError::NotSent(Box::new(e)));
+    ) -> impl Future<Output = Result<hyper::Response<HttpBody>, SendError>> + Send {
+        match self {
+            HttpConn::H1(conn) => Either::Left(
+                conn.send(request)
+                    .map(|sent| sent.map(|response| response.map(HttpBody::H1))),
+            ),
+            // Boxed: hyper's HTTP/2 send is as large as all of HTTP/1.1's, and inline it would
+            // be laid out in every HTTP/1.1 request's future too.
+            HttpConn::H2(h2) => Either::Right(Box::pin(send_h2(h2, request))),
         }
-        match h2.sender.try_send_request(request.map(Full::new)).await {
-            Ok(response) => Ok(response.map(HttpBody::H2)),
-            // hyper hands the request back only when it never wrote it.
-            Err(e) if e.message().is_some() => Err(SendError::NotSent(Box::new(e.into_error()))),
-            Err(e) => {
-                let e = e.into_error();
-                if unprocessed(&e) {
-                    Err(SendError::NotSent(Box::new(e)))
-                } else {
-                    Err(SendError::Failed(Box::new(e)))
-                }
+    }
+}
+
+async fn send_h2(
+    h2: &mut H2Conn,
+    request: hyper::Request<Bytes>,
+) -> Result<hyper::Response<HttpBody>, SendError> {
+    if let Err(e) = h2.sender.ready().await {
+        return Err(SendError::NotSent(Box::new(e)));
+    }
+    match h2.sender.try_send_request(request.map(Full::new)).await {
+        Ok(response) => Ok(response.map(HttpBody::H2)),
+        // hyper hands the request back only when it never wrote it.
+        Err(e) if e.message().is_some() => Err(SendError::NotSent(Box::new(e.into_error()))),
+        Err(e) => {
+            let e = e.into_error();
+            if unprocessed(&e) {
+                Err(SendError::NotSent(Box::new(e)))
+            } else {
+                Err(SendError::Failed(Box::new(e)))
             }
         }
     }

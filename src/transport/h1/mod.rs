@@ -116,33 +116,46 @@ impl H1Conn {
 
     /// Writes `request` and reads its response head. The body is read through the returned
     /// response's [`H1Body`].
-    pub async fn send(&mut self, request: Request<Bytes>) -> Result<Response<H1Body>, SendError> {
-        let taken = self.lock().take();
-        let Some(mut io) = taken else {
-            return Err(SendError::NotSent(Box::new(io::Error::new(
-                io::ErrorKind::NotConnected,
-                "the connection was closed",
-            ))));
-        };
-        write_request(&mut io, &request).await?;
-        let (head, rest) = read_head(&mut io).await.map_err(failed)?;
-        let (framing, reusable) = framing(request.method(), &head).map_err(failed)?;
-        let mut body = H1Body {
-            io: Some(io),
-            slot: self.slot.clone(),
-            decoder: Decoder::new(framing),
-            pending: rest,
-            reusable,
-            finished: false,
-        };
-        if framing == Framing::Empty {
-            body.finish(0);
+    ///
+    /// The request is encoded before the returned future first runs and is not kept: a future
+    /// waiting for a slow first byte holds the bytes to write, not the request's parts (an async
+    /// fn would keep the request twice, as passed and as its own local).
+    pub fn send(
+        &mut self,
+        request: Request<Bytes>,
+    ) -> impl std::future::Future<Output = Result<Response<H1Body>, SendError>> + Send + '_ {
+        let head = encode_request(&request);
+        let (parts, body) = request.into_parts();
+        let body = (body.len() > INLINE_BODY).then_some(body);
+        let method = parts.method;
+        async move {
+            let taken = self.lock().take();
+            let Some(mut io) = taken else {
+                return Err(SendError::NotSent(Box::new(io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    "the connection was closed",
+                ))));
+            };
+            write_request(&mut io, &head, body.as_ref()).await?;
+            let (head, rest) = read_head(&mut io).await.map_err(failed)?;
+            let (framing, reusable) = framing(&method, &head).map_err(failed)?;
+            let mut body = H1Body {
+                io: Some(io),
+                slot: self.slot.clone(),
+                decoder: Decoder::new(framing),
+                pending: rest,
+                reusable,
+                finished: false,
+            };
+            if framing == Framing::Empty {
+                body.finish(0);
+            }
+            let mut response = Response::new(body);
+            *response.status_mut() = head.status;
+            *response.version_mut() = head.version;
+            *response.headers_mut() = head.headers;
+            Ok(response)
         }
-        let mut response = Response::new(body);
-        *response.status_mut() = head.status;
-        *response.version_mut() = head.version;
-        *response.headers_mut() = head.headers;
-        Ok(response)
     }
 }
 
@@ -155,10 +168,10 @@ fn failed(e: io::Error) -> SendError {
     SendError::Failed(Box::new(e))
 }
 
-/// Writes the request. A write that fails before the socket took a single byte proves the
-/// request was never sent (`NotSent`: it may go again on another connection).
-async fn write_request(io: &mut BoxIo, request: &Request<Bytes>) -> Result<(), SendError> {
-    let head = encode_request(request);
+/// Writes the request: its encoded head (with the body inline when small) and the body when it
+/// was not inlined. A write that fails before the socket took a single byte proves the request
+/// was never sent (`NotSent`: it may go again on another connection).
+async fn write_request(io: &mut BoxIo, head: &[u8], body: Option<&Bytes>) -> Result<(), SendError> {
     let mut written = 0;
     while written < head.len() {
         match io.write(&head[written..]).await {
@@ -168,8 +181,7 @@ async fn write_request(io: &mut BoxIo, request: &Request<Bytes>) -> Result<(), S
             Err(e) => return Err(failed(e)),
         }
     }
-    let body = request.body();
-    if body.len() > INLINE_BODY {
+    if let Some(body) = body {
         io.write_all(body).await.map_err(failed)?;
     }
     io.flush().await.map_err(failed)
