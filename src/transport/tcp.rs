@@ -20,6 +20,13 @@ pub async fn connect<R: Resolve>(
     dns: &DnsCache<R>,
 ) -> io::Result<TcpStream> {
     let addrs = dns.resolve(host, port).await?;
+    if let [addr] = addrs[..] {
+        // One address (an IP literal, a single record): nothing to race, and no racing state
+        // held by each of many connections opened at once.
+        return connect_one(addr, settings.tcp_keep_alive)
+            .await
+            .inspect_err(|_| dns.failed(host, port, addr));
+    }
     let attempt_delay = settings
         .auto_select_family
         .then_some(settings.auto_select_family_attempt_timeout);
@@ -28,9 +35,13 @@ pub async fn connect<R: Resolve>(
     } else {
         addrs
     };
-    race_connects(ordered, attempt_delay, settings.tcp_keep_alive, |addr| {
-        dns.failed(host, port, addr)
-    })
+    // Boxed: only a host with several addresses races them.
+    Box::pin(race_connects(
+        ordered,
+        attempt_delay,
+        settings.tcp_keep_alive,
+        |addr| dns.failed(host, port, addr),
+    ))
     .await
 }
 
@@ -157,6 +168,60 @@ mod tests {
         assert_eq!(stream.peer_addr().unwrap(), live);
         assert!(stream.nodelay().unwrap());
         assert_eq!(*failed.lock().unwrap(), vec![addr("127.0.0.1:1")]);
+    }
+
+    /// A resolver that always answers with one address, and counts its lookups.
+    struct OneAddress(SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+    impl Resolve for OneAddress {
+        async fn lookup(&self, _host: &str, _port: u16) -> io::Result<Vec<SocketAddr>> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(vec![self.0])
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lone_address_connects_directly_and_one_that_refuses_is_not_kept() {
+        let settings = ConnectConfig {
+            timeout: Duration::from_secs(5),
+            auto_select_family: true,
+            auto_select_family_attempt_timeout: Duration::from_millis(250),
+            tcp_keep_alive: Some(Duration::from_secs(60)),
+            ca: Vec::new(),
+            reject_unauthorized: true,
+            cert: None,
+            key: None,
+            servername: None,
+            use_system_ca: false,
+        };
+        let config = Some(crate::config::DnsConfig {
+            max_ttl: Duration::from_secs(60),
+            max_items: 10,
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let live = listener.local_addr().unwrap();
+        let lookups = std::sync::Arc::default();
+        let dns = DnsCache::new(OneAddress(live, lookups), config, Default::default());
+        let stream = connect("live.test", live.port(), &settings, &dns)
+            .await
+            .unwrap();
+        assert_eq!(stream.peer_addr().unwrap(), live);
+        assert!(stream.nodelay().unwrap());
+
+        // Port 1 on loopback refuses at once: the error comes back, and the address is dropped
+        // from the cache, so the next connection looks the host up again.
+        let lookups = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let dead = addr("127.0.0.1:1");
+        let dns = DnsCache::new(
+            OneAddress(dead, lookups.clone()),
+            config,
+            Default::default(),
+        );
+        for _ in 0..2 {
+            let err = connect("dead.test", 1, &settings, &dns).await.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+        }
+        assert_eq!(lookups.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
