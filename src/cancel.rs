@@ -15,6 +15,18 @@ use std::task::{Context, Poll, Wake, Waker};
 use futures::task::AtomicWaker;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
+/// A call's abort token: the caller's signal when it gave one. Calls without one (most) carry
+/// no token and wait on nothing for it.
+pub type Abort = Option<CancellationToken>;
+
+/// Ready once `abort` is cancelled; never without one.
+pub async fn aborted(abort: Option<&CancellationToken>) {
+    match abort {
+        Some(token) => cancelled(token).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Ready once `token` is cancelled, as `token.cancelled()`.
 pub fn cancelled(token: &CancellationToken) -> Cancelled<'_> {
     Cancelled {

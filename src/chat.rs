@@ -6,9 +6,9 @@ use std::sync::atomic::AtomicBool;
 
 use bytes::Bytes;
 use hyper::{Method, Uri};
-use tokio_util::sync::CancellationToken;
 
 use crate::attempt::{BoxedAttempt, CallKind};
+use crate::cancel::Abort;
 use crate::client::Client;
 use crate::config::CallOptions;
 use crate::conn::Connection;
@@ -44,7 +44,7 @@ where
         &self,
         body: Bytes,
         call: CallOptions,
-        cancel: CancellationToken,
+        cancel: Abort,
     ) -> Result<Answer, Error> {
         self.post_json(&self.chat_uri, body, call, cancel).await
     }
@@ -55,7 +55,7 @@ where
         uri: &Uri,
         body: Bytes,
         call: CallOptions,
-        cancel: CancellationToken,
+        cancel: Abort,
     ) -> Result<Answer, Error> {
         // A non-stream call never commits output before it succeeds.
         let committed = AtomicBool::new(false);
@@ -65,7 +65,7 @@ where
             one
         });
         let work = self.within_limits(&body, attempts, |answer: &Answer| answer.used_tokens);
-        self.run(cancel, &call, work).await
+        self.run(cancel.as_ref(), &call, work).await
     }
 
     async fn json_attempt(

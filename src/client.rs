@@ -406,7 +406,7 @@ impl<K: Connect> Client<K> {
     /// destroy, and is the one door errors leave by: each is counted and redacted here.
     pub(crate) async fn run<T>(
         &self,
-        cancel: CancellationToken,
+        cancel: Option<&CancellationToken>,
         call: &CallOptions,
         work: impl std::future::Future<Output = Result<T, Error>>,
     ) -> Result<T, Error> {
@@ -419,7 +419,7 @@ impl<K: Connect> Client<K> {
         let pause = self.provider_pause();
         let result = tokio::select! {
             biased;
-            _ = crate::cancel::cancelled(&cancel) => Err(Error::new(
+            _ = crate::cancel::aborted(cancel) => Err(Error::new(
                 Kind::Aborted,
                 format!("request to {} was aborted", self.origin()),
             )),

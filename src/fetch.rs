@@ -14,6 +14,7 @@ use hyper::{Method, Uri};
 use tokio_util::sync::CancellationToken;
 
 use crate::attempt::{BoxedAttempt, CallKind};
+use crate::cancel::Abort;
 use crate::client::Client;
 use crate::config::CallOptions;
 use crate::conn::Connection;
@@ -38,7 +39,7 @@ where
         self: &Arc<Self>,
         request: RawRequest,
         call: CallOptions,
-        cancel: CancellationToken,
+        cancel: Abort,
     ) -> StreamHandle {
         let client = self.clone();
         StreamHandle::new(Box::new(move |reader, closed| {
@@ -51,7 +52,7 @@ async fn read_raw<K: Connect>(
     client: Arc<Client<K>>,
     request: RawRequest,
     call: CallOptions,
-    cancel: CancellationToken,
+    cancel: Abort,
     reader: Arc<Reader>,
     closed: CancellationToken,
 ) where
@@ -67,7 +68,7 @@ async fn read_raw<K: Connect>(
     };
     let reading = client.read_until_closed(&call, CallKind::Chat, &committed, &closed, attempt);
     let work = client.within_limits(&request.body, reading, |_| None);
-    let outcome = client.run(cancel, &call, work).await;
+    let outcome = client.run(cancel.as_ref(), &call, work).await;
     match outcome {
         // A final HTTP error before the head: the consumer gets it as the response it was.
         Err(e)

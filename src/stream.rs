@@ -41,6 +41,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::attempt::{BoxedAttempt, CallKind};
+use crate::cancel::Abort;
 use crate::client::Client;
 use crate::config::CallOptions;
 use crate::conn::Connection;
@@ -191,7 +192,7 @@ pub(crate) struct StreamRequest<K: Connect> {
     pub dialect: Dialect,
     pub body: Bytes,
     pub call: CallOptions,
-    pub cancel: CancellationToken,
+    pub cancel: Abort,
 }
 
 /// Which rules end a stream and shape its payloads.
@@ -240,7 +241,7 @@ where
         self: &Arc<Self>,
         body: Bytes,
         call: CallOptions,
-        cancel: CancellationToken,
+        cancel: Abort,
     ) -> StreamHandle {
         self.stream(self.chat_uri.clone(), Dialect::Chat, body, call, cancel)
     }
@@ -252,7 +253,7 @@ where
         dialect: Dialect,
         body: Bytes,
         call: CallOptions,
-        cancel: CancellationToken,
+        cancel: Abort,
     ) -> StreamHandle {
         let request = StreamRequest {
             client: self.clone(),
@@ -537,7 +538,7 @@ where
     let work = client.within_limits(body, reading, |_| Some(reader.tokens_used()));
     // Boxed: a future passed by value into `run` is laid out in it more than once (rustc keeps
     // the argument's slot and the select's), about 2 KB per open stream, held for its life.
-    client.run(cancel.clone(), call, Box::pin(work)).await
+    client.run(cancel.as_ref(), call, Box::pin(work)).await
 }
 
 /// What one read's events amount to.
@@ -1025,7 +1026,7 @@ mod tests {
             client,
             body: Bytes::new(),
             call: CallOptions::default(),
-            cancel: CancellationToken::new(),
+            cancel: None,
         };
         {
             // The attempt is boxed, but lives as long as the stream: its sending, the send's

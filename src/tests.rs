@@ -15,7 +15,6 @@ use hyper::body::{Body, Frame};
 use hyper::{Request, Response};
 use serde_json::json;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use crate::client::Client;
 use crate::config::{CallOptions, Config};
@@ -218,19 +217,42 @@ fn client(
 }
 
 async fn chat(c: &Client<FakeConnector>) -> Result<String, Error> {
-    c.chat(
-        Bytes::from_static(b"{}"),
-        CallOptions::default(),
-        CancellationToken::new(),
-    )
-    .await
-    .map(|answer| answer.text)
+    c.chat(Bytes::from_static(b"{}"), CallOptions::default(), None)
+        .await
+        .map(|answer| answer.text)
 }
 
 const FAST_RETRY: &str = r#"{ "maxRetries": 2, "minTimeout": 100, "maxTimeout": 1000 }"#;
 
 fn fast_retry() -> serde_json::Value {
     serde_json::from_str(FAST_RETRY).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_abort_token_ends_the_call_and_a_call_without_one_runs_to_its_answer() {
+    let slow = Answer::Reply {
+        delay: 1000,
+        status: 200,
+        headers: vec![("content-type", "application/json".into())],
+        body: vec![Step::Data(COMPLETION)],
+    };
+    let (c, _) = client(json!({ "retry": false }), vec![slow.clone(), slow]);
+    let abort = tokio_util::sync::CancellationToken::new();
+    let aborting = abort.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        aborting.cancel();
+    });
+    let err = c
+        .chat(
+            Bytes::from_static(b"{}"),
+            CallOptions::default(),
+            Some(abort),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "ERR_ABORTED");
+    assert!(chat(&c).await.is_ok());
 }
 
 #[tokio::test(start_paused = true)]
@@ -359,7 +381,7 @@ async fn stream(
     call: CallOptions,
 ) -> (Vec<String>, Result<(), Error>) {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut s = c.chat_stream(Bytes::from_static(b"{}"), call, CancellationToken::new());
+    let mut s = c.chat_stream(Bytes::from_static(b"{}"), call, None);
     s.start(Box::new(move |d| {
         let _ = tx.send(d);
         false
@@ -408,7 +430,7 @@ fn events_stream(c: &Arc<Client<FakeConnector>>) -> crate::stream::StreamHandle 
         crate::stream::Dialect::Events,
         Bytes::from_static(b"{}"),
         CallOptions::default(),
-        CancellationToken::new(),
+        None,
     )
 }
 
@@ -524,7 +546,7 @@ fn fetch(c: &Arc<Client<FakeConnector>>) -> crate::stream::StreamHandle {
             body: Bytes::new(),
         },
         CallOptions::default(),
-        CancellationToken::new(),
+        None,
     )
 }
 
@@ -823,7 +845,7 @@ mod routing {
             Target::Chat,
             Bytes::from(format!(r#"{{"model":"{model}","messages":[]}}"#)),
             CallOptions::default(),
-            CancellationToken::new(),
+            None,
         )
         .await
         .map(|a| a.text)
@@ -951,7 +973,7 @@ mod routing {
                     crate::stream::Dialect::Chat,
                     Bytes::from_static(br#"{"model":"m","stream":true}"#),
                     CallOptions::default(),
-                    CancellationToken::new(),
+                    None,
                 )
                 .unwrap();
             let (tx, mut rx) = mpsc::unbounded_channel();

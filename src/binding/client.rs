@@ -138,7 +138,7 @@ impl NativeClient {
         guard(|| {
             self.inner.check_path(&path).map_err(|e| invalid_arg(e.0))?;
             let call = self.call_options(options, true)?;
-            let cancel = cancel.map(|c| c.token.clone()).unwrap_or_default();
+            let cancel = cancel.map(|c| c.token.clone());
             let stream = self
                 .inner
                 .stream(
@@ -192,7 +192,7 @@ impl NativeClient {
                 })
                 .collect::<Result<_>>()?;
             call.secrets = self.inner.config().secret_values(&call.headers);
-            let cancel = cancel.map(|c| c.token.clone()).unwrap_or_default();
+            let cancel = cancel.map(|c| c.token.clone());
             let body = body.map(|b| Bytes::copy_from_slice(&b)).unwrap_or_default();
             let stream = self
                 .inner
@@ -212,7 +212,7 @@ impl NativeClient {
         cancel: Option<ClassInstance<'_, CancelToken>>,
     ) -> Result<()> {
         let call = self.call_options(options, false)?;
-        let cancel = cancel.map(|c| c.token.clone()).unwrap_or_default();
+        let cancel = cancel.map(|c| c.token.clone());
         let client = self.inner.clone();
         spawn_delivery(self.mailbox.clone(), id, async move {
             answered(
@@ -252,7 +252,7 @@ impl NativeClient {
     ) -> Result<NativeStream> {
         guard(|| {
             let call = self.call_options(options, true)?;
-            let cancel = cancel.map(|c| c.token.clone()).unwrap_or_default();
+            let cancel = cancel.map(|c| c.token.clone());
             let stream = self
                 .inner
                 .stream(Target::Chat, Dialect::Chat, Bytes::from(body), call, cancel)

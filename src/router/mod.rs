@@ -22,6 +22,7 @@ use futures::future::{BoxFuture, Either};
 use hyper::{Method, Uri};
 use tokio_util::sync::CancellationToken;
 
+use crate::cancel::Abort;
 use crate::chat::Answer;
 use crate::client::{Client, ClientStats};
 use crate::config::{CallOptions, Config, ConfigError};
@@ -210,7 +211,7 @@ where
         target: Target,
         body: Bytes,
         call: CallOptions,
-        cancel: CancellationToken,
+        cancel: Abort,
     ) -> Result<Answer, Error> {
         if self.direct {
             let client = &*self.upstreams[0].client;
@@ -234,7 +235,7 @@ where
         };
         let routed = self.routed(&body, &call, false, &|| true, send);
         let used = |answer: &Answer| answer.used_tokens;
-        self.run(&body, &cancel, routed, used).await
+        self.run(&body, cancel.as_ref(), routed, used).await
     }
 
     /// A stream (chat, or any SSE endpoint); nothing is sent before [`StreamHandle::start`].
@@ -244,7 +245,7 @@ where
         dialect: Dialect,
         body: Bytes,
         call: CallOptions,
-        cancel: CancellationToken,
+        cancel: Abort,
     ) -> Result<StreamHandle, ConfigError> {
         if self.direct {
             let client = &self.upstreams[0].client;
@@ -279,7 +280,9 @@ where
                 let may_move = || reader.delivered() == 0;
                 let routed = router.routed(&body, &call, true, &may_move, send);
                 let outcome = router
-                    .run(&body, &cancel, routed, |_| Some(reader.tokens_used()))
+                    .run(&body, cancel.as_ref(), routed, |_| {
+                        Some(reader.tokens_used())
+                    })
                     .await;
                 deliver_outcome(&router.upstreams[0].client, outcome, reader, closed);
             })
@@ -296,7 +299,7 @@ where
         path: &str,
         body: Bytes,
         call: CallOptions,
-        cancel: CancellationToken,
+        cancel: Abort,
     ) -> Result<StreamHandle, ConfigError> {
         if !self.named {
             let client = &self.upstreams[0].client;
@@ -333,7 +336,7 @@ where
     async fn run<T>(
         &self,
         body: &Bytes,
-        cancel: &CancellationToken,
+        cancel: Option<&CancellationToken>,
         work: impl std::future::Future<Output = Result<T, Error>>,
         used: impl FnOnce(&T) -> Option<u64>,
     ) -> Result<T, Error> {
@@ -351,7 +354,7 @@ where
         };
         let result = tokio::select! {
             biased;
-            _ = crate::cancel::cancelled(cancel) => Err(Error::new(Kind::Aborted, "request was aborted")),
+            _ = crate::cancel::aborted(cancel) => Err(Error::new(Kind::Aborted, "request was aborted")),
             result = limited => result,
         };
         if result.is_err() {
