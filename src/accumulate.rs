@@ -20,7 +20,7 @@ use serde_json::{json, Map, Value};
 struct Choice {
     role: Option<String>,
     /// Every string field of the deltas, concatenated, in order of first appearance.
-    texts: Vec<(String, String)>,
+    texts: Vec<(Cow<'static, str>, String)>,
     tool_calls: Vec<Option<ToolCall>>,
     logprobs: Option<Vec<Value>>,
     finish_reason: Option<Value>,
@@ -38,18 +38,55 @@ impl Choice {
     fn append(&mut self, key: &str, piece: &str) {
         match self.texts.iter_mut().find(|(k, _)| k == key) {
             Some((_, text)) => text.push_str(piece),
-            None => self.texts.push((key.to_owned(), piece.to_owned())),
+            None => {
+                // One entry at a time: most choices only ever have `content`.
+                self.texts.reserve_exact(1);
+                let key = match key {
+                    "content" => Cow::Borrowed("content"),
+                    other => Cow::Owned(other.to_owned()),
+                };
+                self.texts.push((key, piece.to_owned()));
+            }
         }
     }
 }
 
-/// The chunks of one stream, merged.
+/// The chunks of one stream, merged. Every open text stream keeps one, so it is kept small:
+/// top-level values as text or numbers rather than JSON values (a `Value` is 80 bytes, five of
+/// them were most of the accumulator), collections sized to what they hold.
 #[derive(Debug, Default)]
 pub struct Accumulator {
     /// [`TOP_KEYS`]: the last non-null value of each.
-    top: [Option<Value>; 5],
-    usage: Option<Value>,
+    top: [Option<Top>; 5],
+    usage: Option<Box<Value>>,
     choices: Vec<Option<Choice>>,
+}
+
+/// A top-level value as kept: the usual text and whole numbers as they are, anything else as
+/// its JSON value.
+#[derive(Debug)]
+enum Top {
+    Text(Box<str>),
+    Whole(u64),
+    Other(Box<Value>),
+}
+
+impl Top {
+    fn of(value: &Value) -> Top {
+        match value {
+            Value::String(t) => Top::Text(t.as_str().into()),
+            Value::Number(n) if n.as_u64().is_some() => Top::Whole(n.as_u64().unwrap_or(0)),
+            other => Top::Other(Box::new(other.clone())),
+        }
+    }
+
+    fn to_value(&self) -> Value {
+        match self {
+            Top::Text(t) => Value::String(t.to_string()),
+            Top::Whole(n) => Value::from(*n),
+            Top::Other(v) => (**v).clone(),
+        }
+    }
 }
 
 /// What one chunk said, as the stream's judge needs it.
@@ -126,6 +163,9 @@ impl Accumulator {
 
     fn choice(&mut self, index: usize) -> &mut Choice {
         if self.choices.len() <= index {
+            // Exactly: a growing vector would make room for four choices (a kilobyte) when a
+            // stream has one.
+            self.choices.reserve_exact(index + 1 - self.choices.len());
             self.choices.resize_with(index + 1, || None);
         }
         self.choices[index].get_or_insert_with(Choice::default)
@@ -135,9 +175,9 @@ impl Accumulator {
         for (slot, value) in self.top.iter_mut().zip(plain.top) {
             match (value, &*slot) {
                 (None, _) => {}
-                (Some(Scalar::Text(t)), Some(Value::String(old))) if *old == *t => {}
-                (Some(Scalar::Whole(n)), Some(Value::Number(old))) if old.as_u64() == Some(n) => {}
-                (Some(v), _) => *slot = Some(v.into_value()),
+                (Some(Scalar::Text(t)), Some(Top::Text(old))) if **old == *t => {}
+                (Some(Scalar::Whole(n)), Some(Top::Whole(old))) if *old == n => {}
+                (Some(v), _) => *slot = Some(v.into_top()),
             }
         }
         let mut out = String::new();
@@ -159,11 +199,11 @@ impl Accumulator {
     fn add_value(&mut self, chunk: &Value) -> String {
         for (slot, key) in self.top.iter_mut().zip(TOP_KEYS) {
             if let Some(v) = chunk.get(key).filter(|v| !v.is_null()) {
-                *slot = Some(v.clone());
+                *slot = Some(Top::of(v));
             }
         }
         if let Some(usage) = chunk.get("usage").filter(|u| is_truthy(u)) {
-            self.usage = Some(usage.clone());
+            self.usage = Some(Box::new(usage.clone()));
         }
         let mut out = String::new();
         for entry in chunk
@@ -266,7 +306,7 @@ impl Accumulator {
         out.insert("model".into(), json!(""));
         for (key, v) in TOP_KEYS.iter().zip(&self.top) {
             if let Some(v) = v {
-                out.insert((*key).to_owned(), v.clone());
+                out.insert((*key).to_owned(), v.to_value());
             }
         }
         let choices: Vec<Value> = self
@@ -282,7 +322,7 @@ impl Accumulator {
                 );
                 message.insert("content".into(), Value::Null);
                 for (key, text) in &c.texts {
-                    message.insert(key.clone(), json!(text));
+                    message.insert(key.to_string(), json!(text));
                 }
                 if !c.tool_calls.is_empty() {
                     let calls: Vec<Value> = c
@@ -307,7 +347,7 @@ impl Accumulator {
             .collect();
         out.insert("choices".into(), Value::Array(choices));
         if let Some(usage) = &self.usage {
-            out.insert("usage".into(), usage.clone());
+            out.insert("usage".into(), (**usage).clone());
         }
         Value::Object(out).to_string()
     }
@@ -344,11 +384,11 @@ enum Scalar<'a> {
 }
 
 impl Scalar<'_> {
-    fn into_value(self) -> Value {
+    fn into_top(self) -> Top {
         match self {
-            Scalar::Text(t) => Value::String(t.into_owned()),
-            Scalar::Whole(n) => Value::from(n),
-            Scalar::Other(v) => v,
+            Scalar::Text(t) => Top::Text(t.into()),
+            Scalar::Whole(n) => Top::Whole(n),
+            Scalar::Other(v) => Top::Other(Box::new(v)),
         }
     }
 }
