@@ -436,6 +436,17 @@ const PAYLOAD_SEPARATOR = '\x1e'
  * acknowledges what it yielded every half window, and at once after Rust says it stalled, so a
  * fast consumer costs one call into Rust per ~128 chunks and a slow one holds Rust back.
  */
+/**
+ * The executor of every next() promise: one shared function, not a closure per call. It hands
+ * the promise's resolve and reject over through these two variables, read at once by the caller.
+ */
+let heldResolve = null
+let heldReject = null
+function holdSettlers(resolve, reject) {
+  heldResolve = resolve
+  heldReject = reject
+}
+
 class NativeIterator {
   #native
   #inbox
@@ -459,10 +470,18 @@ class NativeIterator {
   /** Text mode: deliveries are strings, yielded as they are. */
   #text = false
   /**
-   * next() calls waiting for a delivery, in call order: their promises' resolve and reject,
-   * flattened (one plain promise per waiting call; no async frame, nothing per chunk beyond it).
+   * The next() call waiting for a delivery: its promise's resolve and reject (one plain promise
+   * per waiting call; no async frame, no array). Further calls made while one waits (rare) queue
+   * in `#more`, flattened, in call order.
+   *
+   * Why fields and not one array: every open stream has a call waiting most of the time, a new
+   * one per chunk, and whatever it allocates is alive at each young-generation GC. With thousands
+   * of streams that is what V8 counts to decide to grow its young generation (a per-stream array
+   * store, and an executor closure per call, made it grow to twice the size at 1,000 streams).
    */
-  #waiting = []
+  #resolve = null
+  #reject = null
+  #more = null
   /** `#serve` is running (an ending inside it must not settle calls out of order). */
   #serving = false
   /** Set once started: how the inbox reaches this stream (weakly, strongly while a call waits). */
@@ -481,7 +500,7 @@ class NativeIterator {
 
   /** Concurrent calls settle in call order, each with the next chunk (or the end). */
   next() {
-    if (this.#waiting.length === 0) {
+    if (this.#resolve === null) {
       if (this.#ready()) {
         // Nothing is ahead and something is ready: settle now.
         try {
@@ -500,8 +519,16 @@ class NativeIterator {
       // While a call waits, the stream must stay reachable: the inbox holds it only weakly, and
       // a waiting consumer is not an abandoned one.
       this.#holder.strong = this
+      const promise = new Promise(holdSettlers)
+      this.#resolve = heldResolve
+      this.#reject = heldReject
+      heldResolve = heldReject = null
+      return promise
     }
-    return new Promise((resolve, reject) => this.#waiting.push(resolve, reject))
+    const promise = new Promise(holdSettlers)
+    ;(this.#more ??= []).push(heldResolve, heldReject)
+    heldResolve = heldReject = null
+    return promise
   }
 
   /** A call can be settled now: an item is queued, or the error or the end has come. */
@@ -525,11 +552,17 @@ class NativeIterator {
   #serve() {
     if (this.#serving) return
     this.#serving = true
-    const waiting = this.#waiting
     try {
-      while (waiting.length > 0 && this.#ready()) {
-        const resolve = waiting.shift()
-        const reject = waiting.shift()
+      while (this.#resolve !== null && this.#ready()) {
+        const resolve = this.#resolve
+        const reject = this.#reject
+        const more = this.#more
+        if (more !== null && more.length > 0) {
+          this.#resolve = more.shift()
+          this.#reject = more.shift()
+        } else {
+          this.#resolve = this.#reject = null
+        }
         try {
           resolve(this.#settle())
         } catch (e) {
@@ -539,7 +572,7 @@ class NativeIterator {
     } finally {
       this.#serving = false
     }
-    if (waiting.length === 0 && this.#holder) this.#holder.strong = null
+    if (this.#resolve === null && this.#holder) this.#holder.strong = null
   }
 
   /** The next queued item (in text mode, everything queued), acknowledged as used. */
@@ -649,7 +682,7 @@ class NativeIterator {
 
   /** Switches a stream not yet started to text mode (see `ChatStream.text()`). */
   [TEXT_MODE]() {
-    if (this.#id !== -1 || this.#ended || this.#waiting.length > 0) throw invalidArg('text() must be called before the stream is iterated')
+    if (this.#id !== -1 || this.#ended || this.#resolve !== null) throw invalidArg('text() must be called before the stream is iterated')
     this.#native.textMode()
     this.#text = true
   }
