@@ -182,18 +182,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_lone_address_connects_directly_and_one_that_refuses_is_not_kept() {
-        let settings = ConnectConfig {
-            timeout: Duration::from_secs(5),
-            auto_select_family: true,
-            auto_select_family_attempt_timeout: Duration::from_millis(250),
-            tcp_keep_alive: Some(Duration::from_secs(60)),
-            ca: Vec::new(),
-            reject_unauthorized: true,
-            cert: None,
-            key: None,
-            servername: None,
-            use_system_ca: false,
-        };
+        let settings = ConnectConfig::default();
         let config = Some(crate::config::DnsConfig {
             max_ttl: Duration::from_secs(60),
             max_items: 10,
