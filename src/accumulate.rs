@@ -75,7 +75,10 @@ impl Top {
     fn of(value: &Value) -> Top {
         match value {
             Value::String(t) => Top::Text(t.as_str().into()),
-            Value::Number(n) if n.as_u64().is_some() => Top::Whole(n.as_u64().unwrap_or(0)),
+            Value::Number(n) => match n.as_u64() {
+                Some(whole) => Top::Whole(whole),
+                None => Top::Other(Box::new(value.clone())),
+            },
             other => Top::Other(Box::new(other.clone())),
         }
     }

@@ -74,21 +74,19 @@ impl<K: Connect> Client<K> {
         &'a self,
         call: &CallOptions,
         attempt: BoxedAttempt<'a, T>,
-    ) -> Either<BoxedAttempt<'a, T>, BoxedAttempt<'a, T>> {
+    ) -> BoxedAttempt<'a, T> {
         match call.timeout.unwrap_or(self.config.timeout) {
-            None => Either::Left(attempt),
-            Some(limit) => Either::Right(Box::pin(tokio::time::timeout(limit, attempt).map(
-                move |within| {
-                    within.unwrap_or_else(|_| {
-                        Err(Error::timed_out(
-                            Kind::Timeout,
-                            self.origin(),
-                            "before the response was complete",
-                            limit,
-                        ))
-                    })
-                },
-            ))),
+            None => attempt,
+            Some(limit) => Box::pin(tokio::time::timeout(limit, attempt).map(move |within| {
+                within.unwrap_or_else(|_| {
+                    Err(Error::timed_out(
+                        Kind::Timeout,
+                        self.origin(),
+                        "before the response was complete",
+                        limit,
+                    ))
+                })
+            })),
         }
     }
 

@@ -592,8 +592,8 @@ where
         };
 
         // Boxed, with its deadline and the response head: the sending (checkout, connect, the
-        // request) is over before the stream's long read begins, and inline it would be part of every
-        // open stream's memory for the stream's life. Only what the read needs comes out of it.
+        // request) is over before the stream's long read begins, and inline it would be part of
+        // every open stream's memory for the stream's life. Only what the read needs comes out.
         let sending = Box::pin(async {
             let exchange = client.exchange(
                 Outgoing {
