@@ -14,6 +14,41 @@ use hyper::{Request, Response};
 /// A boxed lower-level error (hyper's, an `io::Error`, a fake's).
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
+/// The server's answer broke HTTP (an unreadable head, faulty framing): carried inside the
+/// `io::Error` a connection fails with, so that the exchange can tell a malformed answer (the
+/// server had the request: `ERR_INVALID_RESPONSE`, never resent by default) from a broken socket.
+#[derive(Debug)]
+pub struct Malformed(pub String);
+
+impl std::fmt::Display for Malformed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl StdError for Malformed {}
+
+/// Whether a failure anywhere in `error`'s chain is a malformed answer: ours ([`Malformed`]) or
+/// hyper's (a parse error of its HTTP/2 or HTTP/1 side).
+pub fn is_malformed(error: &(dyn StdError + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if e.is::<Malformed>()
+            || e.downcast_ref::<hyper::Error>()
+                .is_some_and(hyper::Error::is_parse)
+        {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.get_ref().is_some_and(|inner| inner.is::<Malformed>()) {
+                return true;
+            }
+        }
+        current = e.source();
+    }
+    false
+}
+
 /// Why sending failed.
 #[derive(Debug)]
 pub enum SendError {

@@ -14,7 +14,7 @@ use hyper::{Method, Request, StatusCode, Uri};
 
 use crate::client::Client;
 use crate::config::CallOptions;
-use crate::conn::{Connection, SendError};
+use crate::conn::{is_malformed, Connection, SendError};
 use crate::error::{Cause, Error, HttpFailure, Kind};
 use crate::payload::provider_message;
 use crate::pool::{Connect, Lease};
@@ -189,13 +189,26 @@ where
         request
     }
 
-    /// An `ERR_SOCKET` for a connection that broke, with what the OS said as its cause.
+    /// An `ERR_SOCKET` for a connection that broke, with what the OS said as its cause; or an
+    /// `ERR_INVALID_RESPONSE` when what broke was the server's answer (it had the request: not
+    /// resent by default).
     pub(crate) fn socket_error(
         &self,
         when: &str,
         e: &(dyn std::error::Error + Send + Sync + 'static),
     ) -> Error {
         let cause = Cause::of(e);
+        if is_malformed(e) {
+            return Error::new(
+                Kind::InvalidResponse,
+                format!(
+                    "connection to {} {when}: invalid response: {}",
+                    self.origin(),
+                    cause.message
+                ),
+            )
+            .with_cause(cause);
+        }
         Error::new(
             Kind::Socket,
             format!("connection to {} {when}: {}", self.origin(), cause.message),

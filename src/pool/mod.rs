@@ -36,8 +36,16 @@ pub trait Connect: Send + Sync + 'static {
 
     fn connect(&self) -> impl Future<Output = Result<Self::Conn, Error>> + Send;
 
-    /// True once the connection can no longer carry a request (the peer closed it, or it broke).
+    /// True once the connection can no longer carry a request (the peer closed it, or it broke),
+    /// as far as is known without I/O: the pool asks under its lock, where no socket is read.
     fn is_closed(conn: &Self::Conn) -> bool;
+
+    /// A check of an idle connection that reads its socket, to be run after the pool's lock is
+    /// released (the reaper runs it about every second on each idle connection): it closes the
+    /// connection when the server closed it, so that `is_closed` says so afterwards.
+    fn prober(_conn: &Self::Conn) -> Option<Box<dyn FnOnce() + Send>> {
+        None
+    }
 
     /// Another handle on the same connection when it is multiplexed (HTTP/2); `None` for a
     /// connection that carries one request at a time.
@@ -558,6 +566,16 @@ async fn reap_idle<K: Connect>(weak: Weak<Shared<K>>) {
             let Some(shared) = weak.upgrade() else {
                 return;
             };
+            // Sockets are read outside the lock: probes are collected under it, run after it.
+            let probes: Vec<_> = shared
+                .lock()
+                .idle
+                .iter()
+                .filter_map(|entry| K::prober(&entry.conn))
+                .collect();
+            for probe in probes {
+                probe();
+            }
             let now = Instant::now();
             let mut dead = Vec::new();
             let next = {

@@ -343,6 +343,13 @@ impl Connect for HttpConnector {
         }
     }
 
+    fn prober(conn: &HttpConn) -> Option<Box<dyn FnOnce() + Send>> {
+        match conn {
+            HttpConn::H1(conn) => Some(Box::new(conn.prober())),
+            HttpConn::H2(_) => None,
+        }
+    }
+
     fn share(conn: &HttpConn) -> Option<HttpConn> {
         match conn {
             HttpConn::H1(_) => None,

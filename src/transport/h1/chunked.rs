@@ -2,15 +2,25 @@
 //! the chunks' data out, with no I/O and no buffering of its own (each input byte is looked at
 //! once; data bytes are copied once, into the caller's output).
 //!
-//! Lenient where servers are sloppy and it costs nothing (a bare LF ends a line, spaces before a
-//! chunk extension), strict where a hostile server could make it misbehave: a size of more than
-//! 16 hex digits, chunk extensions or trailers longer than [`MAX_LINE_BYTES`] in total.
+//! Strict where hyper is (its `proto/h1/decode.rs` is the oracle of the differential test in
+//! `transport/h1/oracle.rs`): every line of the framing ends in CRLF — a bare LF after a size,
+//! inside an extension, after chunk data or in the trailers is refused, because a peer (or a
+//! proxy in between) that reads bare LF differently would see other message boundaries than we
+//! do. A size that overflows 64 bits is refused; whitespace may stand between a size and its
+//! extensions, as hyper allows. Trailer fields are checked as a head's fields are (a token name,
+//! a colon, a value without control bytes) and then ignored: they carry nothing an API client
+//! reads. Stricter than hyper in one bound: extensions and trailers share one budget of
+//! [`MAX_LINE_BYTES`] (hyper gives each its own 16 KiB).
 
 use std::fmt;
 
 /// Chunk extensions and trailer fields together may take this many bytes; the extensions and
 /// trailers carry nothing an API client reads, so a server sending more is not talking to us.
 pub const MAX_LINE_BYTES: usize = 16 * 1024;
+
+/// Trailer fields one body may end with (hyper's default header count, which it applies to
+/// trailers too).
+pub const MAX_TRAILERS: usize = 100;
 
 /// Why a chunked body cannot be decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,9 +40,9 @@ enum State {
     Size {
         digits: u8,
     },
-    /// After the size: optional whitespace, then `;` extensions or the line end.
+    /// After the size: whitespace, then `;` extensions or the line's CR.
     AfterSize,
-    /// Inside chunk extensions, up to the line end.
+    /// Inside chunk extensions, up to the line's CR.
     Extension,
     /// The CR of the size line was seen; its LF must follow.
     SizeLf,
@@ -43,8 +53,12 @@ enum State {
     DataLf,
     /// In the trailer section, at the start of a line.
     TrailerLineStart,
-    /// Inside a trailer field line.
-    TrailerLine,
+    /// Inside a trailer field's name.
+    TrailerName,
+    /// Inside a trailer field's value, up to the line's CR.
+    TrailerValue,
+    /// The CR of a trailer field line was seen.
+    TrailerLf,
     /// The CR of the trailer section's empty last line was seen.
     TrailerEndLf,
     Done,
@@ -58,6 +72,8 @@ pub struct ChunkedDecoder {
     size: u64,
     /// Bytes of extensions and trailers so far.
     line_bytes: usize,
+    /// Trailer fields so far.
+    trailers: usize,
 }
 
 impl Default for ChunkedDecoder {
@@ -66,6 +82,7 @@ impl Default for ChunkedDecoder {
             state: State::Size { digits: 0 },
             size: 0,
             line_bytes: 0,
+            trailers: 0,
         }
     }
 }
@@ -107,11 +124,14 @@ impl ChunkedDecoder {
         Ok(match self.state {
             State::Size { digits } => match hex(byte) {
                 Some(value) => {
-                    if digits == 16 {
-                        return Err(ChunkError("chunk size too large"));
+                    self.size = self
+                        .size
+                        .checked_mul(16)
+                        .and_then(|size| size.checked_add(u64::from(value)))
+                        .ok_or(ChunkError("chunk size too large"))?;
+                    State::Size {
+                        digits: digits.saturating_add(1),
                     }
-                    self.size = self.size << 4 | u64::from(value);
-                    State::Size { digits: digits + 1 }
                 }
                 None if digits == 0 => return Err(ChunkError("chunk size missing")),
                 None => self.after_size(byte)?,
@@ -119,21 +139,21 @@ impl ChunkedDecoder {
             State::AfterSize => self.after_size(byte)?,
             State::Extension => match byte {
                 b'\r' => State::SizeLf,
-                b'\n' => self.size_line_end(),
+                b'\n' => return Err(ChunkError("bare LF in a chunk extension")),
                 _ => {
                     self.count_line_byte()?;
                     State::Extension
                 }
             },
             State::SizeLf => match byte {
-                b'\n' => self.size_line_end(),
+                b'\n' if self.size == 0 => State::TrailerLineStart,
+                b'\n' => State::Data,
                 _ => return Err(ChunkError("CR without LF after a chunk size")),
             },
             State::Data => unreachable!("data is copied in bulk"),
             State::DataCr => match byte {
                 b'\r' => State::DataLf,
-                b'\n' => State::Size { digits: 0 },
-                _ => return Err(ChunkError("chunk data longer than its size")),
+                _ => return Err(ChunkError("chunk data not followed by CRLF")),
             },
             State::DataLf => match byte {
                 b'\n' => State::Size { digits: 0 },
@@ -141,19 +161,36 @@ impl ChunkedDecoder {
             },
             State::TrailerLineStart => match byte {
                 b'\r' => State::TrailerEndLf,
-                b'\n' => State::Done,
-                _ => {
+                _ if is_token(byte) => {
+                    self.trailers += 1;
+                    if self.trailers > MAX_TRAILERS {
+                        return Err(ChunkError("too many trailer fields"));
+                    }
                     self.count_line_byte()?;
-                    State::TrailerLine
+                    State::TrailerName
                 }
+                _ => return Err(ChunkError("invalid trailer field")),
             },
-            State::TrailerLine => {
+            State::TrailerName => {
                 self.count_line_byte()?;
                 match byte {
-                    b'\n' => State::TrailerLineStart,
-                    _ => State::TrailerLine,
+                    b':' => State::TrailerValue,
+                    _ if is_token(byte) => State::TrailerName,
+                    _ => return Err(ChunkError("invalid trailer field name")),
                 }
             }
+            State::TrailerValue => match byte {
+                b'\r' => State::TrailerLf,
+                b'\t' | b' '..=b'~' | 0x80..=0xff => {
+                    self.count_line_byte()?;
+                    State::TrailerValue
+                }
+                _ => return Err(ChunkError("invalid trailer field value")),
+            },
+            State::TrailerLf => match byte {
+                b'\n' => State::TrailerLineStart,
+                _ => return Err(ChunkError("CR without LF in the trailers")),
+            },
             State::TrailerEndLf => match byte {
                 b'\n' => State::Done,
                 _ => return Err(ChunkError("CR without LF at the end of the trailers")),
@@ -167,18 +204,8 @@ impl ChunkedDecoder {
             b' ' | b'\t' => State::AfterSize,
             b';' => State::Extension,
             b'\r' => State::SizeLf,
-            b'\n' => self.size_line_end(),
             _ => return Err(ChunkError("invalid byte after a chunk size")),
         })
-    }
-
-    /// The size line ended: data follows, or the trailers after the last chunk.
-    fn size_line_end(&mut self) -> State {
-        if self.size == 0 {
-            State::TrailerLineStart
-        } else {
-            State::Data
-        }
     }
 
     fn count_line_byte(&mut self) -> Result<(), ChunkError> {
@@ -197,6 +224,11 @@ fn hex(byte: u8) -> Option<u8> {
         b'A'..=b'F' => Some(byte - b'A' + 10),
         _ => None,
     }
+}
+
+/// A byte of a field name (RFC 9110 `tchar`).
+fn is_token(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
 }
 
 #[cfg(test)]
@@ -219,11 +251,30 @@ mod tests {
     }
 
     #[test]
-    fn bare_lf_line_ends_and_whitespace_before_extensions() {
-        let body = b"3 ;x\nabc\n0\n\n";
+    fn whitespace_before_extensions_is_allowed() {
+        let body = b"3 \t;x\r\nabc\r\n0 \r\n\r\n";
         let (out, used) = decode_all(body).unwrap();
         assert_eq!(out, b"abc");
         assert_eq!(used, Some(body.len()));
+    }
+
+    #[test]
+    fn a_bare_lf_anywhere_in_the_framing_is_refused() {
+        for body in [
+            &b"3\nabc\r\n0\r\n\r\n"[..],
+            b"3;x\nabc\r\n0\r\n\r\n",
+            b"3\r\nabc\n0\r\n\r\n",
+            b"3\r\nabc\r\n0\n\r\n",
+            b"3\r\nabc\r\n0\r\n\n",
+            b"3\r\nabc\r\n0\r\nX: y\n\r\n",
+            b"3\r\nabc\r\n0\r\nX: y\r\n\n",
+        ] {
+            assert!(
+                decode_all(body).is_err(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
     }
 
     #[test]
@@ -248,6 +299,10 @@ mod tests {
             &b"g\r\n"[..],
             b"\r\n",
             b"11111111111111111\r\n",
+            b"0\r\nBad Name: x\r\n\r\n",
+            b"0\r\n: x\r\n\r\n",
+            b"0\r\nX: \x01\r\n\r\n",
+            b"0\r\nX\r\n\r\n",
             b"3\r\nabcd\r\n",
             b"3\rx",
             b"3\r\nabc\rx",
@@ -263,7 +318,7 @@ mod tests {
     }
 
     #[test]
-    fn sixteen_hex_digits_are_the_most_a_size_takes() {
+    fn a_size_takes_what_fits_in_64_bits_leading_zeros_included() {
         let mut decoder = ChunkedDecoder::default();
         let mut out = Vec::new();
         assert_eq!(
@@ -271,6 +326,14 @@ mod tests {
             Ok(None)
         );
         assert_eq!(out, b"ab");
+        assert_eq!(
+            decode_all(b"00000000000000000003\r\nabc\r\n0\r\n\r\n")
+                .unwrap()
+                .0,
+            b"abc"
+        );
+        let many_trailers = format!("0\r\n{}\r\n", "X: y\r\n".repeat(MAX_TRAILERS + 1));
+        assert!(decode_all(many_trailers.as_bytes()).is_err());
     }
 
     mod properties {

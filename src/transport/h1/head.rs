@@ -7,6 +7,7 @@ use bytes::Bytes;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH};
 use hyper::{Method, Request, StatusCode, Version};
 
+use crate::conn::Malformed;
 use crate::pool::keep_alive::has_token;
 
 /// A response head larger than this is refused (undici's `maxHeaderSize` is 16 KiB; a provider
@@ -156,22 +157,22 @@ pub fn framing(method: &Method, head: &ResponseHead) -> io::Result<(Framing, boo
     }
     let transfer = headers.get_all(hyper::header::TRANSFER_ENCODING);
     if transfer.iter().next().is_some() {
+        // RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 message is faulty framing (hyper
+        // refuses it too): whatever we read after it could be the start of another message.
+        if head.version == Version::HTTP_10 {
+            return Err(invalid("Transfer-Encoding in an HTTP/1.0 response".into()));
+        }
+        if !is_only_chunked(&transfer) {
+            return Err(invalid(
+                "unsupported Transfer-Encoding (only chunked is accepted)".into(),
+            ));
+        }
         // A message with both is a smuggling attempt or a broken proxy: decode it by its
         // Transfer-Encoding (the rule), never reuse the connection.
         if headers.contains_key(CONTENT_LENGTH) {
             reusable = false;
         }
-        let last = transfer
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .rfind(|t| !t.is_empty());
-        return Ok(match last {
-            Some(coding) if coding.eq_ignore_ascii_case("chunked") => (Framing::Chunked, reusable),
-            // Another final coding: the body ends when the connection does.
-            _ => (Framing::UntilClose, false),
-        });
+        return Ok((Framing::Chunked, reusable));
     }
     let mut length: Option<u64> = None;
     for value in headers.get_all(CONTENT_LENGTH) {
@@ -195,8 +196,38 @@ pub fn framing(method: &Method, head: &ResponseHead) -> io::Result<(Framing, boo
     })
 }
 
+/// True when the Transfer-Encoding fields name exactly one coding, `chunked`. We never send `TE`,
+/// so a server may apply no other coding (RFC 9112 §6.1); one that does (`gzip, chunked`) would
+/// hand us bytes we do not decode. A value that is not visible ASCII is refused, not skipped.
+fn is_only_chunked(transfer: &hyper::header::GetAll<'_, HeaderValue>) -> bool {
+    let mut codings = 0;
+    for value in transfer {
+        let Ok(text) = value.to_str() else {
+            return false;
+        };
+        if text
+            .bytes()
+            .any(|b| !(b == b'\t' || (b' '..=b'~').contains(&b)))
+        {
+            return false;
+        }
+        for coding in text.split(',').map(str::trim) {
+            if coding.is_empty() {
+                // Empty list elements are allowed (RFC 9110 §5.6.1).
+                continue;
+            }
+            if !coding.eq_ignore_ascii_case("chunked") {
+                return false;
+            }
+            codings += 1;
+        }
+    }
+    codings == 1
+}
+
+/// A malformed answer, as the connection reports it (see [`Malformed`]).
 pub fn invalid(message: String) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, message)
+    io::Error::new(io::ErrorKind::InvalidData, Malformed(message))
 }
 
 #[cfg(test)]
@@ -297,16 +328,12 @@ mod tests {
                 (Framing::Chunked, true),
             ),
             (
-                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: , Chunked\r\n\r\n",
                 (Framing::Chunked, true),
             ),
             (
                 "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
                 (Framing::Chunked, false),
-            ),
-            (
-                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
-                (Framing::UntilClose, false),
             ),
             ("HTTP/1.1 200 OK\r\n\r\n", (Framing::UntilClose, false)),
             (
@@ -337,6 +364,14 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: ch\u{e9}unked\r\n\r\n",
+            "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n",
         ] {
             assert!(framing(&post, &head(raw)).is_err(), "{raw}");
         }

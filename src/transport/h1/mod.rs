@@ -17,6 +17,8 @@
 
 mod chunked;
 mod head;
+#[cfg(test)]
+mod oracle;
 
 use std::cell::RefCell;
 use std::io;
@@ -27,7 +29,7 @@ use std::task::{ready, Context, Poll};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use hyper::{Request, Response};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use self::chunked::ChunkedDecoder;
 use self::head::{encode_request, framing, invalid, parse_response, Framing, INLINE_BODY};
@@ -94,22 +96,24 @@ impl H1Conn {
         lock(&self.slot)
     }
 
-    /// True when the connection cannot carry a request: its socket is out (a request is on it,
-    /// or it was closed), the server closed it, or the server sent bytes nobody asked for (the
-    /// socket is then closed here).
+    /// True when the connection cannot carry a request: its socket is out (a request is on it),
+    /// or it was closed. No I/O: the pool asks this under its lock. Whether the server closed an
+    /// idle socket is learnt by [`H1Conn::probe`] (the pool's reaper, outside its lock) and when a
+    /// request is about to be written on it (`send`).
     pub fn is_closed(&self) -> bool {
-        let mut slot = self.lock();
-        let Some(io) = slot.as_mut() else {
-            return true;
-        };
-        // A read that finds nothing registers no interest worth keeping: any waker will do.
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        match poll_read_with(io, &mut cx, |read| read.len()) {
-            Poll::Pending => false,
-            // End of stream, stray bytes or an error: the connection is done.
-            Poll::Ready(_) => {
-                *slot = None;
-                true
+        self.lock().is_none()
+    }
+
+    /// A check of the idle socket that can run after the pool's lock is released: it reads the
+    /// socket once and closes it when the server closed it or sent bytes nobody asked for.
+    pub fn prober(&self) -> impl FnOnce() + Send + 'static {
+        let slot = self.slot.clone();
+        move || {
+            let mut slot = lock(&slot);
+            if let Some(io) = slot.as_mut() {
+                if is_stale(io) {
+                    *slot = None;
+                }
             }
         }
     }
@@ -131,14 +135,28 @@ impl H1Conn {
         async move {
             let taken = self.lock().take();
             let Some(mut io) = taken else {
-                return Err(SendError::NotSent(Box::new(io::Error::new(
+                return Err(not_sent(
                     io::ErrorKind::NotConnected,
                     "the connection was closed",
-                ))));
+                ));
             };
-            write_request(&mut io, &head, body.as_ref()).await?;
-            let (head, rest) = read_head(&mut io).await.map_err(failed)?;
-            let (framing, reusable) = framing(&method, &head).map_err(failed)?;
+            // An idle socket the server closed (or wrote to) since it was last used: nothing was
+            // written, so the request may go on another connection.
+            if is_stale(&mut io) {
+                return Err(not_sent(
+                    io::ErrorKind::ConnectionAborted,
+                    "the server closed the idle connection",
+                ));
+            }
+            let mut read = Vec::new();
+            let written = write_request(&mut io, &head, body.as_ref(), &mut read).await?;
+            let (head, rest) = read_head(&mut io, read).await.map_err(failed)?;
+            let (framing, mut reusable) = framing(&method, &head).map_err(failed)?;
+            if written == Written::CutShort {
+                // The server answered before taking the whole body: what it left unread would be
+                // taken for the next request's start.
+                reusable = false;
+            }
             let mut body = H1Body {
                 io: Some(io),
                 slot: self.slot.clone(),
@@ -159,6 +177,17 @@ impl H1Conn {
     }
 }
 
+/// Whether an idle socket is done: the server closed it, sent bytes nobody asked for, or it
+/// failed. One read that finds nothing (the usual case) registers no interest worth keeping.
+fn is_stale(io: &mut BoxIo) -> bool {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    poll_read_with(io, &mut cx, |_| ()).is_ready()
+}
+
+fn not_sent(kind: io::ErrorKind, message: &'static str) -> SendError {
+    SendError::NotSent(Box::new(io::Error::new(kind, message)))
+}
+
 fn lock(slot: &Mutex<Option<BoxIo>>) -> MutexGuard<'_, Option<BoxIo>> {
     // Nothing panics while holding it; a poisoned slot must still not panic.
     slot.lock().unwrap_or_else(|e| e.into_inner())
@@ -168,29 +197,124 @@ fn failed(e: io::Error) -> SendError {
     SendError::Failed(Box::new(e))
 }
 
-/// Writes the request: its encoded head (with the body inline when small) and the body when it
-/// was not inlined. A write that fails before the socket took a single byte proves the request
-/// was never sent (`NotSent`: it may go again on another connection).
-async fn write_request(io: &mut BoxIo, head: &[u8], body: Option<&Bytes>) -> Result<(), SendError> {
-    let mut written = 0;
-    while written < head.len() {
-        match io.write(&head[written..]).await {
-            Ok(0) => return Err(failed(io::ErrorKind::WriteZero.into())),
-            Ok(n) => written += n,
-            Err(e) if written == 0 => return Err(SendError::NotSent(Box::new(e))),
-            Err(e) => return Err(failed(e)),
-        }
-    }
-    if let Some(body) = body {
-        io.write_all(body).await.map_err(failed)?;
-    }
-    io.flush().await.map_err(failed)
+/// How much of the request the server took before it answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Written {
+    Whole,
+    /// A final answer came while the body was being written; the rest was not written.
+    CutShort,
 }
 
-/// Reads up to the end of a final (non-1xx) response head: the head, and the bytes read past it.
-async fn read_head(io: &mut BoxIo) -> io::Result<(head::ResponseHead, Bytes)> {
-    let mut buf: Vec<u8> = Vec::new();
+/// Writes the request (its encoded head, with the body inline when small, then the body when it
+/// was not inlined) while reading whatever the server sends meanwhile into `read`: a server may
+/// answer before it has read the whole body (a 413 for a body too large, a 401) and stop reading,
+/// and a client that only wrote would wait on a full socket until a timeout, then resend. Once a
+/// final response head has arrived, the rest of the body is not written.
+///
+/// A write that fails before the socket took a single byte proves the request was never sent
+/// (`NotSent`: it may go again on another connection).
+async fn write_request(
+    io: &mut BoxIo,
+    head: &[u8],
+    body: Option<&Bytes>,
+    read: &mut Vec<u8>,
+) -> Result<Written, SendError> {
+    let parts: [&[u8]; 2] = [head, body.map_or(&[][..], |b| &b[..])];
+    let mut part = 0;
+    let mut at = 0;
+    let mut written_any = false;
+    let mut server_done = false;
+    let mut flushed = false;
+    std::future::poll_fn(|cx| loop {
+        // Whatever the server says meanwhile: an early final answer ends the writing.
+        if !server_done {
+            match poll_read_with(io, cx, |got| {
+                read.extend_from_slice(got);
+                got.len()
+            }) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => server_done = true,
+                Poll::Ready(Ok(_)) => {
+                    if has_final_head(read) {
+                        return Poll::Ready(Ok(Written::CutShort));
+                    }
+                    continue;
+                }
+                Poll::Pending => {}
+            }
+        }
+        if part == parts.len() {
+            if !flushed {
+                ready!(Pin::new(&mut *io).poll_flush(cx)).map_err(failed)?;
+                flushed = true;
+            }
+            return Poll::Ready(Ok(Written::Whole));
+        }
+        let remaining = &parts[part][at..];
+        if remaining.is_empty() {
+            part += 1;
+            at = 0;
+            continue;
+        }
+        match ready!(Pin::new(&mut *io).poll_write(cx, remaining)) {
+            Ok(0) => return Poll::Ready(Err(failed(io::ErrorKind::WriteZero.into()))),
+            Ok(n) => {
+                at += n;
+                written_any = true;
+            }
+            Err(e) if !written_any => return Poll::Ready(Err(SendError::NotSent(Box::new(e)))),
+            Err(e) => {
+                // The server may have answered and closed (a reset right after a 413): what it
+                // said before is still readable, and is the better report.
+                while let Poll::Ready(Ok(n)) = poll_read_with(io, cx, |got| {
+                    read.extend_from_slice(got);
+                    got.len()
+                }) {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                if has_final_head(read) {
+                    return Poll::Ready(Ok(Written::CutShort));
+                }
+                return Poll::Ready(Err(failed(e)));
+            }
+        }
+    })
+    .await
+}
+
+/// True when `buf` holds a complete final (non-1xx) response head, after any 1xx ones.
+fn has_final_head(buf: &[u8]) -> bool {
+    let mut at = 0;
     loop {
+        match parse_response(&buf[at..]) {
+            Ok(Some((head, len)))
+                if (100..200).contains(&head.status.as_u16()) && head.status != 101 =>
+            {
+                at += len
+            }
+            // A final head, or one that cannot be parsed: reading it is `read_head`'s job.
+            Ok(Some(_)) | Err(_) => return true,
+            Ok(None) => return false,
+        }
+    }
+}
+
+/// Reads up to the end of a final (non-1xx) response head, starting with the bytes already read
+/// in `buf`: the head, and the bytes read past it.
+async fn read_head(io: &mut BoxIo, mut buf: Vec<u8>) -> io::Result<(head::ResponseHead, Bytes)> {
+    loop {
+        // Informational answers (100 Continue, 103 Early Hints) come before the real one.
+        while let Some((head, len)) = parse_response(&buf)? {
+            let status = head.status.as_u16();
+            if status == 101 {
+                return Err(invalid("the server switched protocols".into()));
+            }
+            buf.drain(..len);
+            if !(100..200).contains(&status) {
+                return Ok((head, Bytes::from(buf)));
+            }
+        }
         let got = std::future::poll_fn(|cx| {
             poll_read_with(io, cx, |read| {
                 buf.extend_from_slice(read);
@@ -203,17 +327,6 @@ async fn read_head(io: &mut BoxIo) -> io::Result<(head::ResponseHead, Bytes)> {
                 io::ErrorKind::UnexpectedEof,
                 "the server closed the connection before the response",
             ));
-        }
-        // Informational answers (100 Continue, 103 Early Hints) come before the real one.
-        while let Some((head, len)) = parse_response(&buf)? {
-            let status = head.status.as_u16();
-            if status == 101 {
-                return Err(invalid("the server switched protocols".into()));
-            }
-            buf.drain(..len);
-            if !(100..200).contains(&status) {
-                return Ok((head, Bytes::from(buf)));
-            }
         }
     }
 }
@@ -394,7 +507,7 @@ fn decode_read(decoder: &mut Decoder, input: &[u8]) -> io::Result<(Vec<u8>, Opti
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
-    use tokio::io::{duplex, AsyncReadExt, DuplexStream};
+    use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt, DuplexStream};
 
     fn post(path: &str, body: &'static str) -> Request<Bytes> {
         let mut request = Request::new(Bytes::from_static(body.as_bytes()));
@@ -485,8 +598,48 @@ mod tests {
                 drop(server);
             }
             tokio::task::yield_now().await;
+            assert!(!conn.is_closed(), "is_closed reads nothing: {stray:?}");
+            conn.prober()();
             assert!(conn.is_closed(), "{stray:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_request_on_an_idle_connection_the_server_closed_is_not_sent() {
+        let (client, server) = duplex(1024);
+        drop(server);
+        let mut conn = H1Conn::new(client);
+        assert!(matches!(
+            conn.send(post("/", "{}")).await,
+            Err(SendError::NotSent(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_comes_while_the_body_is_written_is_read_and_the_rest_not_written() {
+        // A 1 MiB body through a 64 KiB pipe the server never reads past its first bytes.
+        let (client, mut server) = duplex(64 * 1024);
+        let mut conn = H1Conn::new(client);
+        let big: &'static str = Box::leak("x".repeat(1024 * 1024).into_boxed_str());
+        let sent = tokio::spawn(async move {
+            let response = conn.send(post("/", big)).await.unwrap();
+            let status = response.status();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            (status, body, conn.is_closed())
+        });
+        let mut first = vec![0; 1024];
+        server.read_exact(&mut first).await.unwrap();
+        server
+            .write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\n\r\nbig!")
+            .await
+            .unwrap();
+        let (status, body, closed) = sent.await.unwrap();
+        assert_eq!(status, 413);
+        assert_eq!(&body[..], b"big!");
+        assert!(
+            closed,
+            "the unread rest of the body makes the connection unusable"
+        );
     }
 
     #[tokio::test]
