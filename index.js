@@ -3,7 +3,7 @@
 // timeouts and I/O in the native core (see src/).
 
 const { inspect } = require('node:util')
-const { NativeClient, CancelToken, STREAM_WINDOW_EVENTS } = require('./binding.js')
+const { NativeClient, CancelToken, STREAM_WINDOW_EVENTS, mergeChatChunks } = require('./binding.js')
 const { LlmpoolError, fromInfo, llmpoolError } = require('./errors.js')
 
 
@@ -365,61 +365,12 @@ class Client {
   }
 }
 
-/** Merges streamed chunks into one `ChatCompletion`, the way the server would have answered. */
-function accumulate(chunks) {
-  const completion = { id: '', object: 'chat.completion', created: 0, model: '', choices: [] }
-  for (const chunk of chunks) {
-    for (const key of ['id', 'created', 'model', 'system_fingerprint', 'service_tier']) {
-      if (chunk[key] !== undefined && chunk[key] !== null) completion[key] = chunk[key]
-    }
-    if (chunk.usage) completion.usage = chunk.usage
-    for (const delta of chunk.choices ?? []) mergeChoice(completion.choices, delta)
-  }
-  completion.choices = completion.choices.filter(Boolean)
-  for (const choice of completion.choices) {
-    // The stream was complete (Rust checked): one that ended with [DONE] and no finish_reason
-    // stopped where the model stopped.
-    choice.finish_reason ??= 'stop'
-    choice.message.refusal ??= null
-  }
-  return completion
-}
-
-function mergeChoice(choices, { index = 0, delta = {}, finish_reason, logprobs }) {
-  const choice = (choices[index] ??= {
-    index,
-    message: { role: 'assistant', content: null },
-    logprobs: null,
-    finish_reason: null,
-  })
-  const message = choice.message
-  if (delta.role) message.role = delta.role
-  // Every text a delta streams is concatenated: content, refusal, and the reasoning fields of
-  // DeepSeek, vLLM and llama.cpp (`reasoning_content`) or OpenRouter (`reasoning`).
-  for (const key in delta) {
-    const piece = delta[key]
-    if (typeof piece === 'string' && key !== 'role') message[key] = (message[key] ?? '') + piece
-  }
-  for (const call of delta.tool_calls ?? []) {
-    const calls = (message.tool_calls ??= [])
-    const merged = (calls[call.index ?? calls.length] ??= { id: '', type: 'function', function: { name: '', arguments: '' } })
-    if (call.id) merged.id = call.id
-    if (call.type) merged.type = call.type
-    // Some servers repeat the name in every delta; it is set once, arguments are concatenated.
-    if (call.function?.name && !merged.function.name) merged.function.name = call.function.name
-    if (typeof call.function?.arguments === 'string') merged.function.arguments += call.function.arguments
-  }
-  if (logprobs?.content) {
-    choice.logprobs ??= { content: [] }
-    choice.logprobs.content.push(...logprobs.content)
-  }
-  if (finish_reason) choice.finish_reason = finish_reason
-}
-
 /** What a chat stream's text view asks of its iterator (not public API). */
 const TEXT_MODE = Symbol('llmpool.textMode')
 const IN_TEXT_MODE = Symbol('llmpool.inTextMode')
 const MERGED = Symbol('llmpool.merged')
+const RAW = Symbol('llmpool.raw')
+const STARTED = Symbol('llmpool.started')
 
 /** Stream signals from Rust (numbers, see src/binding/mailbox.rs). */
 const SIGNAL_DONE = 0
@@ -467,6 +418,8 @@ class NativeIterator {
   #ended = false
   /** An error to raise once the queued payloads are yielded. */
   #error = null
+  /** Payloads are yielded as the JSON text they arrived as (`finalCompletion()` in object mode). */
+  #raw = false
   /** Text mode: deliveries are strings, yielded as they are. */
   #text = false
   /**
@@ -682,9 +635,14 @@ class NativeIterator {
 
   /** Switches a stream not yet started to text mode (see `ChatStream.text()`). */
   [TEXT_MODE]() {
-    if (this.#id !== -1 || this.#ended || this.#resolve !== null) throw invalidArg('text() must be called before the stream is iterated')
+    if (this[STARTED]) throw invalidArg('text() must be called before the stream is iterated')
     this.#native.textMode()
     this.#text = true
+  }
+
+  /** Iteration began (or the stream already ended). */
+  get [STARTED]() {
+    return this.#id !== -1 || this.#ended || this.#resolve !== null
   }
 
   get [IN_TEXT_MODE]() {
@@ -696,8 +654,13 @@ class NativeIterator {
     return JSON.parse(this.#native.finalCompletion())
   }
 
+  /** From now on, payloads are yielded unparsed (their merge is Rust's). */
+  [RAW]() {
+    this.#raw = true
+  }
+
   #parse(text) {
-    if (this.#text) return text
+    if (this.#text || this.#raw) return text
     try {
       return this.decode(text)
     } catch (e) {
@@ -752,9 +715,17 @@ class ChatStream extends NativeIterator {
       for await (const _ of this) void _
       return this[MERGED]()
     }
-    const chunks = []
-    for await (const chunk of this) chunks.push(chunk)
-    return accumulate(chunks)
+    // Not started: Rust merges as the chunks arrive, and none crosses into JS.
+    if (!this[STARTED]) {
+      this[TEXT_MODE]()
+      for await (const _ of this) void _
+      return this[MERGED]()
+    }
+    // Already iterated: the rest arrives as JSON texts, merged in Rust in one call.
+    this[RAW]()
+    const texts = []
+    for await (const text of this) texts.push(text)
+    return JSON.parse(mergeChatChunks(texts.join(PAYLOAD_SEPARATOR)))
   }
 }
 
@@ -855,27 +826,60 @@ function abortError(err) {
   return err
 }
 
+/** Methods fetch refuses to send (the Fetch standard's forbidden methods). */
+const FORBIDDEN_METHODS = new Set(['CONNECT', 'TRACE', 'TRACK'])
+/** Statuses that redirect (with a Location), and the most fetch follows. */
+const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308])
+const MAX_REDIRECTS = 20
+
 async function fetchThrough(native, inbox, origin, input, init = {}) {
   const request = typeof input === 'object' && input !== null && typeof input.url === 'string' && !(input instanceof URL) ? input : undefined
-  const url = new URL(request ? request.url : input instanceof URL ? input.href : String(input))
+  let url = new URL(request ? request.url : input instanceof URL ? input.href : String(input))
   if (url.origin !== origin) {
     throw invalidArg(`client.fetch reaches ${origin} only, not ${url.origin}: use another client or the platform fetch`)
   }
-  const method = String(init.method ?? request?.method ?? 'GET').toUpperCase()
+  let method = String(init.method ?? request?.method ?? 'GET').toUpperCase()
+  if (FORBIDDEN_METHODS.has(method)) throw new TypeError(`'${method}' HTTP method is unsupported.`)
+  const redirect = init.redirect ?? request?.redirect ?? 'follow'
+  if (!['follow', 'error', 'manual'].includes(redirect)) throw new TypeError(`redirect must be 'follow', 'error' or 'manual', not '${redirect}'`)
   const headers = new Headers(init.headers ?? request?.headers)
   // llmpool does not decompress: ask for identity, as the server would otherwise be entitled to.
   headers.delete('accept-encoding')
   const signal = init.signal ?? request?.signal ?? undefined
   const source = init.body !== undefined ? init.body : request?.body ? await request.arrayBuffer() : undefined
-  const bytes = await bodyBytes(source, headers)
-  if (signal?.aborted) throw abortError(llmpoolError('ERR_ABORTED', `request to ${origin} was aborted`))
+  let bytes = await bodyBytes(source, headers)
+  for (let redirects = 0; ; redirects++) {
+    const response = await fetchOnce(native, inbox, origin, method, url, headers, bytes, signal)
+    const location = response.headers.get('location')
+    if (redirect === 'manual' || !REDIRECT_STATUSES.has(response.status) || location === null) return response
+    await response.body?.cancel()
+    if (redirect === 'error') throw new TypeError(`fetch to ${url.pathname} was redirected (${response.status}) and redirect is 'error'`)
+    if (redirects === MAX_REDIRECTS) throw new TypeError(`fetch to ${url.pathname}: more than ${MAX_REDIRECTS} redirects`)
+    const next = new URL(location, url)
+    if (next.origin !== origin) {
+      throw new TypeError(`fetch to ${url.pathname} was redirected to ${next.origin}, which client.fetch does not reach: use redirect: 'manual'`)
+    }
+    // The Fetch standard's method rewrite: 303 turns anything but HEAD into a GET without a
+    // body, and so does a 301 or 302 of a POST; 307 and 308 keep the method and the body.
+    if ((response.status === 303 && method !== 'HEAD') || ((response.status === 301 || response.status === 302) && method === 'POST')) {
+      method = 'GET'
+      bytes = undefined
+      for (const name of ['content-type', 'content-length', 'content-encoding', 'content-language', 'content-location']) headers.delete(name)
+    }
+    url = next
+  }
+}
+
+/** One request of a fetch (a redirect makes another). */
+function fetchOnce(native, inbox, origin, method, url, headers, bytes, signal) {
+  if (signal?.aborted) return Promise.reject(abortError(llmpoolError('ERR_ABORTED', `request to ${origin} was aborted`)))
   const { cancel, detach } = linkSignal(signal)
   let handle
   try {
     handle = native.fetch(method, url.pathname + url.search, JSON.stringify([...headers]), bytes, undefined, cancel)
   } catch (e) {
     detach()
-    throw nativeArgumentError(e)
+    return Promise.reject(nativeArgumentError(e))
   }
   return new FetchBody(handle, inbox, detach).response(method)
 }

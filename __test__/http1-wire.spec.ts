@@ -4,6 +4,7 @@
 // hostile server sends, and when a connection may carry the next request. Every case ends in a
 // result or a typed error, never a hang, and a connection whose state is in doubt is not reused.
 import net from 'node:net'
+import { Client } from '../index.js'
 import { body, client, rejection } from './helpers'
 
 type Answer = (request: string, socket: net.Socket) => void | Promise<void>
@@ -154,11 +155,17 @@ describe('connections left in doubt are not reused', () => {
   })
 })
 
-describe('hostile answers end in ERR_SOCKET, sent once, without a hang', () => {
+describe('malformed answers end in ERR_INVALID_RESPONSE, sent once even with retries on, without a hang', () => {
   test.each([
     ['a chunk size that is not hex', 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n', /invalid chunked body/],
     ['a chunk size of 17 hex digits', 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n11111111111111111\r\n', /chunk size too large/],
-    ['chunk data longer than its size', 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n', /longer than its size/],
+    ['chunk data longer than its size', 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n', /not followed by CRLF/],
+    ['a bare LF after chunk data', `HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n${(3).toString(16)}\r\nabc\n0\r\n\r\n`, /not followed by CRLF/],
+    ['a bare LF ending a chunk size line', 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\r\n0\r\n\r\n', /invalid byte after a chunk size/],
+    ['a bare LF inside a chunk extension', 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\nabc\r\n0\r\n\r\n', /bare LF in a chunk extension/],
+    ['HTTP/1.0 with Transfer-Encoding and keep-alive', 'HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n', /Transfer-Encoding in an HTTP\/1.0 response/],
+    ['gzip, chunked (we never asked for a coding)', 'HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n', /only chunked is accepted/],
+    ['a Transfer-Encoding that is not visible ASCII', 'HTTP/1.1 200 OK\r\nTransfer-Encoding: ch\u00e9unked\r\n\r\n0\r\n\r\n', /only chunked is accepted/],
     ['conflicting Content-Length values', 'HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello', /conflicting Content-Length/],
     ['a negative Content-Length', 'HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\n', /invalid Content-Length/],
     ['not HTTP at all', 'SSH-2.0-OpenSSH_9.6\r\n\r\n', /invalid response head/],
@@ -166,17 +173,28 @@ describe('hostile answers end in ERR_SOCKET, sent once, without a hang', () => {
     ['200 header fields', `HTTP/1.1 200 OK\r\n${'X-A: b\r\n'.repeat(200)}\r\n`, /more than 128 header fields/],
     ['a 300 KB header that never ends', `HTTP/1.1 200 OK\r\nX-Big: ${'x'.repeat(300_000)}`, /response head larger than/],
     ['101 Switching Protocols', 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n', /switched protocols/],
-    ['a body cut short', `HTTP/1.1 200 OK\r\nContent-Length: 999\r\n\r\n${COMPLETION}`, /closed the connection before the body was complete/],
   ])('%s', async (_, answer, message) => {
     const s = await wireServer((_r, socket) => {
-      socket.write(answer)
+      socket.write(answer, 'latin1')
       // A server that stops there and closes: nothing may wait for bytes that never come.
       setTimeout(() => socket.end(), 20)
     })
-    const err = await rejection(client(s, { retry: false }).chat(body()))
-    expect(err.code).toBe('ERR_SOCKET')
+    // Retries on, with no wait: the server had the request, so it is not sent again.
+    const err = await rejection(client(s, { retry: { maxRetries: 3, minTimeout: 1, maxTimeout: 1 } }).chat(body()))
+    expect(err.code).toBe('ERR_INVALID_RESPONSE')
     expect(err.message).toMatch(message)
     expect(s.requests).toHaveLength(1)
+  })
+
+  test('a body cut short is a broken connection (ERR_SOCKET), a counted retry under the policy', async () => {
+    const s = await wireServer((_r, socket) => {
+      socket.write(`HTTP/1.1 200 OK\r\nContent-Length: 999\r\n\r\n${COMPLETION}`)
+      setTimeout(() => socket.end(), 20)
+    })
+    const err = await rejection(client(s, { retry: { maxRetries: 1, minTimeout: 1, maxTimeout: 1 } }).chat(body()))
+    expect(err.code).toBe('ERR_SOCKET')
+    expect(err.message).toMatch(/closed the connection before the body was complete/)
+    expect(s.requests).toHaveLength(2)
   })
 
   test('a stream cut inside a chunk after two events: both are delivered, then ERR_SOCKET', async () => {
@@ -193,6 +211,62 @@ describe('hostile answers end in ERR_SOCKET, sent once, without a hang', () => {
     expect(seen).toEqual(['a', 'b'])
     expect(err.code).toBe('ERR_SOCKET')
     expect(err.message).toMatch(/before the body was complete/)
+  })
+})
+
+describe('an answer that comes while the body is being written', () => {
+  /** A server that reads the first bytes of a request, answers `answer` and reads no more. */
+  async function earlyServer(answer: string) {
+    const seen = { connections: 0, heads: 0 }
+    const sockets = new Set<net.Socket>()
+    const srv = net.createServer((socket) => {
+      seen.connections++
+      sockets.add(socket)
+      socket.on('error', () => {})
+      socket.once('data', (data) => {
+        seen.heads += (data.toString('latin1').match(/^POST /gm) ?? []).length
+        socket.pause()
+        socket.write(answer)
+      })
+    })
+    await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
+    const url = `http://127.0.0.1:${(srv.address() as net.AddressInfo).port}/v1`
+    const close = () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy()
+        srv.close(() => resolve())
+      })
+    return { url, seen, close }
+  }
+
+  const huge = () => ({ model: 'm', messages: [{ role: 'user', content: 'x'.repeat(32 * 1024 * 1024) }] })
+
+  test('a 413 while a 32 MB body is written is reported as it is, once, and the rest is not written', async () => {
+    const s = await earlyServer('HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{"error":{"message":"request too large"}}'.replace('40', String(Buffer.byteLength('{"error":{"message":"request too large"}}'))))
+    try {
+      const c = new Client({ baseUrl: s.url, headersTimeout: 20_000, retry: { maxRetries: 3, minTimeout: 1, maxTimeout: 1 } })
+      const err = await rejection(c.chat(huge()))
+      expect(err.code).toBe('ERR_HTTP_STATUS')
+      expect(err.status).toBe(413)
+      expect(err.error).toEqual({ message: 'request too large' })
+      expect(s.seen.connections).toBe(1)
+      await c.close()
+    } finally {
+      await s.close()
+    }
+  })
+
+  test('an early 503 is retried as retry.statusCodes says, on a new connection', async () => {
+    const s = await earlyServer('HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n')
+    try {
+      const c = new Client({ baseUrl: s.url, headersTimeout: 20_000, retry: { maxRetries: 1, minTimeout: 1, maxTimeout: 1 } })
+      const err = await rejection(c.chat(huge()))
+      expect(err.status).toBe(503)
+      expect(s.seen.connections).toBe(2)
+      await c.close()
+    } finally {
+      await s.close()
+    }
   })
 })
 

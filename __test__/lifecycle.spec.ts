@@ -45,6 +45,42 @@ describe('destroy()', () => {
     expect(await rejection(c.chat(body()))).toMatchObject({ code: 'ERR_CLOSED' })
     expect(s.requests).toHaveLength(1)
   })
+
+  test('sends nothing new: in 100 tries, queued calls never reach the server after destroy()', async () => {
+    const s = await server()
+    s.setHandler(() => new Promise(() => {}))
+    for (let i = 0; i < 100; i++) {
+      const before = s.requests.length
+      const c = client(s, { connections: 1 })
+      const calls = [c.chat(body('running')), c.chat(body('queued 1')), c.chat(body('queued 2'))]
+      await eventually(() => s.requests.length === before + 1 && c.stats().queued === 2)
+      c.destroy()
+      for (const call of calls) expect(await rejection(call)).toMatchObject({ code: 'ERR_CLOSED' })
+      // Anything a grant let through after destroy() would arrive within a few milliseconds.
+      await sleep(5)
+      expect(s.requests.length - before).toBe(1)
+    }
+  })
+})
+
+describe('close() with queued calls', () => {
+  test('in 100 tries, queued calls run to their end on the connections close() drains', async () => {
+    const s = await server()
+    s.setHandler(answerAfter(15, 'done'))
+    for (let i = 0; i < 100; i++) {
+      const before = s.requests.length
+      const c = client(s, { connections: 1 })
+      const calls = [c.chat(body('running')), c.chat(body('queued 1')), c.chat(body('queued 2'))]
+      // Every other try closes at once, before the calls reached the pool.
+      if (i % 2 === 0) await eventually(() => c.stats().queued === 2, 5_000)
+      const closed = c.close()
+      const results = await Promise.all(calls)
+      expect(results.map((r) => r.choices[0].message.content)).toEqual(['done', 'done', 'done'])
+      await closed
+      expect(s.requests.length - before).toBe(3)
+      expect(await rejection(c.chat(body('after')))).toMatchObject({ code: 'ERR_CLOSED' })
+    }
+  })
 })
 
 /** Runs `script` in a child Node with `arg`; it fails if still alive after 20 s (then killed). */

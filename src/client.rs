@@ -492,12 +492,15 @@ impl<K: Connect> Client<K> {
         self.pool.close();
     }
 
-    /// Abrupt: in-flight calls end at once with `ERR_CLOSED`, every connection is closed.
+    /// Abrupt: in-flight calls end at once with `ERR_CLOSED`, every connection is closed, and
+    /// nothing new is written: the pool closes before in-flight calls are cancelled, so that a
+    /// connection or a slot they free on their way out is handed to no queued call (which would
+    /// then send the request the user just cancelled).
     pub fn destroy(&self) {
         self.closing.store(true, Ordering::Release);
         self.in_flight.close();
-        self.shutdown.cancel();
         self.pool.close();
+        self.shutdown.cancel();
     }
 }
 

@@ -77,8 +77,10 @@ pub struct HttpFailure {
     pub status: u16,
     /// Response headers, lowercase names, in arrival order.
     pub headers: Vec<(String, String)>,
-    /// The response body as text (capped in size).
+    /// The response body as text (capped in size; invalid UTF-8 replaced).
     pub body: String,
+    /// The same body as the bytes that came (what `fetch` hands on, byte for byte).
+    pub raw: bytes::Bytes,
 }
 
 /// The lower-level failure behind an error: what the OS or the TLS library said.
@@ -386,8 +388,24 @@ impl Redactor {
 
     fn add(&mut self, secret: String) {
         // A very short "secret" would mangle ordinary text; keys are long.
-        if secret.len() >= 4 && !self.secrets.contains(&secret) {
-            self.secrets.push(secret);
+        if secret.len() < 4 || self.secrets.contains(&secret) {
+            return;
+        }
+        // The forms a server may echo it in: JSON-escaped (with `/` as `\/`, PHP's default) and
+        // URL-encoded. (Other JSON escapes, `\u0073`, are caught by decoding JSON bodies.)
+        let json = serde_json::to_string(&secret).unwrap_or_default();
+        let json = json.trim_matches('"').to_owned();
+        let forms = [
+            json.replace('/', "\\/"),
+            json,
+            percent_encode(&secret, false),
+            percent_encode(&secret, true),
+        ];
+        self.secrets.push(secret);
+        for form in forms {
+            if !self.secrets.contains(&form) {
+                self.secrets.push(form);
+            }
         }
     }
 
@@ -400,8 +418,21 @@ impl Redactor {
     /// `Authorization`-style `Scheme credentials` values the credentials alone.
     pub fn secrets_of_value(value: &str) -> Vec<String> {
         let mut out = vec![value.trim().to_owned()];
-        if let Some((_, credentials)) = value.trim().split_once(' ') {
-            out.push(credentials.trim().to_owned());
+        if let Some((scheme, credentials)) = value.trim().split_once(' ') {
+            let credentials = credentials.trim();
+            out.push(credentials.to_owned());
+            // Basic credentials are `user:password` in Base64: the decoded pair and the
+            // password are secrets too.
+            if scheme.eq_ignore_ascii_case("basic") {
+                if let Some(pair) =
+                    base64_decode(credentials).and_then(|b| String::from_utf8(b).ok())
+                {
+                    if let Some((_, password)) = pair.split_once(':') {
+                        out.push(password.to_owned());
+                    }
+                    out.push(pair);
+                }
+            }
         }
         out
     }
@@ -436,18 +467,87 @@ impl Redactor {
         secrets
     }
 
+    /// Redacts raw bytes (a body that may not be UTF-8): each secret's bytes are masked.
+    fn redact_bytes(&self, raw: &bytes::Bytes) -> bytes::Bytes {
+        let mut out: Option<Vec<u8>> = None;
+        for secret in self.ordered() {
+            let current = out.as_deref().unwrap_or(raw);
+            let needle = secret.as_bytes();
+            if memchr::memmem::find(current, needle).is_none() {
+                continue;
+            }
+            let mut replaced = Vec::with_capacity(current.len());
+            let mut rest = current;
+            while let Some(at) = memchr::memmem::find(rest, needle) {
+                replaced.extend_from_slice(&rest[..at]);
+                replaced.extend_from_slice(Self::MASK.as_bytes());
+                rest = &rest[at + needle.len()..];
+            }
+            replaced.extend_from_slice(rest);
+            out = Some(replaced);
+        }
+        out.map_or_else(|| raw.clone(), bytes::Bytes::from)
+    }
+
+    /// Redacts a text that may be JSON: the strings it decodes to are redacted (a secret
+    /// written with escapes, `\u0073k-…`, is what the user sees once `errors.js` parses it), then
+    /// the text itself.
+    fn redact_json_in_place(&self, text: &mut String) {
+        if let Ok(mut value) = serde_json::from_str::<serde_json::Value>(text) {
+            if self.redact_value(&mut value) {
+                *text = value.to_string();
+            }
+        }
+        self.redact_in_place(text);
+    }
+
+    /// Redacts every string (and key) inside `value`; true when something changed.
+    fn redact_value(&self, value: &mut serde_json::Value) -> bool {
+        use serde_json::Value;
+        match value {
+            Value::String(text) => {
+                let redacted = self.redact(text);
+                let changed = redacted != *text;
+                *text = redacted;
+                changed
+            }
+            Value::Array(items) => {
+                // Every item, not just up to the first that changed.
+                let mut changed = false;
+                for item in items {
+                    changed |= self.redact_value(item);
+                }
+                changed
+            }
+            Value::Object(map) => {
+                let mut changed = false;
+                let entries = std::mem::take(map);
+                for (key, mut item) in entries {
+                    changed |= self.redact_value(&mut item);
+                    let key_redacted = self.redact(&key);
+                    changed |= key_redacted != key;
+                    map.insert(key_redacted, item);
+                }
+                changed
+            }
+            _ => false,
+        }
+    }
+
     /// Strips every secret from every text an error carries: message, provider body and
-    /// payload, response headers (secret-named ones masked whole), cause.
+    /// payload (as text and as the JSON they decode to), response headers (secret-named ones
+    /// masked whole), cause.
     pub fn redact_error(&self, mut error: Error) -> Error {
         self.redact_in_place(&mut error.message);
         if let Some(payload) = &mut error.provider_error {
-            self.redact_in_place(payload);
+            self.redact_json_in_place(payload);
         }
         if let Some(cause) = &mut error.cause {
             self.redact_in_place(&mut cause.message);
         }
         if let Some(http) = &mut error.http {
-            self.redact_in_place(&mut http.body);
+            self.redact_json_in_place(&mut http.body);
+            http.raw = self.redact_bytes(&http.raw);
             for (name, value) in &mut http.headers {
                 if self.is_secret_header(name) {
                     *value = Self::MASK.to_owned();
@@ -460,6 +560,46 @@ impl Redactor {
     }
 }
 
+/// `text` URL-encoded: every byte but the unreserved ones (RFC 3986 §2.3) as `%XX`.
+fn percent_encode(text: &str, lowercase: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else if lowercase {
+            out.push_str(&format!("%{byte:02x}"));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Standard Base64 (padding optional); `None` when `text` is not Base64.
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim_end_matches('=');
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let mut bits = 0u32;
+    let mut count = 0;
+    for byte in text.bytes() {
+        let value = match byte {
+            b'A'..=b'Z' => byte - b'A',
+            b'a'..=b'z' => byte - b'a' + 26,
+            b'0'..=b'9' => byte - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        bits = bits << 6 | u32::from(value);
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            out.push((bits >> count) as u8);
+        }
+    }
+    Some(out)
+}
+
 impl fmt::Debug for Redactor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Redactor({} secrets)", self.secrets.len())
@@ -469,6 +609,50 @@ impl fmt::Debug for Redactor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_are_redacted_in_the_forms_a_server_echoes_them() {
+        let key = "sk-test/secret+key";
+        let redactor = Redactor::new(
+            Redactor::secrets_of_value(&format!("Bearer {key}"))
+                .into_iter()
+                .chain(Redactor::secrets_of_value("Basic dXNlcjpodW50ZXIy")),
+            ["authorization".to_owned()],
+        );
+        for echoed in [
+            format!(
+                r#"{{"error":{{"message":"bad key {}"}}}}"#,
+                key.replace('/', "\\/")
+            ),
+            r#"{"error":{"message":"bad key \u0073k-test/secret+key"}}"#.to_owned(),
+            r#"{"error":{"sk-test\/secret+key":1}}"#.to_owned(),
+            "bad key sk-test%2Fsecret%2Bkey".to_owned(),
+            "bad key sk-test%2fsecret%2bkey".to_owned(),
+            "user hunter2 / user:hunter2 / dXNlcjpodW50ZXIy".to_owned(),
+        ] {
+            let mut error = Error::new(Kind::HttpStatus, "x");
+            error.0.http = Some(Box::new(HttpFailure {
+                status: 401,
+                headers: Vec::new(),
+                body: echoed.clone(),
+                raw: Default::default(),
+            }));
+            let error = redactor.redact_error(error);
+            let body = &error.http_failure().unwrap().body;
+            let decoded: String = serde_json::from_str::<serde_json::Value>(body)
+                .map(|v| v.to_string())
+                .unwrap_or_else(|_| body.clone());
+            for shown in [body.as_str(), decoded.as_str()] {
+                assert!(
+                    !shown.contains("secret+key")
+                        && !shown.contains("secret%2")
+                        && !shown.contains("hunter2"),
+                    "{echoed} -> {shown}"
+                );
+            }
+            assert!(body.contains(Redactor::MASK), "{echoed} -> {body}");
+        }
+    }
 
     #[test]
     fn codes_are_stable_strings() {
@@ -526,6 +710,7 @@ mod tests {
                     ("x-api-key".into(), "anything".into()),
                 ],
                 body: r#"{"error":{"message":"key azure-key-456 is wrong"}}"#.into(),
+                raw: Default::default(),
             },
         )
         .with_cause(Cause {

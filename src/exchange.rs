@@ -282,6 +282,7 @@ where
     /// An `ERR_HTTP_STATUS` error from a non-2xx answer: status, headers, the provider's body and
     /// message, and the clamped wait it asked for. Secrets are stripped later, in `Client::run`.
     pub(crate) fn http_error(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Error {
+        let raw = body;
         let body = String::from_utf8_lossy(&body[..body.len().min(MAX_ERROR_BODY)]).into_owned();
         let reason = status.canonical_reason().unwrap_or("error");
         let message = match provider_message(&body) {
@@ -312,6 +313,7 @@ where
                 status: status.as_u16(),
                 headers,
                 body,
+                raw: Bytes::copy_from_slice(&raw[..raw.len().min(MAX_ERROR_BODY)]),
             },
         );
         if proxy_refused {

@@ -77,9 +77,16 @@ async fn read_raw<K: Connect>(
                 && e.kind() == Kind::HttpStatus =>
         {
             let http = e.http_failure().expect("checked");
-            reader.head(http.status, http.headers.clone());
-            if !http.body.is_empty() {
-                reader.push_bytes(Bytes::from(http.body.clone()));
+            // The body byte for byte (capped, redacted), and a Content-Length that says so.
+            let mut headers = http.headers.clone();
+            for (name, value) in &mut headers {
+                if name.eq_ignore_ascii_case("content-length") {
+                    *value = http.raw.len().to_string();
+                }
+            }
+            reader.head(http.status, headers);
+            if !http.raw.is_empty() {
+                reader.push_bytes(http.raw.clone());
             }
             reader.end();
         }

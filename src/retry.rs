@@ -222,6 +222,7 @@ mod tests {
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
                 body: String::new(),
+                raw: Default::default(),
             },
         )
     }

@@ -214,7 +214,11 @@ impl NativeClient {
         let call = self.call_options(options, false)?;
         let cancel = cancel.map(|c| c.token.clone());
         let client = self.inner.clone();
+        let admitted = client.admit();
         spawn_delivery(self.mailbox.clone(), id, async move {
+            let Some(_admitted) = admitted else {
+                return answered(Err(client.closed_error()));
+            };
             answered(
                 client
                     .post_json(target, Bytes::from(body), call, cancel)
@@ -480,4 +484,23 @@ impl NativeStream {
                 .final_completion())
         })
     }
+}
+
+/// Merges a chat stream's chunks (JSON texts joined by the payload separator, as a stream
+/// delivers them) into one `ChatCompletion` (JSON text) with the accumulator text mode uses:
+/// `finalCompletion()` of a stream read in object mode. Indices are bounded there; nothing a
+/// chunk says can reach a JS prototype.
+#[napi]
+#[allow(dead_code, reason = "called from JS, through its #[napi] registration")]
+pub fn merge_chat_chunks(payloads: String) -> Result<String> {
+    guard(|| {
+        let mut merged = crate::accumulate::Accumulator::default();
+        for payload in payloads
+            .split(crate::binding::mailbox::PAYLOAD_SEPARATOR)
+            .filter(|p| !p.is_empty())
+        {
+            merged.add(payload);
+        }
+        Ok(merged.completion())
+    })
 }

@@ -242,6 +242,11 @@ impl<K: Connect> Pool<K> {
             },
         };
         match received {
+            // A grant sent in the instant the pool closed (`destroy()`): nothing new is sent.
+            Ok(grant) if self.shared.lock().closed => {
+                drop(grant);
+                Err(self.shared.closed_error())
+            }
             Ok(Grant::Conn(lease)) => {
                 self.shared.reused.fetch_add(1, Ordering::Relaxed);
                 Ok(lease)

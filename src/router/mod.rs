@@ -14,13 +14,14 @@ pub mod config;
 pub mod pick;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::future::{BoxFuture, Either};
 use hyper::{Method, Uri};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::task_tracker::{TaskTracker, TaskTrackerToken};
 
 use crate::cancel::Abort;
 use crate::chat::Answer;
@@ -100,6 +101,9 @@ pub struct Router<K: Connect = HttpConnector> {
     store: Option<Arc<Store>>,
     requests: AtomicU64,
     errors: AtomicU64,
+    /// Calls admitted before `close()` began (see [`Router::admit`]): `close()` lets them run.
+    admitted: TaskTracker,
+    closing: AtomicBool,
     /// Calls moved to another upstream or model after a failure.
     failovers: AtomicU64,
     turn: AtomicUsize,
@@ -179,6 +183,8 @@ where
             store,
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            admitted: TaskTracker::new(),
+            closing: AtomicBool::new(false),
             failovers: AtomicU64::new(0),
             turn: AtomicUsize::new(0),
         })
@@ -607,12 +613,31 @@ where
     }
 
     /// Graceful: every upstream refuses new calls, finishes its in-flight ones, closes.
+    /// Admits a call at the moment the caller makes it (on the JS thread, before its task first
+    /// runs): `None` once `close()` or `destroy()` began. The token keeps `close()` waiting until
+    /// the call ends, so that a call made before `close()` runs to its end even if its task had
+    /// not started when `close()` was called.
+    pub fn admit(&self) -> Option<TaskTrackerToken> {
+        (!self.closing.load(Ordering::Acquire)).then(|| self.admitted.token())
+    }
+
+    /// The error of a call made after `close()` or `destroy()` began.
+    pub fn closed_error(&self) -> Error {
+        self.upstreams[0].client.closed_error()
+    }
+
+    /// Graceful: refuses new calls, lets every admitted one end, then closes every upstream
+    /// (each waits for its own in-flight work).
     pub async fn close(&self) {
+        self.closing.store(true, Ordering::Release);
+        self.admitted.close();
+        self.admitted.wait().await;
         futures::future::join_all(self.upstreams.iter().map(|u| u.client.close())).await;
     }
 
     /// Abrupt: every in-flight call ends with `ERR_CLOSED`.
     pub fn destroy(&self) {
+        self.closing.store(true, Ordering::Release);
         for u in &self.upstreams {
             u.client.destroy();
         }

@@ -311,6 +311,7 @@ fn tunnel_error(e: TunnelError, proxy: &ProxyUrl, origin: &str) -> Error {
                     status,
                     headers,
                     body: String::new(),
+                    raw: Default::default(),
                 },
             )
             .into_kind(Kind::Proxy)
