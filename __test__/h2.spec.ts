@@ -100,7 +100,7 @@ test('streams opened past a GOAWAY go again on another connection at once', asyn
   expect(s.sessions).toBeGreaterThanOrEqual(2)
 })
 
-test('a REFUSED_STREAM reset: the call succeeds on another connection, not counted as a retry', async () => {
+test('a REFUSED_STREAM reset: the call goes again at once, on the same connection (one refusal retires nothing), not counted', async () => {
   const s = await h2()
   const c = h2Client(s, { retry: false })
   let calls = 0
@@ -108,8 +108,44 @@ test('a REFUSED_STREAM reset: the call succeeds on another connection, not count
   s.handler = (ctx) => (calls++ === 0 ? ctx.req.stream.close(http2.constants.NGHTTP2_REFUSED_STREAM) : base(ctx))
   await expect(c.chat(body('refused once'))).resolves.toMatchObject({ object: 'chat.completion' })
   expect(calls).toBe(2)
+  expect(s.sessions).toBe(1)
+  expect(c.stats()).toMatchObject({ retries: 0, errors: 0 })
+})
+
+test('five refusals in a row: delivered all the same; three in a row retire the connection', async () => {
+  const s = await h2()
+  const c = h2Client(s, { retry: false })
+  let calls = 0
+  const base = s.handler
+  s.handler = (ctx) => (calls++ < 5 ? ctx.req.stream.close(http2.constants.NGHTTP2_REFUSED_STREAM) : base(ctx))
+  await expect(c.chat(body('refused five times'))).resolves.toMatchObject({ object: 'chat.completion' })
+  expect(calls).toBe(6)
   expect(s.sessions).toBe(2)
   expect(c.stats()).toMatchObject({ retries: 0, errors: 0 })
+})
+
+test('a server that refuses every stream: the call ends after 10 sends, uncounted, with the refusal', async () => {
+  const s = await h2()
+  const c = h2Client(s, { retry: false })
+  let calls = 0
+  s.handler = (ctx) => {
+    calls++
+    ctx.req.stream.close(http2.constants.NGHTTP2_REFUSED_STREAM)
+  }
+  const err: any = await c.chat(body('never')).catch((e) => e)
+  expect(err.code).toBe('ERR_SOCKET')
+  expect(err.message).toMatch(/refused the stream/)
+  expect(calls).toBe(10)
+  expect(c.stats()).toMatchObject({ retries: 0 })
+})
+
+test('SETTINGS_MAX_CONCURRENT_STREAMS 0: the call waits in the pool and fails ERR_POOL_TIMEOUT, no stream opened', async () => {
+  const s = await h2({ maxConcurrentStreams: 0 })
+  const c = h2Client(s, { poolTimeout: 300 })
+  const err: any = await c.chat(body('no room')).catch((e) => e)
+  expect(err.code).toBe('ERR_POOL_TIMEOUT')
+  expect(s.versions).toHaveLength(0)
+  expect(c.stats()).toMatchObject({ streams: 0, running: 0, queued: 0, connectionsOpened: 1 })
 })
 
 test('a stalled consumer does not stall 20 fast streams on the same connection; cancelling it resets only its stream', async () => {

@@ -56,6 +56,9 @@ pub enum SendError {
     /// refused its first byte, or hyper's HTTP/2 handed it back): sending it again cannot make
     /// the server do the work twice.
     NotSent(BoxError),
+    /// The server refused the stream (HTTP/2 `REFUSED_STREAM`): it did no work on it, and the
+    /// connection itself is still good (a server refuses streams when it is busy).
+    Refused(BoxError),
     /// The request may have been written, in part or whole: the server may be working on it.
     Failed(BoxError),
 }

@@ -19,6 +19,10 @@ use crate::error::{Cause, Error, HttpFailure, Kind};
 use crate::payload::provider_message;
 use crate::pool::{Connect, Lease};
 
+/// Sends of one request that a server may leave unprocessed (refused HTTP/2 streams, streams
+/// above a GOAWAY) before the last refusal is the call's error.
+pub const MAX_UNPROCESSED_SENDS: u32 = 10;
+
 /// Error bodies are read up to this size; a larger one is cut (and its connection closed).
 pub const MAX_ERROR_BODY: usize = 64 * 1024;
 
@@ -102,29 +106,47 @@ where
         }
     }
 
-    /// Sends the request, and once more on another connection when the first proves it never
-    /// wrote it. (The first answer is let go before the second send: an answer kept through it
-    /// would be laid out in every request's future.)
+    /// Sends the request, and again while a connection proves it never processed it: an HTTP/1.1
+    /// connection found closed before the write goes again once, on a fresh connection; an
+    /// HTTP/2 stream refused or left above a GOAWAY goes again, without backoff and uncounted,
+    /// until a server processes it, at most [`MAX_UNPROCESSED_SENDS`] sends in all. (Each answer
+    /// is let go before the next send: one kept through it would be laid out in every request's
+    /// future.)
     async fn send_with_resend(
         &self,
         outgoing: &Outgoing<'_>,
         call: &CallOptions,
     ) -> Result<(hyper::Response<<K::Conn as Connection>::Body>, Lease<K>), Error> {
-        let stream = match self.send(outgoing, call, false).await {
+        let mut fresh = match self.send(outgoing, call, false).await {
             Ok(sent) => return Ok(sent),
             Err(SendFailure::Final(e)) => return Err(e),
-            Err(SendFailure::Unwritten { stream, .. }) => stream,
+            Err(SendFailure::Unprocessed { stream, .. }) => !stream,
         };
-        tracing::debug!(
-            origin = self.origin(),
-            "the request was never written (closed connection, refused stream or GOAWAY); sending it again"
-        );
-        // Rare: boxed so that every request's future does not carry a second send. A refused
-        // stream goes to another connection (the refusing one is retired); a dead HTTP/1.1
-        // connection is replaced by a fresh one.
-        Box::pin(self.send(outgoing, call, !stream))
-            .await
-            .map_err(SendFailure::into_error)
+        // Rare: boxed so that every request's future does not carry the loop.
+        Box::pin(async move {
+            let mut sends = 1;
+            loop {
+                tracing::debug!(
+                    origin = self.origin(),
+                    sends,
+                    "the request was not processed (closed connection, refused stream or GOAWAY); sending it again"
+                );
+                sends += 1;
+                match self.send(outgoing, call, fresh).await {
+                    Ok(sent) => return Ok(sent),
+                    Err(SendFailure::Final(e)) => return Err(e),
+                    Err(SendFailure::Unprocessed { error, stream }) => {
+                        // HTTP/1.1 has one free resend, on a fresh connection; h2 streams go
+                        // on up to the bound.
+                        if !stream || sends >= MAX_UNPROCESSED_SENDS {
+                            return Err(error);
+                        }
+                        fresh = false;
+                    }
+                }
+            }
+        })
+        .await
     }
 
     /// Checks out a connection and sends the request on it. The request is built once the
@@ -157,10 +179,17 @@ where
                 self.observe_latency(elapsed);
                 Ok((response, lease))
             }
-            Err(SendError::NotSent(e)) if !fresh => {
-                // A multiplexed connection that refused a stream takes no more.
+            Err(SendError::Refused(e)) => {
+                lease.refused();
+                Err(SendFailure::Unprocessed {
+                    error: self.socket_error("refused the stream", &*e),
+                    stream: true,
+                })
+            }
+            Err(SendError::NotSent(e)) if !fresh || lease.is_stream() => {
+                // A multiplexed connection going away takes no more streams.
                 lease.retire();
-                Err(SendFailure::Unwritten {
+                Err(SendFailure::Unprocessed {
                     error: self.socket_error("closed before the request was written", &*e),
                     stream: lease.is_stream(),
                 })
@@ -332,20 +361,12 @@ where
 /// Why a send failed: the request was provably never written and may go again on a fresh
 /// connection, or the failure is final for this attempt.
 enum SendFailure {
-    /// `stream`: it was a stream of a multiplexed connection.
-    Unwritten {
+    /// The server did no work on it; `stream`: it was a stream of a multiplexed connection.
+    Unprocessed {
         error: Error,
         stream: bool,
     },
     Final(Error),
-}
-
-impl SendFailure {
-    fn into_error(self) -> Error {
-        match self {
-            SendFailure::Unwritten { error, .. } | SendFailure::Final(error) => error,
-        }
-    }
 }
 
 impl From<Error> for SendFailure {

@@ -29,3 +29,24 @@ test('chat and stream over HTTP/2 through nginx equal HTTP/1.1 straight to the s
     await h2.destroy()
   }
 })
+
+test('nginx ending each connection with GOAWAY after 7 streams: 400 concurrent calls with retry: false all succeed, none counted as a retry', async () => {
+  const url = process.env.NGINX_GOAWAY_URL as string
+  if (!url) throw new Error('run this suite with test-real/run.sh (npm run test:real)')
+  const ca = readFileSync(process.env.NGINX_CA as string, 'utf8')
+  const c = new Client({ baseUrl: url, retry: false, allowH2: true, connect: { ca } })
+  try {
+    for (let round = 0; round < 2; round++) {
+      const settled = await Promise.allSettled(Array.from({ length: 400 }, () => c.chat(ask)))
+      const failed = settled.filter((r) => r.status === 'rejected') as PromiseRejectedResult[]
+      expect(failed.map((f) => `${f.reason.code}: ${f.reason.message}`)).toEqual([])
+      for (const r of settled) expect((r as PromiseFulfilledResult<any>).value.choices[0].message.content).toBe('from nginx')
+    }
+    const stats = c.stats()
+    expect(stats).toMatchObject({ retries: 0, errors: 0, requests: 800 })
+    // 7 streams a connection: the calls were spread over many, each ended by the server.
+    expect(stats.connectionsOpened).toBeGreaterThanOrEqual(800 / 7)
+  } finally {
+    await c.destroy()
+  }
+})

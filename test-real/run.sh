@@ -84,6 +84,9 @@ fi
 nginx_dir=$(mktemp -d -t llmpool-nginx.XXXXXX)
 chmod 777 "$nginx_dir" # nginx's workers run as nobody and keep their temp files here
 nginx_port=$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# A second h2 front that ends every connection with a GOAWAY after 7 streams (nginx does so at
+# its default of 1000 too, under a burst) and answers chat with a fixed completion of its own.
+goaway_port=$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 (
   cd "$nginx_dir"
   openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=llmpool test CA" -keyout ca.key -out ca.pem
@@ -114,6 +117,16 @@ http {
       proxy_read_timeout 300s;
     }
   }
+  server {
+    listen 127.0.0.1:$goaway_port ssl http2;
+    ssl_certificate $nginx_dir/cert.pem;
+    ssl_certificate_key $nginx_dir/key.pem;
+    keepalive_requests 7;
+    location /v1/chat/completions {
+      default_type application/json;
+      return 200 '{"id":"c","object":"chat.completion","created":1,"model":"nginx","choices":[{"index":0,"message":{"role":"assistant","content":"from nginx"},"finish_reason":"stop"}]}';
+    }
+  }
 }
 CONF
 nginx -p "$nginx_dir" -c "$nginx_dir/nginx.conf" -g 'daemon off;' &
@@ -126,5 +139,6 @@ started=$(date +%s)
 LLM_BASE_URL="http://127.0.0.1:$port/v1" LLM_SERVER_LOG="$log" \
   SQUID_URL="http://127.0.0.1:$squid_port" SQUID_ACCESS_LOG="$squid_dir/access.log" \
   NGINX_URL="https://127.0.0.1:$nginx_port/v1" NGINX_CA="$nginx_dir/ca.pem" NGINX_ACCESS_LOG="$nginx_dir/access.log" \
+  NGINX_GOAWAY_URL="https://127.0.0.1:$goaway_port/v1" \
   npx jest --config test-real/jest.config.js
 echo "== real-server suite took $(( $(date +%s) - started )) s (server start and install not included)"

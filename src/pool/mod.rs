@@ -5,17 +5,22 @@
 //! The pool is generic over [`Connect`] so its bookkeeping is tested with fake connections and
 //! paused time; the real connector (TCP, TLS, proxies, the HTTP handshake) is `transport`.
 //!
-//! Invariant, under the one lock: `idle.len() + busy + connecting + multiplexed.len() <= cap`.
-//! Every slot is owned by exactly one thing: an idle entry, a [`Lease`] (busy), a [`Permit`]
-//! (connecting) or a multiplexed entry. Leases and permits give their slot back in `Drop`, so a
+//! Invariant, under the one lock: `idle.len() + busy + connecting + live multiplexed <= cap`,
+//! where a live multiplexed connection is one not retired. Every slot is owned by exactly one
+//! thing: an idle entry, a [`Lease`] (busy), a [`Permit`] (connecting) or a live multiplexed
+//! entry. A retired one (the server sent GOAWAY, or refused stream after stream) holds no slot:
+//! it takes no new streams and only drains the ones it carries, so the cap's room goes to a new
+//! connection that can carry the load. Leases and permits give their slot back in `Drop`, so a
 //! cancelled future can never leak one. When a slot or a stream frees and someone is waiting, it
 //! is handed to the first waiter directly (a live connection, a stream, or a permit to open a
 //! connection): waiters wake the moment capacity appears, with no polling.
 //!
 //! A multiplexed connection takes new streams while it has fewer than its limit (the smaller of
 //! `maxConcurrentStreams` and what the server allows now); a new connection opens only when every
-//! open one is full. A retired connection (it refused a stream, or sent GOAWAY) takes no new
-//! streams and closes when its last stream ends.
+//! open one is full. A server that allows 0 streams for now gets none: callers wait as pool
+//! waiters (under `poolTimeout`) rather than open connections around its limit, and the reaper
+//! looks again every second. A retired connection takes no new streams and closes when its last
+//! stream ends.
 
 pub mod keep_alive;
 
@@ -113,8 +118,16 @@ struct Multiplexed<C> {
     /// The pool's own handle; each stream gets another (`Connect::share`).
     conn: C,
     streams: usize,
-    /// Takes no new streams (it refused one, or the server is going away).
+    /// Takes no new streams (the server is going away, or refused stream after stream).
     retired: bool,
+    /// Streams it refused (`REFUSED_STREAM`) since it last served one.
+    refusals: u32,
+    /// Streams handed out on it in its life, and those that were served (released after their
+    /// answer was read).
+    started: usize,
+    served: usize,
+    /// Retired because the server went away (GOAWAY) or closed it.
+    went_away: bool,
     /// With no stream: when it closes.
     expires: Option<Instant>,
 }
@@ -129,11 +142,66 @@ struct State<K: Connect> {
     waiters: VecDeque<oneshot::Sender<Grant<K>>>,
     closed: bool,
     reaper_running: bool,
+    /// How many streams this origin's server serves on one connection before it ends it with a
+    /// GOAWAY (nginx's `keepalive_requests`, 1000 by default), as learnt from connections that
+    /// went away with streams unserved; `usize::MAX` while unknown. A connection that has
+    /// started this many takes no more (it is spent): a burst spreads over new connections
+    /// instead of piling onto one the server will end. Forgotten after [`BUDGET_MEMORY`]: a
+    /// GOAWAY of a server being restarted must not pin it low for the pool's life.
+    stream_budget: usize,
+    budget_learnt: Option<Instant>,
 }
 
 impl<K: Connect> State<K> {
     fn total(&self) -> usize {
-        self.idle.len() + self.busy + self.connecting + self.multiplexed.len()
+        let live = self
+            .multiplexed
+            .iter()
+            .filter(|m| !m.retired && m.started < self.stream_budget)
+            .count();
+        self.idle.len() + self.busy + self.connecting + live
+    }
+
+    /// Streams multiplexed connection `entry` may take now: its room under the server's limit
+    /// and `maxConcurrentStreams`, within what is left of its stream budget.
+    fn room(&self, entry: &Multiplexed<K::Conn>, max_streams: usize) -> usize {
+        if entry.retired || K::is_closed(&entry.conn) {
+            return 0;
+        }
+        let concurrent = K::stream_limit(&entry.conn)
+            .min(max_streams)
+            .saturating_sub(entry.streams);
+        concurrent.min(self.stream_budget.saturating_sub(entry.started))
+    }
+
+    /// A multiplexed connection that takes no new streams (retired, closed or spent) and carries
+    /// none is closed: what its life says about the server's stream budget is learnt first.
+    fn remove_multiplexed(&mut self, at: usize) -> K::Conn {
+        let entry = self.multiplexed.remove(at);
+        if entry.went_away && entry.served < entry.started {
+            // The server ended it with streams unserved: that many is what it serves.
+            self.stream_budget = entry.served.max(1);
+            self.budget_learnt = Some(Instant::now());
+        }
+        entry.conn
+    }
+
+    /// Forgets a stream budget learnt more than [`BUDGET_MEMORY`] ago.
+    fn forget_old_budget(&mut self, now: Instant) {
+        if self
+            .budget_learnt
+            .is_some_and(|at| now.duration_since(at) >= BUDGET_MEMORY)
+        {
+            self.stream_budget = usize::MAX;
+            self.budget_learnt = None;
+        }
+    }
+
+    /// A live multiplexed connection whose server allows no stream now: callers wait for it.
+    fn has_closed_window(&self) -> bool {
+        self.multiplexed
+            .iter()
+            .any(|m| !m.retired && K::stream_limit(&m.conn) == 0)
     }
 }
 
@@ -189,6 +257,8 @@ impl<K: Connect> Pool<K> {
                     waiters: VecDeque::new(),
                     closed: false,
                     reaper_running: false,
+                    stream_budget: usize::MAX,
+                    budget_learnt: None,
                 }),
                 queued: AtomicUsize::new(0),
                 opened: AtomicU64::new(0),
@@ -212,8 +282,15 @@ impl<K: Connect> Pool<K> {
             Step::Ready(lease) => Ok(lease),
             // Boxed: opening a connection (TCP, TLS, handshake) is a large future, and only the
             // rare checkout that connects should carry it.
-            Step::Connect(permit) => Box::pin(permit.open()).await,
+            Step::Connect(permit) => self.opened(Box::pin(permit.open()).await?).await,
             Step::Wait(rx) => Box::pin(self.wait(rx)).await,
+        }
+    }
+
+    async fn opened(&self, opened: Opened<K>) -> Result<Lease<K>, Error> {
+        match opened {
+            Opened::Lease(lease) => Ok(lease),
+            Opened::Wait(rx) => Box::pin(self.wait(rx)).await,
         }
     }
 
@@ -251,7 +328,10 @@ impl<K: Connect> Pool<K> {
                 self.shared.reused.fetch_add(1, Ordering::Relaxed);
                 Ok(lease)
             }
-            Ok(Grant::Permit(permit)) => Box::pin(permit.open()).await,
+            Ok(Grant::Permit(permit)) => {
+                let opened = Box::pin(permit.open()).await?;
+                Box::pin(self.opened(opened)).await
+            }
             Err(_) => Err(self.shared.closed_error()),
         }
     }
@@ -329,6 +409,7 @@ impl<K: Connect> Shared<K> {
         }
         let mut dead = Vec::new();
         let now = Instant::now();
+        state.forget_old_budget(now);
         // A stream on a multiplexed connection with room: the cheapest of all.
         if let Some(lease) = self.open_stream(state, now, &mut dead) {
             self.reused.fetch_add(1, Ordering::Relaxed);
@@ -355,13 +436,24 @@ impl<K: Connect> Shared<K> {
             dead.push(state.idle.remove(0).conn);
         }
         self.closed.fetch_add(dead.len() as u64, Ordering::Relaxed);
-        let ride_the_next = self.limits.expect_multiplexed && state.connecting > 0;
+        // While connections are being opened, later requests wait to ride them, as many as they
+        // will carry (a server's stream budget may make that few); beyond, another opens.
+        let carried = state
+            .connecting
+            .saturating_mul(self.limits.max_streams.min(state.stream_budget));
+        let ride_the_next = self.limits.expect_multiplexed
+            && ((state.connecting > 0 && state.waiters.len() < carried)
+                || state.has_closed_window());
         if !self.at_cap(state) && !ride_the_next {
             state.connecting += 1;
             return Ok((Step::Connect(Permit::armed(self.clone())), dead));
         }
         let (tx, rx) = oneshot::channel();
         state.waiters.push_back(tx);
+        if !state.multiplexed.is_empty() {
+            // A window the server closed is looked at again by the reaper.
+            self.ensure_reaper(state);
+        }
         tracing::trace!(
             origin = self.limits.origin.as_str(),
             queued = state.waiters.len(),
@@ -381,10 +473,11 @@ impl<K: Connect> Shared<K> {
         let mut i = 0;
         while i < state.multiplexed.len() {
             let entry = &state.multiplexed[i];
-            let gone = entry.retired || K::is_closed(&entry.conn);
+            let gone =
+                entry.retired || K::is_closed(&entry.conn) || entry.started >= state.stream_budget;
             if gone || entry.expires.is_some_and(|at| at <= now) {
                 if entry.streams == 0 {
-                    dead.push(state.multiplexed.remove(i).conn);
+                    dead.push(state.remove_multiplexed(i));
                     continue;
                 }
                 if gone {
@@ -392,13 +485,11 @@ impl<K: Connect> Shared<K> {
                     continue;
                 }
             }
-            let entry = &mut state.multiplexed[i];
-            let limit = K::stream_limit(&entry.conn)
-                .min(self.limits.max_streams)
-                .max(1);
-            if entry.streams < limit {
+            if state.room(&state.multiplexed[i], self.limits.max_streams) > 0 {
+                let entry = &mut state.multiplexed[i];
                 if let Some(handle) = K::share(&entry.conn) {
                     entry.streams += 1;
+                    entry.started += 1;
                     entry.expires = None;
                     return Some(Lease::stream(handle, self.clone(), entry.id, true));
                 }
@@ -411,19 +502,18 @@ impl<K: Connect> Shared<K> {
     /// Hands streams of multiplexed connection `id` to waiters while it has room (under the lock).
     fn serve_waiters_with_streams(self: &Arc<Self>, state: &mut State<K>, id: u64) {
         while !state.waiters.is_empty() {
-            let Some(entry) = state.multiplexed.iter_mut().find(|m| m.id == id) else {
+            let Some(at) = state.multiplexed.iter().position(|m| m.id == id) else {
                 return;
             };
-            let limit = K::stream_limit(&entry.conn)
-                .min(self.limits.max_streams)
-                .max(1);
-            if entry.retired || K::is_closed(&entry.conn) || entry.streams >= limit {
+            if state.room(&state.multiplexed[at], self.limits.max_streams) == 0 {
                 return;
             }
+            let entry = &mut state.multiplexed[at];
             let Some(handle) = K::share(&entry.conn) else {
                 return;
             };
             entry.streams += 1;
+            entry.started += 1;
             entry.expires = None;
             let tx = state.waiters.pop_front().expect("a waiter");
             let lease = Lease::stream(handle, self.clone(), id, true);
@@ -432,6 +522,7 @@ impl<K: Connect> Shared<K> {
                 grant.disarm();
                 if let Some(entry) = state.multiplexed.iter_mut().find(|m| m.id == id) {
                     entry.streams -= 1;
+                    entry.started -= 1;
                 }
             }
         }
@@ -451,14 +542,17 @@ impl<K: Connect> Shared<K> {
             }
             let pool_closed = state.closed;
             if let Some(at) = state.multiplexed.iter().position(|m| m.id == id) {
+                let budget = state.stream_budget;
                 let entry = &mut state.multiplexed[at];
                 if entry.streams == 0 {
-                    if entry.retired || K::is_closed(&entry.conn) || pool_closed {
-                        dead = Some(state.multiplexed.remove(at).conn);
+                    let done = entry.retired
+                        || K::is_closed(&entry.conn)
+                        || entry.started >= budget
+                        || pool_closed;
+                    if done {
+                        dead = Some(state.remove_multiplexed(at));
                         self.closed.fetch_add(1, Ordering::Relaxed);
-                        if !pool_closed {
-                            self.hand_permit_to_waiter(&mut state);
-                        }
+                        self.fill_waiters(&mut state);
                     } else {
                         entry.expires = Some(Instant::now() + self.limits.idle_timeout);
                         self.ensure_reaper(&mut state);
@@ -469,11 +563,61 @@ impl<K: Connect> Shared<K> {
         drop(dead);
     }
 
-    /// Multiplexed connection `id` takes no new streams.
-    fn retire(&self, id: u64) {
+    /// Multiplexed connection `id` takes no new streams. Its slot is free from now on: waiters
+    /// get the right to open a connection that can carry them.
+    fn retire(self: &Arc<Self>, id: u64) {
+        self.retire_for(id, true);
+    }
+
+    /// Retires connection `id`; `went_away`: the server ended it (GOAWAY, or closed it), rather
+    /// than refusing stream after stream.
+    fn retire_for(self: &Arc<Self>, id: u64, went_away: bool) {
         let mut state = self.lock();
         if let Some(entry) = state.multiplexed.iter_mut().find(|m| m.id == id) {
+            if entry.retired {
+                return;
+            }
             entry.retired = true;
+            entry.went_away = went_away;
+        }
+        self.fill_waiters(&mut state);
+    }
+
+    /// Multiplexed connection `id` refused a stream. One refusal says the server is busy, not
+    /// that the connection is bad; [`MAX_REFUSALS`] in a row retire it.
+    fn refused(self: &Arc<Self>, id: u64) {
+        let retire = {
+            let mut state = self.lock();
+            state
+                .multiplexed
+                .iter_mut()
+                .find(|m| m.id == id)
+                .is_some_and(|entry| {
+                    entry.refusals += 1;
+                    entry.refusals >= MAX_REFUSALS
+                })
+        };
+        if retire {
+            self.retire_for(id, false);
+        }
+    }
+
+    /// Multiplexed connection `id` served a stream: its refusals start again from zero.
+    fn served(&self, id: u64) {
+        if let Some(entry) = self.lock().multiplexed.iter_mut().find(|m| m.id == id) {
+            entry.refusals = 0;
+            entry.served += 1;
+        }
+    }
+
+    /// While waiters wait and the cap has room, each gets the right to open a connection.
+    fn fill_waiters(self: &Arc<Self>, state: &mut State<K>) {
+        while !state.closed && !state.waiters.is_empty() && !self.at_cap(state) {
+            let before = state.waiters.len();
+            self.hand_permit_to_waiter(state);
+            if state.waiters.len() == before {
+                return;
+            }
         }
     }
 
@@ -565,6 +709,12 @@ impl<K: Connect> Grant<K> {
 
 const REAPER_MAX_SLEEP: Duration = Duration::from_secs(1);
 
+/// How long a learnt stream budget holds (see `State::stream_budget`).
+const BUDGET_MEMORY: Duration = Duration::from_secs(60);
+
+/// Refused streams in a row after which a multiplexed connection is retired.
+pub const MAX_REFUSALS: u32 = 3;
+
 async fn reap_idle<K: Connect>(weak: Weak<Shared<K>>) {
     loop {
         let wake_at = {
@@ -602,13 +752,20 @@ async fn reap_idle<K: Connect>(weak: Weak<Shared<K>>) {
                         || entry.retired
                         || K::is_closed(&entry.conn);
                     if unused && over {
-                        dead.push(state.multiplexed.remove(i).conn);
+                        dead.push(state.remove_multiplexed(i));
                     } else {
                         i += 1;
                     }
                 }
-                if !dead.is_empty() && !state.closed {
-                    shared.hand_permit_to_waiter(&mut state);
+                if !dead.is_empty() {
+                    shared.fill_waiters(&mut state);
+                }
+                // A server that allowed no stream may allow some now.
+                if !state.closed && !state.waiters.is_empty() {
+                    let ids: Vec<u64> = state.multiplexed.iter().map(|m| m.id).collect();
+                    for id in ids {
+                        shared.serve_waiters_with_streams(&mut state, id);
+                    }
                 }
                 if !dead.is_empty() {
                     shared
@@ -621,6 +778,13 @@ async fn reap_idle<K: Connect>(weak: Weak<Shared<K>>) {
                     .map(|e| e.expires)
                     .chain(state.multiplexed.iter().filter_map(|m| m.expires))
                     .min();
+                // Waiters behind a closed window keep the reaper looking.
+                let next = match next {
+                    None if !state.waiters.is_empty() && !state.multiplexed.is_empty() => {
+                        Some(now + REAPER_MAX_SLEEP)
+                    }
+                    next => next,
+                };
                 if next.is_none() {
                     state.reaper_running = false;
                 }
@@ -665,7 +829,7 @@ impl<K: Connect> Permit<K> {
         }
     }
 
-    async fn open(mut self) -> Result<Lease<K>, Error> {
+    async fn open(mut self) -> Result<Opened<K>, Error> {
         let shared = self.shared.clone().expect("armed permit");
         let conn = shared.connector.connect().await?;
         // Disarm: the slot moves from `connecting` to `busy` (or to a multiplexed entry) below.
@@ -678,11 +842,17 @@ impl<K: Connect> Permit<K> {
                 Some(handle) => {
                     let id = state.next_id;
                     state.next_id += 1;
+                    // The opener takes the first stream, if the server allows one now.
+                    let limit = K::stream_limit(&conn).min(shared.limits.max_streams);
                     state.multiplexed.push(Multiplexed {
                         id,
                         conn,
-                        streams: 1,
+                        streams: usize::from(limit > 0),
                         retired: false,
+                        refusals: 0,
+                        started: usize::from(limit > 0),
+                        served: 0,
+                        went_away: false,
                         expires: None,
                     });
                     // Requests queued behind the cap (or behind this connect) ride it at once;
@@ -692,6 +862,13 @@ impl<K: Connect> Permit<K> {
                         if !state.waiters.is_empty() && !shared.at_cap(&state) {
                             shared.hand_permit_to_waiter(&mut state);
                         }
+                    }
+                    if limit == 0 {
+                        // The server allows no stream yet: the opener waits like any caller.
+                        let (tx, rx) = oneshot::channel();
+                        state.waiters.push_back(tx);
+                        shared.ensure_reaper(&mut state);
+                        return Ok(Opened::Wait(rx));
                     }
                     Lease::stream(handle, shared.clone(), id, false)
                 }
@@ -711,8 +888,15 @@ impl<K: Connect> Permit<K> {
             drop(lease);
             return Err(shared.closed_error());
         }
-        Ok(lease)
+        Ok(Opened::Lease(lease))
     }
+}
+
+/// What opening a connection gave its opener: a lease, or a place among the waiters (a
+/// multiplexed connection whose server allows no stream yet).
+enum Opened<K: Connect> {
+    Lease(Lease<K>),
+    Wait(oneshot::Receiver<Grant<K>>),
 }
 
 impl<K: Connect> Drop for Permit<K> {
@@ -762,11 +946,19 @@ impl<K: Connect> Lease<K> {
         self.stream_of.is_some()
     }
 
-    /// The connection refused this stream or is going away: it takes no new streams (the ones it
-    /// carries go on).
+    /// The connection is going away (GOAWAY) or was found closed: it takes no new streams (the
+    /// ones it carries go on).
     pub fn retire(&self) {
         if let Some(id) = self.stream_of {
             self.shared.retire(id);
+        }
+    }
+
+    /// The server refused this stream (`REFUSED_STREAM`): counted on its connection, which is
+    /// retired after [`MAX_REFUSALS`] in a row.
+    pub fn refused(&self) {
+        if let Some(id) = self.stream_of {
+            self.shared.refused(id);
         }
     }
 
@@ -791,6 +983,7 @@ impl<K: Connect> Lease<K> {
             // A stream ends the same way whether its body was read or not: only the stream is
             // reset, the connection goes on.
             drop(conn);
+            self.shared.served(id);
             self.shared.end_stream(id);
             return;
         }

@@ -431,3 +431,114 @@ async fn a_burst_opens_one_connection_at_a_time_when_they_multiplex() {
     }
     assert!(per_conn.values().all(|&n| n == 2), "{per_conn:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_going_away_frees_its_slot_for_a_new_one_at_the_cap() {
+    // One connection allowed: while the retired one drains its stream, a new one carries the
+    // load (the waiter does not wait for the drain).
+    let (pool, connector) = h2_pool(1, 10);
+    let draining = pool.checkout(false).await.unwrap();
+    draining.retire();
+    let mut next = tokio::time::timeout(Duration::from_millis(100), pool.checkout(false))
+        .await
+        .expect("not held back by the draining connection")
+        .unwrap();
+    assert_eq!(next.conn().id, 1);
+    assert_eq!(connector.opened.load(Ordering::SeqCst), 2);
+    drop(draining);
+    assert_eq!(pool.stats().multiplexed, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refusal_retires_nothing_but_refusals_in_a_row_do() {
+    let (pool, connector) = h2_pool(10, 10);
+    for round in 0..2 {
+        for _ in 0..MAX_REFUSALS - 1 {
+            let refused = pool.checkout(false).await.unwrap();
+            refused.refused();
+        }
+        // A served stream starts the count again.
+        let mut served = pool.checkout(false).await.unwrap();
+        assert_eq!(served.conn().id, 0, "round {round}");
+        served.release(LIFE);
+    }
+    for _ in 0..MAX_REFUSALS {
+        pool.checkout(false).await.unwrap().refused();
+    }
+    let mut after = pool.checkout(false).await.unwrap();
+    assert_eq!(after.conn().id, 1, "retired after {MAX_REFUSALS} in a row");
+    assert_eq!(connector.opened.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_that_allows_no_stream_keeps_callers_waiting_under_pool_timeout() {
+    let (pool, connector) = h2_pool(10, 0);
+    let err = match pool.checkout(false).await {
+        Err(e) => e,
+        Ok(_) => panic!("no stream may be opened"),
+    };
+    assert_eq!(err.code(), "ERR_POOL_TIMEOUT");
+    assert_eq!(
+        connector.opened.load(Ordering::SeqCst),
+        1,
+        "no connection around its limit"
+    );
+    let stats = pool.stats();
+    assert_eq!((stats.streams, stats.running, stats.queued), (0, 0, 0));
+
+    // The server raises its limit: a waiting caller gets its stream (the reaper looks again).
+    let waiting = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.checkout(false).await })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!waiting.is_finished());
+    assert_eq!(pool.stats().queued, 1);
+    let conn = pool.shared.lock().multiplexed[0].conn.clone();
+    conn.limit.as_ref().unwrap().store(5, Ordering::SeqCst);
+    let Ok(Ok(mut lease)) = waiting.await else {
+        panic!("the waiter gets a stream once the server allows one");
+    };
+    assert_eq!(lease.conn().id, 0);
+    assert_eq!(pool.stats().streams, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_that_ends_connections_after_n_streams_teaches_the_pool_to_spread_a_burst() {
+    let (pool, connector) = h2_pool(100, 128);
+    // A burst of 20 rides one connection; the server serves 7 and goes away.
+    let mut burst = futures::future::join_all((0..20).map(|_| pool.checkout(false))).await;
+    assert_eq!(connector.opened.load(Ordering::SeqCst), 1);
+    let served: Vec<_> = burst.drain(..7).map(Result::unwrap).collect();
+    burst[0].as_ref().unwrap().retire();
+    drop(burst);
+    for lease in served {
+        lease.release(LIFE);
+    }
+    assert_eq!(
+        pool.stats().multiplexed,
+        0,
+        "the connection that went away is closed"
+    );
+
+    // The next burst spreads: 7 streams a connection, opened side by side.
+    let mut next = futures::future::join_all((0..20).map(|_| pool.checkout(false))).await;
+    assert_eq!(connector.opened.load(Ordering::SeqCst), 1 + 3);
+    let mut per_conn = std::collections::BTreeMap::new();
+    for lease in next.iter_mut() {
+        *per_conn
+            .entry(lease.as_mut().unwrap().conn().id)
+            .or_insert(0) += 1;
+    }
+    assert!(per_conn.values().all(|&n| n <= 7), "{per_conn:?}");
+    for lease in next {
+        lease.unwrap().release(LIFE);
+    }
+    // A spent connection closes with its last stream; the others wait for the next burst.
+    assert_eq!(pool.stats().multiplexed, 1);
+    assert_eq!(pool.shared.lock().stream_budget, 7);
+    // What was learnt is forgotten after a while (a GOAWAY of a restart must not pin it).
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    drop(pool.checkout(false).await.unwrap());
+    assert_eq!(pool.shared.lock().stream_budget, usize::MAX);
+}

@@ -400,10 +400,10 @@ async fn send_h2(
         Err(e) if e.message().is_some() => Err(SendError::NotSent(Box::new(e.into_error()))),
         Err(e) => {
             let e = e.into_error();
-            if unprocessed(&e) {
-                Err(SendError::NotSent(Box::new(e)))
-            } else {
-                Err(SendError::Failed(Box::new(e)))
+            match unprocessed(&e) {
+                Some(Unprocessed::Refused) => Err(SendError::Refused(Box::new(e))),
+                Some(Unprocessed::GoingAway) => Err(SendError::NotSent(Box::new(e))),
+                None => Err(SendError::Failed(Box::new(e))),
             }
         }
     }
@@ -476,16 +476,27 @@ impl Body for HttpBody {
 
 /// An HTTP/2 stream the server promises it did not process: refused (`REFUSED_STREAM`), or above
 /// the last stream id of its `GOAWAY` (or opened after it).
-fn unprocessed(e: &hyper::Error) -> bool {
+/// Why the server did not process an HTTP/2 stream (RFC 9113 §8.7: either way it did no work).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unprocessed {
+    /// `REFUSED_STREAM`: the connection goes on.
+    Refused,
+    /// Above the last stream id of the server's GOAWAY: the connection is going away.
+    GoingAway,
+}
+
+fn unprocessed(e: &hyper::Error) -> Option<Unprocessed> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
         if let Some(h2) = err.downcast_ref::<::h2::Error>() {
-            return h2.reason() == Some(::h2::Reason::REFUSED_STREAM)
-                || (h2.is_go_away() && h2.is_remote());
+            if h2.reason() == Some(::h2::Reason::REFUSED_STREAM) {
+                return Some(Unprocessed::Refused);
+            }
+            return (h2.is_go_away() && h2.is_remote()).then_some(Unprocessed::GoingAway);
         }
         source = err.source();
     }
-    false
+    None
 }
 
 fn handshake_failed(protocol: &str, origin: &str, e: &hyper::Error) -> Error {

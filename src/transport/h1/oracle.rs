@@ -97,7 +97,9 @@ async fn ours(pieces: &[Vec<u8>]) -> Verdict {
     let verdict = async {
         let response = match conn.send(request()).await {
             Ok(response) => response,
-            Err(SendError::NotSent(e) | SendError::Failed(e)) => return error(&e),
+            Err(SendError::NotSent(e) | SendError::Refused(e) | SendError::Failed(e)) => {
+                return error(&e)
+            }
         };
         let mut body = response.into_body();
         let mut data = Vec::new();
