@@ -2,13 +2,33 @@
 // Turns the plain error data the native layer resolves with into real `Error`s made in the
 // caller's realm, so `instanceof Error` and `err.code` both work.
 
-/** Every rejection of llmpool is an `LlmpoolError` with a stable string `code`. */
+/** Marks every error llmpool makes (see `LlmpoolError[Symbol.hasInstance]`). */
+const MADE_BY_LLMPOOL = Symbol('llmpool.error')
+
+/**
+ * Every rejection of llmpool is an `LlmpoolError` with a stable string `code`. Invalid arguments
+ * are `TypeError`s (as in Node and undici: `code: 'ERR_INVALID_ARG'`), and `instanceof
+ * LlmpoolError` holds for them too, so one `catch` branch on `LlmpoolError` sees every failure.
+ */
 class LlmpoolError extends Error {
   constructor(message, code) {
     super(message)
     this.name = 'LlmpoolError'
     this.code = code
   }
+
+  static [Symbol.hasInstance](value) {
+    return value !== null && (typeof value === 'object' || typeof value === 'function') && value[MADE_BY_LLMPOOL] === true
+  }
+}
+Object.defineProperty(LlmpoolError.prototype, MADE_BY_LLMPOOL, { value: true })
+
+/** A `TypeError` with a code, that is also an `LlmpoolError` by `instanceof`. */
+function llmpoolTypeError(message, code) {
+  const err = new TypeError(message)
+  err.code = code
+  Object.defineProperty(err, MADE_BY_LLMPOOL, { value: true })
+  return err
 }
 
 /** The provider's error: the `error` member of an OpenAI-style body, else the parsed body. */
@@ -49,4 +69,4 @@ function llmpoolError(code, message) {
   return err
 }
 
-module.exports = { LlmpoolError, fromInfo, llmpoolError }
+module.exports = { LlmpoolError, fromInfo, llmpoolError, llmpoolTypeError }

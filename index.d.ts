@@ -690,15 +690,21 @@ export type ErrorCode =
   | 'ERR_INTERNAL'
 
 /**
- * Codes of errors that are thrown rather than rejected: `ERR_INVALID_ARG` on a `TypeError` for
- * an option or argument that breaks its rule, and `ERR_LLMPOOL_NATIVE_MISSING` when `require`
+ * Codes of the `TypeError`s llmpool makes: `ERR_INVALID_ARG` for an option or argument that
+ * breaks its rule (thrown by the constructor and by the methods that return synchronously —
+ * `chatStream()`, `stream()`, `responsesStream()`, `text()`, `rateLimits()`; the promise of
+ * `chat()`, `request()`, `embeddings()`, `batch()` and `fetch()` rejects with it), `ERR_REDIRECT`
+ * for a redirect `client.fetch` may not follow, and `ERR_LLMPOOL_NATIVE_MISSING` when `require`
  * finds no native binary for the platform.
  */
-export type ThrownErrorCode = 'ERR_INVALID_ARG' | 'ERR_LLMPOOL_NATIVE_MISSING'
+export type ThrownErrorCode = 'ERR_INVALID_ARG' | 'ERR_REDIRECT' | 'ERR_LLMPOOL_NATIVE_MISSING'
 
-/** The `TypeError` thrown for an invalid option or argument; its message names the option. */
+/**
+ * The `TypeError` of an invalid option or argument (its message names the option), or of a
+ * redirect `client.fetch` refuses. `err instanceof LlmpoolError` is true for it too.
+ */
 export interface InvalidArgumentError extends TypeError {
-  code: 'ERR_INVALID_ARG'
+  code: 'ERR_INVALID_ARG' | 'ERR_REDIRECT'
 }
 
 /** The lower-level failure behind an error, as Node's own network errors carry it. */
@@ -707,7 +713,11 @@ export interface LlmpoolErrorCause extends Error {
   code?: string
 }
 
-/** Every rejection of llmpool. */
+/**
+ * Every rejection of llmpool: `err instanceof LlmpoolError` holds for all of them, the
+ * `InvalidArgumentError` `TypeError`s included (which are not made by this class), and each has
+ * a stable `code`.
+ */
 export declare class LlmpoolError extends Error {
   name: 'LlmpoolError'
   code: ErrorCode
@@ -834,7 +844,10 @@ export interface UpstreamState {
 export declare class Client {
   /** Throws a `TypeError` naming the option when an option is invalid. `baseUrl` or `upstreams` is required. */
   constructor(options: ClientOptions)
-  /** One chat completion. Rejects with an `LlmpoolError`. */
+  /**
+   * One chat completion. Rejects with an `LlmpoolError` (`instanceof` holds for every rejection);
+   * invalid arguments reject too, never throw, with the `InvalidArgumentError` `TypeError`.
+   */
   chat<P extends ChatCompletionCreateParamsBase>(body: P, options: JsonCallOptions & { withResponse: true }): Promise<WithResponse<ChatCompletion>>
   chat<P extends ChatCompletionCreateParamsBase>(body: P, options?: JsonCallOptions): Promise<ChatCompletion>
   /**

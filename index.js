@@ -4,7 +4,7 @@
 
 const { inspect } = require('node:util')
 const { NativeClient, CancelToken, STREAM_WINDOW_EVENTS, mergeChatChunks } = require('./binding.js')
-const { LlmpoolError, fromInfo, llmpoolError } = require('./errors.js')
+const { LlmpoolError, fromInfo, llmpoolError, llmpoolTypeError } = require('./errors.js')
 
 
 /**
@@ -29,9 +29,7 @@ function optionReplacer(key, value) {
 
 /** A broken rule of the caller's: a `TypeError` with a stable code, as Node's own. */
 function invalidArg(message) {
-  const err = new TypeError(message)
-  err.code = 'ERR_INVALID_ARG'
-  return err
+  return llmpoolTypeError(message, 'ERR_INVALID_ARG')
 }
 
 function isPlainObject(value) {
@@ -87,7 +85,9 @@ function linkSignal(signal) {
 }
 
 function nativeArgumentError(e) {
-  return e && e.code === 'InvalidArg' ? invalidArg(e.message) : e
+  if (e && e.code === 'InvalidArg') return invalidArg(e.message)
+  // Anything else the binding throws is a bug, but still an LlmpoolError with a code.
+  return llmpoolError('ERR_INTERNAL', String(e?.message ?? e))
 }
 
 /**
@@ -839,25 +839,30 @@ async function fetchThrough(native, inbox, origin, input, init = {}) {
     throw invalidArg(`client.fetch reaches ${origin} only, not ${url.origin}: use another client or the platform fetch`)
   }
   let method = String(init.method ?? request?.method ?? 'GET').toUpperCase()
-  if (FORBIDDEN_METHODS.has(method)) throw new TypeError(`'${method}' HTTP method is unsupported.`)
+  if (FORBIDDEN_METHODS.has(method)) throw invalidArg(`'${method}' HTTP method is unsupported.`)
   const redirect = init.redirect ?? request?.redirect ?? 'follow'
-  if (!['follow', 'error', 'manual'].includes(redirect)) throw new TypeError(`redirect must be 'follow', 'error' or 'manual', not '${redirect}'`)
+  if (!['follow', 'error', 'manual'].includes(redirect)) throw invalidArg(`redirect must be 'follow', 'error' or 'manual', not '${redirect}'`)
   const headers = new Headers(init.headers ?? request?.headers)
   // llmpool does not decompress: ask for identity, as the server would otherwise be entitled to.
   headers.delete('accept-encoding')
   const signal = init.signal ?? request?.signal ?? undefined
   const source = init.body !== undefined ? init.body : request?.body ? await request.arrayBuffer() : undefined
-  let bytes = await bodyBytes(source, headers)
+  let bytes
+  try {
+    bytes = await bodyBytes(source, headers)
+  } catch (e) {
+    throw invalidArg(`fetch body cannot be read: ${e.message}`)
+  }
   for (let redirects = 0; ; redirects++) {
     const response = await fetchOnce(native, inbox, origin, method, url, headers, bytes, signal)
     const location = response.headers.get('location')
     if (redirect === 'manual' || !REDIRECT_STATUSES.has(response.status) || location === null) return response
     await response.body?.cancel()
-    if (redirect === 'error') throw new TypeError(`fetch to ${url.pathname} was redirected (${response.status}) and redirect is 'error'`)
-    if (redirects === MAX_REDIRECTS) throw new TypeError(`fetch to ${url.pathname}: more than ${MAX_REDIRECTS} redirects`)
+    if (redirect === 'error') throw llmpoolTypeError(`fetch to ${url.pathname} was redirected (${response.status}) and redirect is 'error'`, 'ERR_REDIRECT')
+    if (redirects === MAX_REDIRECTS) throw llmpoolTypeError(`fetch to ${url.pathname}: more than ${MAX_REDIRECTS} redirects`, 'ERR_REDIRECT')
     const next = new URL(location, url)
     if (next.origin !== origin) {
-      throw new TypeError(`fetch to ${url.pathname} was redirected to ${next.origin}, which client.fetch does not reach: use redirect: 'manual'`)
+      throw llmpoolTypeError(`fetch to ${url.pathname} was redirected to ${next.origin}, which client.fetch does not reach: use redirect: 'manual'`, 'ERR_REDIRECT')
     }
     // The Fetch standard's method rewrite: 303 turns anything but HEAD into a GET without a
     // body, and so does a 301 or 302 of a POST; 307 and 308 keep the method and the body.

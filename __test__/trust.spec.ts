@@ -138,3 +138,54 @@ describe('client.fetch keeps the Fetch standard where it matters', () => {
     expect(res.headers.get('content-length')).toBe(String(bytes.length))
   })
 })
+
+describe('every rejection of every method is an LlmpoolError with a code', () => {
+  const { LlmpoolError } = require('../index.js')
+
+  test('bad arguments reject (promise methods) or throw (synchronous ones), as TypeErrors that are LlmpoolErrors', async () => {
+    const s = await server()
+    const c = client(s)
+    const rejections = [
+      c.chat(123 as never),
+      c.chat({ model: 'm', messages: [], stream: true } as never),
+      c.chat(body(), { timeout: -1 } as never),
+      c.request(5 as never, {}),
+      c.embeddings('x' as never),
+      c.batch('x' as never),
+      c.fetch(`${s.url}/models`, { method: 'TRACE' }),
+      c.fetch('http://elsewhere.invalid/x'),
+    ]
+    for (const p of rejections) {
+      expect(p).toBeInstanceOf(Promise)
+      const err = await rejection(p)
+      expect(err).toBeInstanceOf(TypeError)
+      expect(err).toBeInstanceOf(LlmpoolError)
+      expect(err.code).toBe('ERR_INVALID_ARG')
+    }
+    for (const f of [() => c.chatStream(123 as never), () => c.stream(5 as never, {}), () => c.rateLimits('nope')]) {
+      let thrown: any
+      try {
+        f()
+      } catch (e) {
+        thrown = e
+      }
+      expect(thrown).toBeInstanceOf(LlmpoolError)
+      expect(thrown.code).toBe('ERR_INVALID_ARG')
+    }
+    expect(s.requests).toHaveLength(0)
+  })
+
+  test('failures of calls, streams and fetch bodies are LlmpoolErrors; plain errors are not', async () => {
+    const s = await server()
+    s.setHandler(({ res }: any) => sendJson(res, 500, { error: { message: 'boom' } }))
+    const c = client(s)
+    const errors = [await rejection(c.chat(body())), await rejection(c.chatStream(body()).finalCompletion())]
+    for (const err of errors) {
+      expect(err).toBeInstanceOf(LlmpoolError)
+      expect(typeof err.code).toBe('string')
+    }
+    expect(new Error('x')).not.toBeInstanceOf(LlmpoolError)
+    expect(new TypeError('x')).not.toBeInstanceOf(LlmpoolError)
+    expect(Object.assign(new TypeError('x'), { code: 'ERR_INVALID_ARG' })).not.toBeInstanceOf(LlmpoolError)
+  })
+})
