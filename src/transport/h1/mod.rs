@@ -83,12 +83,15 @@ fn poll_read_with<R>(
 pub struct H1Conn {
     /// The socket while no request is on it; `None` while a request is, or once it is closed.
     slot: Arc<Mutex<Option<BoxIo>>>,
+    /// No request went on it yet: a socket just connected needs no check for a server's close.
+    unused: bool,
 }
 
 impl H1Conn {
     pub fn new(io: impl Io + 'static) -> Self {
         H1Conn {
             slot: Arc::new(Mutex::new(Some(Box::new(io)))),
+            unused: true,
         }
     }
 
@@ -142,7 +145,7 @@ impl H1Conn {
             };
             // An idle socket the server closed (or wrote to) since it was last used: nothing was
             // written, so the request may go on another connection.
-            if is_stale(&mut io) {
+            if !std::mem::replace(&mut self.unused, false) && is_stale(&mut io) {
                 return Err(not_sent(
                     io::ErrorKind::ConnectionAborted,
                     "the server closed the idle connection",
@@ -226,22 +229,6 @@ async fn write_request(
     let mut server_done = false;
     let mut flushed = false;
     std::future::poll_fn(|cx| loop {
-        // Whatever the server says meanwhile: an early final answer ends the writing.
-        if !server_done {
-            match poll_read_with(io, cx, |got| {
-                read.extend_from_slice(got);
-                got.len()
-            }) {
-                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => server_done = true,
-                Poll::Ready(Ok(_)) => {
-                    if has_final_head(read) {
-                        return Poll::Ready(Ok(Written::CutShort));
-                    }
-                    continue;
-                }
-                Poll::Pending => {}
-            }
-        }
         if part == parts.len() {
             if !flushed {
                 ready!(Pin::new(&mut *io).poll_flush(cx)).map_err(failed)?;
@@ -255,14 +242,16 @@ async fn write_request(
             at = 0;
             continue;
         }
-        match ready!(Pin::new(&mut *io).poll_write(cx, remaining)) {
-            Ok(0) => return Poll::Ready(Err(failed(io::ErrorKind::WriteZero.into()))),
-            Ok(n) => {
+        match Pin::new(&mut *io).poll_write(cx, remaining) {
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(failed(io::ErrorKind::WriteZero.into()))),
+            Poll::Ready(Ok(n)) => {
                 at += n;
                 written_any = true;
             }
-            Err(e) if !written_any => return Poll::Ready(Err(SendError::NotSent(Box::new(e)))),
-            Err(e) => {
+            Poll::Ready(Err(e)) if !written_any => {
+                return Poll::Ready(Err(SendError::NotSent(Box::new(e))))
+            }
+            Poll::Ready(Err(e)) => {
                 // The server may have answered and closed (a reset right after a 413): what it
                 // said before is still readable, and is the better report.
                 while let Poll::Ready(Ok(n)) = poll_read_with(io, cx, |got| {
@@ -278,6 +267,26 @@ async fn write_request(
                 }
                 return Poll::Ready(Err(failed(e)));
             }
+            // The socket takes no more for now: whatever the server says meanwhile is read (an
+            // early final answer ends the writing), and the task wakes for either side. Only
+            // here: a write that never waits costs no read.
+            Poll::Pending => loop {
+                if server_done {
+                    return Poll::Pending;
+                }
+                match poll_read_with(io, cx, |got| {
+                    read.extend_from_slice(got);
+                    got.len()
+                }) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => server_done = true,
+                    Poll::Ready(Ok(_)) => {
+                        if has_final_head(read) {
+                            return Poll::Ready(Ok(Written::CutShort));
+                        }
+                    }
+                    Poll::Pending => return Poll::Pending,
+                }
+            },
         }
     })
     .await

@@ -37,7 +37,8 @@ const STRICTER: &[(&str, &str)] = &[
         "only chunked is accepted",
         "We never send TE, so a server may apply no coding but chunked (RFC 9112 §6.1): hyper \
          reads `gzip, chunked` as chunked and hands the gzip bytes on as the body, and reads any \
-         other coding until the connection closes; we refuse both",
+         other coding (and a list with an empty element, `chunked,`) until the connection \
+         closes; we refuse them all",
     ),
     (
         "invalid trailer field",
