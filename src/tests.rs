@@ -37,6 +37,10 @@ enum Step {
 enum Answer {
     /// The connection was closed before the request was written.
     NotSent,
+    /// The server refused the stream (HTTP/2 `REFUSED_STREAM`): not processed.
+    Refused,
+    /// The request was written, then the answer broke HTTP.
+    Malformed,
     /// The request was written, then the connection reset with no response byte.
     ResetAfterWrite,
     /// Headers after `delay` ms, then the body steps.
@@ -144,6 +148,16 @@ impl Connection for FakeConn {
                 Answer::NotSent => Err(SendError::NotSent(Box::new(io::Error::from(
                     io::ErrorKind::BrokenPipe,
                 )))),
+                Answer::Refused => Err(SendError::Refused(Box::new(io::Error::other(
+                    "stream refused",
+                )))),
+                Answer::Malformed => {
+                    server.received.fetch_add(1, Ordering::SeqCst);
+                    Err(SendError::Failed(Box::new(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        crate::conn::Malformed("invalid chunked body: bare LF".into()),
+                    ))))
+                }
                 Answer::ResetAfterWrite => {
                     server.received.fetch_add(1, Ordering::SeqCst);
                     Err(SendError::Failed(Box::new(io::Error::from(
@@ -286,6 +300,35 @@ async fn the_free_resend_happens_once_per_attempt() {
     assert_eq!(err.code(), "ERR_SOCKET");
     assert_eq!(server.received.load(Ordering::SeqCst), 0);
     assert_eq!(server.opened.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn refused_requests_go_again_uncounted_without_backoff_up_to_ten_sends() {
+    let (c, server) = client(json!({ "retry": false }), vec![Answer::Refused; 9]);
+    let started = tokio::time::Instant::now();
+    assert!(chat(&c).await.is_ok());
+    assert_eq!(started.elapsed(), Duration::ZERO, "no backoff");
+    assert_eq!(server.received.load(Ordering::SeqCst), 1);
+    assert_eq!(c.stats().retries, 0);
+
+    let (c, server) = client(json!({ "retry": false }), vec![Answer::Refused; 11]);
+    let err = chat(&c).await.unwrap_err();
+    assert_eq!(err.code(), "ERR_SOCKET");
+    assert!(err.to_string().contains("refused the stream"), "{err}");
+    assert_eq!(server.received.load(Ordering::SeqCst), 0);
+    assert_eq!(server.script.lock().unwrap().len(), 1, "ten sends, not eleven");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_malformed_answer_is_never_sent_again_by_default() {
+    let (c, server) = client(
+        json!({ "retry": fast_retry() }),
+        vec![Answer::Malformed, Answer::Malformed],
+    );
+    let err = chat(&c).await.unwrap_err();
+    assert_eq!(err.code(), "ERR_INVALID_RESPONSE");
+    assert_eq!(server.received.load(Ordering::SeqCst), 1);
+    assert_eq!(c.stats().retries, 0);
 }
 
 #[tokio::test(start_paused = true)]
