@@ -316,7 +316,11 @@ async fn refused_requests_go_again_uncounted_without_backoff_up_to_ten_sends() {
     assert_eq!(err.code(), "ERR_SOCKET");
     assert!(err.to_string().contains("refused the stream"), "{err}");
     assert_eq!(server.received.load(Ordering::SeqCst), 0);
-    assert_eq!(server.script.lock().unwrap().len(), 1, "ten sends, not eleven");
+    assert_eq!(
+        server.script.lock().unwrap().len(),
+        1,
+        "ten sends, not eleven"
+    );
 }
 
 #[tokio::test(start_paused = true)]
