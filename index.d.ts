@@ -1,4 +1,6 @@
-// Types of llmpool's public API. Every option is documented here, once, with its unit and default.
+// Types of llmpool's public API, written by hand. Option defaults and units are stated here and in
+// the README's option tables; `__test__/options-truth.spec.ts` holds the option names of both to
+// what the native validator accepts.
 
 /** TCP and TLS settings of new connections. */
 export interface ConnectOptions {

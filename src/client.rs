@@ -60,9 +60,8 @@ pub struct ClientStats {
 pub struct TransportInfo {
     pub dns: Arc<DnsStats>,
     pub warnings: Vec<String>,
-    /// `Some` when requests go to an http origin through a proxy, in absolute form, with this
-    /// `Proxy-Authorization` value when the proxy URL has credentials.
-    pub forwarding: Option<Option<String>>,
+    /// Set when requests go to an http origin through a proxy.
+    pub forwarding: Option<crate::transport::Forwarding>,
     /// More secrets to redact (proxy credentials).
     pub secrets: Vec<String>,
 }
@@ -173,7 +172,10 @@ impl<K: Connect> Client<K> {
         for (name, value) in &config.headers {
             base_headers.insert(name.clone(), value.clone());
         }
-        if let Some(Some(credentials)) = &transport.forwarding {
+        if let Some(crate::transport::Forwarding {
+            proxy_authorization: Some(credentials),
+        }) = &transport.forwarding
+        {
             let mut value = HeaderValue::from_str(credentials)
                 .map_err(|_| ConfigError("proxy has credentials that are not valid".into()))?;
             value.set_sensitive(true);

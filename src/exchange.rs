@@ -51,9 +51,8 @@ where
     pub body: <K::Conn as Connection>::Body,
     pub lease: Lease<K>,
     /// How long the connection may idle in the pool once the body is read (its `Keep-Alive`),
-    /// read from the head here so that a long body's reader need not keep the head (a stream
-    /// holding its head for its whole life held its headers' memory, and with hyper's HTTP/1 the
-    /// 8 KiB read buffer they were slices of).
+    /// read from the head here so that a long body's reader need not keep the head and its
+    /// headers' memory for the stream's whole life.
     pub lifetime: Option<std::time::Duration>,
 }
 

@@ -1,8 +1,8 @@
 //! A targeted look at one JSON payload from the provider (a completion body or a stream chunk):
 //! is it a JSON object, does it carry a top-level `error`, and did any `choices[].finish_reason`
 //! say the answer is finished. One validating pass over the text; nothing is built for the parts
-//! skipped (serde's `IgnoredAny`), so the cost is a scan, not a parse into values. JS still parses
-//! the payload into objects, but decides nothing from it.
+//! skipped (serde's `IgnoredAny`), so the cost is a scan, not a parse into values. In object mode
+//! JS then parses each payload it yields into an object: a shape for the user, no decision.
 
 use std::fmt;
 

@@ -526,7 +526,7 @@ where
     let attempt = || {
         let one: BoxedAttempt<'_, ()> = Box::pin(stream_attempt(
             client,
-            Target { uri, dialect },
+            StreamTarget { uri, dialect },
             body,
             call,
             reader,
@@ -551,7 +551,7 @@ enum Batch {
 
 /// Where a stream goes and which rules it follows.
 #[derive(Clone, Copy)]
-struct Target<'a> {
+struct StreamTarget<'a> {
     uri: &'a Uri,
     dialect: Dialect,
 }
@@ -564,7 +564,7 @@ struct Target<'a> {
 )]
 fn stream_attempt<'a, K: Connect>(
     client: &'a Client<K>,
-    target: Target<'a>,
+    target: StreamTarget<'a>,
     body: &'a Bytes,
     call: &'a CallOptions,
     reader: &'a Reader,
@@ -612,7 +612,7 @@ where
                     .map_err(|_| first_token_error())??,
             };
             // The head is not held through the body (see `crate::exchange::Exchanged::lifetime`).
-            let json = is_json(&exchanged.head.headers);
+            let json = is_json_content(&exchanged.head.headers);
             Ok::<_, Error>((exchanged.body, exchanged.lease, exchanged.lifetime, json))
         });
         let (mut incoming, lease, lifetime, json) = sending.await?;
@@ -978,7 +978,8 @@ async fn body_end<B: hyper::body::Body + Unpin>(incoming: &mut B) -> bool {
     }
 }
 
-fn is_json(headers: &hyper::HeaderMap) -> bool {
+/// Whether a response's `Content-Type` says JSON (an answer where an event stream was asked for).
+fn is_json_content(headers: &hyper::HeaderMap) -> bool {
     headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -1035,7 +1036,7 @@ mod tests {
             // async fn's two copies) (1,376 → 856 → 680 bytes).
             let (call, committed, body) =
                 (CallOptions::default(), AtomicBool::new(false), Bytes::new());
-            let target = Target {
+            let target = StreamTarget {
                 uri: &request.uri,
                 dialect: Dialect::Chat,
             };

@@ -13,8 +13,8 @@ use napi::{Env, Result};
 use napi_derive::napi;
 use tokio_util::sync::CancellationToken;
 
-use super::mailbox::{DeliverFn, Delivery, Mailbox, Signal, PAYLOAD_SEPARATOR};
-use super::outcome::{ErrorInfo, PoolStats, RateLimitInfo, ResponseHead};
+use super::mailbox::{DeliverFn, Mailbox, Post, Signal, PAYLOAD_SEPARATOR};
+use super::outcome::{ClientStatsObject, ErrorInfo, FetchHead, RateLimitInfo};
 use super::{guard, invalid_arg};
 use crate::chat::Answer;
 use crate::config::CallOptions;
@@ -60,13 +60,13 @@ pub struct NativeClient {
 /// posts an `ERR_INTERNAL` error instead, so no JS caller ever waits forever.
 fn spawn_delivery<F>(mailbox: Arc<Mailbox>, id: u32, work: F)
 where
-    F: Future<Output = Delivery> + Send + 'static,
+    F: Future<Output = Post> + Send + 'static,
 {
     napi::bindgen_prelude::spawn(async move {
         let delivery = AssertUnwindSafe(work)
             .catch_unwind()
             .await
-            .unwrap_or_else(|_| Delivery::Error(Box::new(ErrorInfo::internal())));
+            .unwrap_or_else(|_| Post::Error(Box::new(ErrorInfo::internal())));
         mailbox.post(id, delivery);
     });
 }
@@ -79,7 +79,7 @@ impl NativeClient {
     pub fn new(
         options: String,
         #[napi(
-            ts_arg_type = "(ids: number[], values: Array<string | number | ErrorInfo | ResponseHead | Buffer>) => void"
+            ts_arg_type = "(ids: number[], values: Array<string | number | ErrorInfo | FetchHead | Buffer>) => void"
         )]
         deliver: DeliverFn<'_>,
     ) -> Result<Self> {
@@ -293,9 +293,9 @@ impl NativeClient {
     }
 
     #[napi]
-    pub fn stats(&self) -> Result<PoolStats> {
+    pub fn stats(&self) -> Result<ClientStatsObject> {
         guard(|| {
-            let mut stats: PoolStats = self.inner.stats().into();
+            let mut stats: ClientStatsObject = self.inner.stats().into();
             let upstreams = self.inner.upstream_stats();
             if !upstreams.is_empty() {
                 stats.upstreams = Some(upstreams.into_iter().map(Into::into).collect());
@@ -327,11 +327,11 @@ impl NativeClient {
 
 /// A call's answer for JS: the body text, or (`withResponse`) a JSON envelope of the body and
 /// its response head.
-fn answered(result: std::result::Result<Answer, Error>) -> Delivery {
+fn answered(result: std::result::Result<Answer, Error>) -> Post {
     match result {
         Ok(Answer {
             text, head: None, ..
-        }) => Delivery::Body(text),
+        }) => Post::Body(text),
         Ok(Answer {
             text,
             head: Some(head),
@@ -349,9 +349,9 @@ fn answered(result: std::result::Result<Answer, Error>) -> Delivery {
                 "rateLimit": rate_limit,
             });
             // The body is a JSON object already (checked): spliced in, not parsed again.
-            Delivery::Body(format!("{{\"response\":{meta},\"data\":{text}}}"))
+            Post::Body(format!("{{\"response\":{meta},\"data\":{text}}}"))
         }
-        Err(e) => Delivery::Error(Box::new(ErrorInfo::from(&e))),
+        Err(e) => Post::Error(Box::new(ErrorInfo::from(&e))),
     }
 }
 
@@ -426,15 +426,15 @@ impl NativeStream {
             let mailbox = self.mailbox.clone();
             let sink = Box::new(move |delivery: stream::Delivery| {
                 let delivery = match delivery {
-                    stream::Delivery::Events(events) => Delivery::Payloads(joined(events)),
-                    stream::Delivery::Text(text) => Delivery::Text(text),
-                    stream::Delivery::Stalled => Delivery::Signal(Signal::Stalled),
+                    stream::Delivery::Events(events) => Post::Payloads(joined(events)),
+                    stream::Delivery::Text(text) => Post::Text(text),
+                    stream::Delivery::Stalled => Post::Signal(Signal::Stalled),
                     stream::Delivery::Head { status, headers } => {
-                        Delivery::Head(ResponseHead::new(status, headers))
+                        Post::Head(FetchHead::new(status, headers))
                     }
-                    stream::Delivery::Bytes(chunk) => Delivery::Bytes(chunk.to_vec()),
-                    stream::Delivery::End => Delivery::Signal(Signal::Done),
-                    stream::Delivery::Failed(e) => Delivery::Error(Box::new(ErrorInfo::from(&e))),
+                    stream::Delivery::Bytes(chunk) => Post::Bytes(chunk.to_vec()),
+                    stream::Delivery::End => Post::Signal(Signal::Done),
+                    stream::Delivery::Failed(e) => Post::Error(Box::new(ErrorInfo::from(&e))),
                 };
                 mailbox.post(id, delivery)
             });

@@ -20,11 +20,11 @@ use napi::bindgen_prelude::{Buffer, FnArgs, Function, ToNapiValue};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{sys, Result, Status};
 
-use super::outcome::{ErrorInfo, ResponseHead};
+use super::outcome::{ErrorInfo, FetchHead};
 
 /// What one id receives. In JS: a string (a chat body, stream payloads joined by U+001E, or a
 /// text stream's text), a number (a stream signal, see [`Signal`]) or an object (an `ErrorInfo`).
-pub enum Delivery {
+pub enum Post {
     Body(String),
     /// Stream payloads, joined by [`PAYLOAD_SEPARATOR`].
     Payloads(String),
@@ -33,7 +33,7 @@ pub enum Delivery {
     Signal(Signal),
     Error(Box<ErrorInfo>),
     /// The head of a `fetch` response (an object with `status`).
-    Head(ResponseHead),
+    Head(FetchHead),
     /// A chunk of a `fetch` body (a Buffer).
     Bytes(Vec<u8>),
 }
@@ -47,25 +47,25 @@ pub enum Signal {
     Stalled = 1,
 }
 
-impl ToNapiValue for Delivery {
+impl ToNapiValue for Post {
     #[allow(unsafe_code)] // the trait's contract: napi calls it with a live env on the JS thread
     unsafe fn to_napi_value(env: sys::napi_env, value: Self) -> Result<sys::napi_value> {
         // SAFETY: forwarded unchanged to the inner values' conversions, under the same contract.
         unsafe {
             match value {
-                Delivery::Body(text) | Delivery::Payloads(text) | Delivery::Text(text) => {
+                Post::Body(text) | Post::Payloads(text) | Post::Text(text) => {
                     String::to_napi_value(env, text)
                 }
-                Delivery::Signal(signal) => u32::to_napi_value(env, signal as u32),
-                Delivery::Error(info) => ErrorInfo::to_napi_value(env, *info),
-                Delivery::Head(head) => ResponseHead::to_napi_value(env, head),
-                Delivery::Bytes(bytes) => Buffer::to_napi_value(env, Buffer::from(bytes)),
+                Post::Signal(signal) => u32::to_napi_value(env, signal as u32),
+                Post::Error(info) => ErrorInfo::to_napi_value(env, *info),
+                Post::Head(head) => FetchHead::to_napi_value(env, head),
+                Post::Bytes(bytes) => Buffer::to_napi_value(env, Buffer::from(bytes)),
             }
         }
     }
 }
 
-type Args = FnArgs<(Vec<u32>, Vec<Delivery>)>;
+type Args = FnArgs<(Vec<u32>, Vec<Post>)>;
 
 /// The JS callback that receives deliveries: `deliver(ids, values)`.
 pub type DeliverFn<'scope> = Function<'scope, Args, ()>;
@@ -77,7 +77,7 @@ pub const PAYLOAD_SEPARATOR: &str = "\u{1e}";
 #[derive(Default)]
 struct Queue {
     ids: Vec<u32>,
-    deliveries: Vec<Delivery>,
+    deliveries: Vec<Post>,
     /// Where each id's newest payloads or text sit in `deliveries`, to merge later ones into.
     open_at: HashMap<u32, usize>,
     wake: Wake,
@@ -85,17 +85,17 @@ struct Queue {
 
 impl Queue {
     /// Appends to the id's open delivery of the same kind, if there is one.
-    fn merge(&mut self, id: u32, delivery: &Delivery) -> bool {
+    fn merge(&mut self, id: u32, delivery: &Post) -> bool {
         let Some(&at) = self.open_at.get(&id) else {
             return false;
         };
         match (&mut self.deliveries[at], delivery) {
-            (Delivery::Payloads(joined), Delivery::Payloads(more)) => {
+            (Post::Payloads(joined), Post::Payloads(more)) => {
                 joined.push_str(PAYLOAD_SEPARATOR);
                 joined.push_str(more);
                 true
             }
-            (Delivery::Text(text), Delivery::Text(more)) => {
+            (Post::Text(text), Post::Text(more)) => {
                 text.push_str(more);
                 true
             }
@@ -175,14 +175,14 @@ impl Mailbox {
     /// the worker idles (see [`wake_deferred`]); from any other thread, at once. Returns true
     /// when the result was merged into one queued before (payloads or text for the same id, with
     /// nothing else for it in between).
-    pub fn post(self: &Arc<Self>, id: u32, delivery: Delivery) -> bool {
+    pub fn post(self: &Arc<Self>, id: u32, delivery: Post) -> bool {
         let wake_now = {
             let mut queue = self.lock();
             if queue.merge(id, &delivery) {
                 return true;
             }
             let at = queue.deliveries.len();
-            if matches!(delivery, Delivery::Payloads(_) | Delivery::Text(_)) {
+            if matches!(delivery, Post::Payloads(_) | Post::Text(_)) {
                 queue.open_at.insert(id, at);
             } else {
                 // Nothing may be merged into payloads queued before a signal or an error.

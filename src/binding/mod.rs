@@ -1,9 +1,9 @@
 //! The napi layer: `#[napi]` classes over the core, option conversion, and the plain-data shape
 //! of errors that `errors.js` turns into JS `Error`s with a `code`.
 //!
-//! Nothing here decides behaviour (the core decides every outcome); it converts, calls the core,
-//! and makes sure no panic crosses into Node (sync entry points go through [`guard`], futures
-//! through `catch_unwind`).
+//! It converts and calls the core, which decides every outcome (the merge of an object-mode
+//! stream's chunks included: [`client::merge_chat_chunks`]), and makes sure no panic crosses
+//! into Node (sync entry points go through [`guard`], futures through `catch_unwind`).
 
 mod client;
 mod logging;

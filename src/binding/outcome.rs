@@ -134,15 +134,15 @@ impl ErrorInfo {
 
 /// The head of a `fetch` response.
 #[napi(object)]
-pub struct ResponseHead {
+pub struct FetchHead {
     pub status: u32,
     /// `[name, value]` pairs in arrival order (a name may repeat).
     pub headers: Vec<Vec<String>>,
 }
 
-impl ResponseHead {
+impl FetchHead {
     pub fn new(status: u16, headers: Vec<(String, String)>) -> Self {
-        ResponseHead {
+        FetchHead {
             status: u32::from(status),
             headers: headers.into_iter().map(|(k, v)| vec![k, v]).collect(),
         }
@@ -151,7 +151,7 @@ impl ResponseHead {
 
 /// `client.stats()`: undici's `PoolStats` plus counters.
 #[napi(object)]
-pub struct PoolStats {
+pub struct ClientStatsObject {
     /// Open connections.
     pub connected: u32,
     /// Open connections without a request.
@@ -256,9 +256,9 @@ fn count(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-impl From<ClientStats> for PoolStats {
+impl From<ClientStats> for ClientStatsObject {
     fn from(s: ClientStats) -> Self {
-        PoolStats {
+        ClientStatsObject {
             connected: clamp(s.pool.connected),
             free: clamp(s.pool.free),
             pending: clamp(s.pool.pending),

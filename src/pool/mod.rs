@@ -429,7 +429,7 @@ impl<K: Connect> Shared<K> {
                     origin = self.limits.origin.as_str(),
                     "reusing an idle connection"
                 );
-                return Ok((Step::Ready(Lease::new(idle.conn, self.clone(), true)), dead));
+                return Ok((Step::Ready(Lease::new(idle.conn, self.clone())), dead));
             }
         } else if self.at_cap(state) && !state.idle.is_empty() {
             // Make room for the fresh connection by closing the oldest idle one.
@@ -491,7 +491,7 @@ impl<K: Connect> Shared<K> {
                     entry.streams += 1;
                     entry.started += 1;
                     entry.expires = None;
-                    return Some(Lease::stream(handle, self.clone(), entry.id, true));
+                    return Some(Lease::stream(handle, self.clone(), entry.id));
                 }
             }
             i += 1;
@@ -516,7 +516,7 @@ impl<K: Connect> Shared<K> {
             entry.started += 1;
             entry.expires = None;
             let tx = state.waiters.pop_front().expect("a waiter");
-            let lease = Lease::stream(handle, self.clone(), id, true);
+            let lease = Lease::stream(handle, self.clone(), id);
             if let Err(grant) = tx.send(Grant::Conn(lease)) {
                 // That waiter is gone: take the stream back here, under the lock we hold.
                 grant.disarm();
@@ -657,7 +657,7 @@ impl<K: Connect> Shared<K> {
             if !state.closed {
                 while let Some(tx) = state.waiters.pop_front() {
                     // The connection stays counted busy: it moves straight to the waiter.
-                    let lease = Lease::new(conn.take().expect("conn present"), self.clone(), true);
+                    let lease = Lease::new(conn.take().expect("conn present"), self.clone());
                     match tx.send(Grant::Conn(lease)) {
                         Ok(()) => return,
                         Err(grant) => conn = grant.disarm(),
@@ -870,7 +870,7 @@ impl<K: Connect> Permit<K> {
                         shared.ensure_reaper(&mut state);
                         return Ok(Opened::Wait(rx));
                     }
-                    Lease::stream(handle, shared.clone(), id, false)
+                    Lease::stream(handle, shared.clone(), id)
                 }
                 None => {
                     state.busy += 1;
@@ -879,7 +879,7 @@ impl<K: Connect> Permit<K> {
                     while !state.closed && !state.waiters.is_empty() && !shared.at_cap(&state) {
                         shared.hand_permit_to_waiter(&mut state);
                     }
-                    Lease::new(conn, shared.clone(), false)
+                    Lease::new(conn, shared.clone())
                 }
             };
             (lease, state.closed)
@@ -917,26 +917,23 @@ impl<K: Connect> Drop for Permit<K> {
 pub struct Lease<K: Connect> {
     conn: Option<K::Conn>,
     shared: Arc<Shared<K>>,
-    reused: bool,
     /// The multiplexed connection this is a stream of; `None` for a whole connection.
     stream_of: Option<u64>,
 }
 
 impl<K: Connect> Lease<K> {
-    fn new(conn: K::Conn, shared: Arc<Shared<K>>, reused: bool) -> Self {
+    fn new(conn: K::Conn, shared: Arc<Shared<K>>) -> Self {
         Lease {
             conn: Some(conn),
             shared,
-            reused,
             stream_of: None,
         }
     }
 
-    fn stream(conn: K::Conn, shared: Arc<Shared<K>>, id: u64, reused: bool) -> Self {
+    fn stream(conn: K::Conn, shared: Arc<Shared<K>>, id: u64) -> Self {
         Lease {
             conn: Some(conn),
             shared,
-            reused,
             stream_of: Some(id),
         }
     }
@@ -966,11 +963,6 @@ impl<K: Connect> Lease<K> {
         self.conn
             .as_mut()
             .expect("lease holds a connection until released")
-    }
-
-    /// Whether this connection carried an earlier request.
-    pub fn is_reused(&self) -> bool {
-        self.reused
     }
 
     /// Returns the connection for reuse within `lifetime`, or closes it when `lifetime` is `None`

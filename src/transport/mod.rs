@@ -61,7 +61,8 @@ pub const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 /// 100 ms round trip for one stream, far above what a model streams.
 pub const H2_STREAM_WINDOW: u32 = 128 * 1024;
 
-/// Opens HTTP/1 connections to one origin, directly or through a proxy.
+/// Opens connections to one origin, directly or through a proxy: HTTP/1.1 ([`h1`]), or HTTP/2
+/// when TLS negotiates `h2` (`allowH2`).
 pub struct HttpConnector {
     endpoint: Endpoint,
     settings: ConnectConfig,
@@ -77,14 +78,20 @@ pub struct HttpConnector {
     dns: DnsCache<SystemResolver>,
 }
 
+/// Requests to an http origin through a proxy: written in absolute form, with the proxy's
+/// `Proxy-Authorization` when its URL has credentials.
+#[derive(Debug, Clone)]
+pub struct Forwarding {
+    pub proxy_authorization: Option<String>,
+}
+
 /// What a client needs to know of its transport beyond the connector.
 pub struct TransportSetup {
     pub connector: HttpConnector,
     /// What Node would only warn about (an unreadable `NODE_EXTRA_CA_CERTS` file, …).
     pub warnings: Vec<String>,
-    /// Set when requests go to an http origin through a proxy: they are then written in
-    /// absolute form, with this `Proxy-Authorization` value when the proxy URL has credentials.
-    pub forwarding: Option<Option<String>>,
+    /// Set when requests go to an http origin through a proxy.
+    pub forwarding: Option<Forwarding>,
     /// Proxy credentials in every form they could be echoed back in, for the redactor.
     pub secrets: Vec<String>,
 }
@@ -132,7 +139,9 @@ impl HttpConnector {
         };
         let (forwarding, secrets) = match &route {
             Route::Proxy(p) => (
-                (endpoint.scheme == Scheme::Http).then(|| p.authorization()),
+                (endpoint.scheme == Scheme::Http).then(|| Forwarding {
+                    proxy_authorization: p.authorization(),
+                }),
                 p.secrets(),
             ),
             _ => (None, Vec::new()),
