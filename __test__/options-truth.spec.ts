@@ -84,3 +84,55 @@ test('the check can fail: a name missing from one side shows up', () => {
   expect(typed).toContain('retry.maxRetries')
   expect(sorted(typed.filter((n) => n !== 'maxResponseSize'))).not.toEqual(sorted(native.optionNames()))
 })
+
+/** A default as the README or a doc comment writes it (`100`, `'llmpool'`, `[408, 409]`), as a value. */
+function literal(text: string): unknown {
+  return JSON.parse(text.replace(/'/g, '"'))
+}
+
+/** Defaults the README's option rows state as a literal: `| `name` | `default` | … |`. */
+function documentedDefaults(): Record<string, unknown> {
+  const readme = readFileSync(join(root, 'README.md'), 'utf8')
+  const section = readme.split(/^## /m).find((s) => s.startsWith('Options'))!
+  return Object.fromEntries([...section.matchAll(/^\| `([A-Za-z0-9.]+)` \| `([^`]+)` \|/gm)].map((m) => [m[1], literal(m[2])]))
+}
+
+/** Defaults the doc comments of index.d.ts state (`Default \`…\``), by option path. */
+function typedDefaults(): Record<string, unknown> {
+  const decl = interfaceNamed('ClientOptions')
+  const out: Record<string, unknown> = {}
+  const read = (prop: ts.PropertySignature | undefined, path: string) => {
+    const found = prop && /Default `([^`]+)`/.exec(prop.getFullText())
+    if (found && !found[1].startsWith('{')) out[path] = literal(found[1])
+  }
+  for (const name of members('ClientOptions')) {
+    read(propertyNamed(decl, name), name)
+    const nested = nestedInterface(decl, name)
+    if (nested) for (const child of members(nested)) read(propertyNamed(interfaceNamed(nested), child), `${name}.${child}`)
+  }
+  return out
+}
+
+describe('one list of defaults: the core states each, the README and the typings say the same', () => {
+  const defaults: Record<string, unknown> = JSON.parse(native.optionDefaults())
+
+  test('every default in the core is a known option', () => {
+    const names = new Set(native.optionNames())
+    expect(Object.keys(defaults).filter((n) => !names.has(n))).toEqual([])
+  })
+
+  test("the README's default column states the core's defaults, each of them", () => {
+    const documented = documentedDefaults()
+    const onlyUpstream = (n: string) => n.startsWith('upstreams.')
+    expect(Object.fromEntries(Object.entries(documented).filter(([n]) => !onlyUpstream(n)))).toEqual(defaults)
+  })
+
+  test("index.d.ts's doc comments state the core's defaults where they state one", () => {
+    const typed = typedDefaults()
+    const stated = Object.keys(typed).filter((n) => n in defaults)
+    expect(stated.length).toBeGreaterThanOrEqual(Object.keys(defaults).length - 2)
+    for (const name of stated) expect([name, typed[name]]).toEqual([name, defaults[name]])
+    // A default in the typings for an option the core states none for is a stale comment.
+    expect(Object.keys(typed).filter((n) => !(n in defaults) && !n.startsWith('upstreams'))).toEqual([])
+  })
+})

@@ -370,6 +370,20 @@ pub fn option_names() -> Vec<String> {
     crate::config::option_names()
 }
 
+/// Every client option with a literal default, as a JSON object text `{ name: default }` (the
+/// core's one list, which tests hold the README and the typings to).
+#[napi]
+#[allow(dead_code)] // called from JS: the napi macro exports it
+pub fn option_defaults() -> String {
+    serde_json::Value::Object(
+        crate::router::config::option_defaults()
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value))
+            .collect(),
+    )
+    .to_string()
+}
+
 /// Every per-call option name.
 #[napi]
 #[allow(dead_code)] // called from JS: the napi macro exports it

@@ -11,6 +11,79 @@ use crate::config::{
     is_upstream_option, BreakerConfig, Config, ConfigError, LimitsConfig, ROUTER_OPTIONS,
 };
 
+/// The key prefix of the shared store, so that services can share one Redis.
+pub const DEFAULT_STORE_PREFIX: &str = "llmpool";
+
+/// Every client option with a literal default, as JS writes it, from the constants the validators
+/// use. The README's option rows and `index.d.ts`'s doc comments are checked against this list
+/// (`__test__/options-truth.spec.ts`); this list is checked against the validators (a client
+/// given these values is configured exactly as one given none: `option_defaults_are_the_validators'`).
+pub fn option_defaults() -> Vec<(&'static str, Value)> {
+    use crate::config::*;
+    use serde_json::json;
+    vec![
+        ("routing", json!(DEFAULT_ROUTING.name())),
+        ("allowedFails", json!(DEFAULT_ALLOWED_FAILS)),
+        ("cooldown", json!(DEFAULT_COOLDOWN_MS)),
+        ("store.prefix", json!(DEFAULT_STORE_PREFIX)),
+        ("connections", json!(DEFAULT_CONNECTIONS)),
+        ("pipelining", json!(1)),
+        ("keepAliveTimeout", json!(DEFAULT_KEEP_ALIVE_TIMEOUT_MS)),
+        (
+            "keepAliveMaxTimeout",
+            json!(DEFAULT_KEEP_ALIVE_MAX_TIMEOUT_MS),
+        ),
+        (
+            "keepAliveTimeoutThreshold",
+            json!(DEFAULT_KEEP_ALIVE_TIMEOUT_THRESHOLD_MS),
+        ),
+        ("connectTimeout", json!(DEFAULT_CONNECT_TIMEOUT_MS)),
+        ("headersTimeout", json!(DEFAULT_HEADERS_TIMEOUT_MS)),
+        ("bodyTimeout", json!(DEFAULT_BODY_TIMEOUT_MS)),
+        ("autoSelectFamily", json!(DEFAULT_AUTO_SELECT_FAMILY)),
+        (
+            "autoSelectFamilyAttemptTimeout",
+            json!(DEFAULT_AUTO_SELECT_FAMILY_ATTEMPT_TIMEOUT_MS),
+        ),
+        ("connect.keepAlive", json!(DEFAULT_TCP_KEEP_ALIVE)),
+        (
+            "connect.keepAliveInitialDelay",
+            json!(DEFAULT_TCP_KEEP_ALIVE_INITIAL_DELAY_MS),
+        ),
+        ("connect.rejectUnauthorized", json!(true)),
+        ("connect.useSystemCA", json!(false)),
+        ("poolTimeout", json!(DEFAULT_POOL_TIMEOUT_MS)),
+        ("timeout", json!(DEFAULT_TIMEOUT_MS)),
+        ("firstTokenTimeout", json!(DEFAULT_FIRST_TOKEN_TIMEOUT_MS)),
+        ("tokenTimeout", json!(DEFAULT_TOKEN_TIMEOUT_MS)),
+        ("maxEventSize", json!(DEFAULT_MAX_EVENT_SIZE)),
+        ("maxResponseSize", json!(DEFAULT_MAX_RESPONSE_SIZE)),
+        ("limitTimeout", json!(DEFAULT_LIMIT_TIMEOUT_MS)),
+        ("allowH2", json!(DEFAULT_ALLOW_H2)),
+        (
+            "maxConcurrentStreams",
+            json!(DEFAULT_MAX_CONCURRENT_STREAMS),
+        ),
+        ("dns.maxTTL", json!(DEFAULT_DNS_MAX_TTL_MS)),
+        ("dns.maxItems", json!(DEFAULT_DNS_MAX_ITEMS)),
+        ("retry.maxRetries", json!(DEFAULT_MAX_RETRIES)),
+        ("retry.minTimeout", json!(DEFAULT_RETRY_MIN_TIMEOUT_MS)),
+        ("retry.maxTimeout", json!(DEFAULT_RETRY_MAX_TIMEOUT_MS)),
+        ("retry.timeoutFactor", json!(DEFAULT_RETRY_TIMEOUT_FACTOR)),
+        ("retry.retryAfter", json!(DEFAULT_RETRY_AFTER)),
+        ("retry.statusCodes", json!(DEFAULT_RETRY_STATUS_CODES)),
+        ("retry.errorCodes", json!(DEFAULT_RETRY_ERROR_CODES)),
+        (
+            "circuitBreaker.failureThreshold",
+            json!(DEFAULT_BREAKER_FAILURE_THRESHOLD),
+        ),
+        (
+            "circuitBreaker.resetTimeout",
+            json!(DEFAULT_BREAKER_RESET_TIMEOUT_MS),
+        ),
+    ]
+}
+
 /// Consecutive retryable failures that put an upstream in cooldown (LiteLLM's `allowed_fails`).
 pub const DEFAULT_ALLOWED_FAILS: u32 = 3;
 /// How long an upstream cools down (LiteLLM's default cooldown, 5 s).
@@ -403,7 +476,7 @@ fn parse_store(value: Option<&Value>) -> Result<Option<StoreConfig>, ConfigError
     };
     crate::store::check_url(&url).map_err(|why| rule("store.redis", why))?;
     let prefix = match map.get("prefix") {
-        None | Some(Value::Null) => "llmpool".to_owned(),
+        None | Some(Value::Null) => DEFAULT_STORE_PREFIX.to_owned(),
         Some(Value::String(s)) if !s.is_empty() && !s.contains(char::is_whitespace) => s.clone(),
         Some(_) => {
             return Err(rule(
@@ -431,5 +504,71 @@ fn uint(
             .as_u64()
             .filter(|n| (min..=max).contains(n))
             .ok_or_else(|| rule(key, &format!("must be an integer from {min} to {max}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Two upstreams for the routing options (they apply only there), one `baseUrl` for the rest
+    /// (`circuitBreaker` applies only there), and the options a nested option
+    /// lives in, present and otherwise empty (`circuitBreaker: {}`): an opt-in group is compared
+    /// with itself, not with its absence.
+    fn base(name: &str) -> Value {
+        let routing_only = ["routing", "allowedFails", "cooldown"].contains(&name);
+        let mut base = if routing_only {
+            json!({ "upstreams": [
+                { "name": "a", "baseUrl": "http://127.0.0.1:1/v1" },
+                { "name": "b", "baseUrl": "http://127.0.0.1:2/v1" },
+            ] })
+        } else {
+            json!({ "baseUrl": "http://127.0.0.1:1/v1" })
+        };
+        if let Some((group, _)) = name.split_once('.') {
+            let empty = if group == "store" {
+                json!({ "redis": "redis://127.0.0.1:1" })
+            } else {
+                json!({})
+            };
+            base[group] = empty;
+        }
+        base
+    }
+
+    fn configured(options: &Value) -> String {
+        format!(
+            "{:?}",
+            RouterConfig::from_json(options).expect("valid options")
+        )
+    }
+
+    #[test]
+    fn option_defaults_are_the_validators() {
+        let defaults = option_defaults();
+        assert!(defaults.len() >= 30);
+        for (name, value) in defaults {
+            let without = base(name);
+            let mut with = without.clone();
+            match name.split_once('.') {
+                Some((group, field)) => with[group][field] = value.clone(),
+                None => with[name] = value.clone(),
+            }
+            assert_eq!(
+                configured(&with),
+                configured(&without),
+                "{name}: {value} is not what the validator takes when it is absent"
+            );
+        }
+    }
+
+    #[test]
+    fn a_value_other_than_the_default_is_seen() {
+        // The comparison above can fail: a non-default value changes the configuration.
+        let without = base("connections");
+        let mut with = without.clone();
+        with["connections"] = json!(7);
+        assert_ne!(configured(&with), configured(&without));
     }
 }
