@@ -18,6 +18,22 @@ pub struct LimitsConfig {
 /// Longest wait for a client-side limit.
 pub const DEFAULT_LIMIT_TIMEOUT_MS: u64 = 60_000;
 
+/// The `limits` and `limitTimeout` of a client's options object, by the rules
+/// [`Config::from_json`] applies; the router reads its client-wide limits with it (the rest of
+/// those options go to its upstreams).
+pub fn client_limits(options: &Map<String, Value>) -> Result<Option<LimitsConfig>> {
+    let mut own = Map::new();
+    for key in ["limits", "limitTimeout"] {
+        if let Some(value) = options.get(key) {
+            own.insert(key.to_owned(), value.clone());
+        }
+    }
+    let own = Value::Object(own);
+    let o = Options::new(&own, "", "options", &[&["limits", "limitTimeout"]])?;
+    let timeout = o.limit_ms("limitTimeout", DEFAULT_LIMIT_TIMEOUT_MS)?;
+    parse_limits(o.map.get("limits"), timeout)
+}
+
 pub(super) const KNOWN_LIMITS_OPTIONS: &[&str] = &["rpm", "tpm", "concurrency"];
 
 pub(super) fn parse_limits(

@@ -24,8 +24,8 @@ pub use call::{call_option_names, parse_headers, CallOptions};
 use connect::{parse_connect, parse_dns, KNOWN_CONNECT_OPTIONS, KNOWN_DNS_OPTIONS};
 pub use connect::{ConnectConfig, DnsConfig, ProxySetting};
 pub use endpoint::{Endpoint, Scheme};
+pub use limits::{client_limits, LimitsConfig, DEFAULT_LIMIT_TIMEOUT_MS};
 use limits::{parse_limits, KNOWN_LIMITS_OPTIONS};
-pub use limits::{LimitsConfig, DEFAULT_LIMIT_TIMEOUT_MS};
 use retry::{parse_breaker, parse_retry, KNOWN_BREAKER_OPTIONS, KNOWN_RETRY_OPTIONS};
 pub use retry::{
     BreakerConfig, RetryConfig, DEFAULT_BREAKER_FAILURE_THRESHOLD, DEFAULT_BREAKER_RESET_TIMEOUT_MS,

@@ -267,18 +267,7 @@ impl RouterConfig {
             built.push(upstream);
         }
         // The client-wide limits, read by the same rules as an upstream's.
-        let limits = match map.get("limits") {
-            None | Some(Value::Null) => None,
-            Some(limits) => {
-                let mut probe = Map::new();
-                probe.insert("baseUrl".into(), "http://limits.invalid".into());
-                probe.insert("limits".into(), limits.clone());
-                if let Some(t) = map.get("limitTimeout") {
-                    probe.insert("limitTimeout".into(), t.clone());
-                }
-                Config::from_json(&Value::Object(probe))?.limits
-            }
-        };
+        let limits = crate::config::client_limits(map)?;
         let served = |model: &str| {
             built
                 .iter()
@@ -345,13 +334,6 @@ fn upstream(
             }
         }
     }
-    merged.insert(
-        "circuitBreaker".into(),
-        serde_json::json!({
-            "failureThreshold": breaker.failure_threshold,
-            "resetTimeout": breaker.reset_timeout.as_millis() as u64,
-        }),
-    );
     if !own.contains_key("baseUrl") {
         return Err(rule(&format!("{at}.baseUrl"), "is required"));
     }
@@ -370,6 +352,8 @@ fn upstream(
         Some(_) => return Err(rule(&format!("{at}.name"), "must be a non-empty string")),
     };
     config.name = Some(name);
+    // Every upstream has a breaker: `allowedFails` and `cooldown`, the router's options.
+    config.circuit_breaker = Some(breaker);
     let weight = match own.get("weight") {
         None | Some(Value::Null) => 1,
         Some(v) => v
