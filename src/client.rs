@@ -151,12 +151,12 @@ impl<K: Connect> Client<K> {
         };
         let chat_uri: Uri = target
             .parse()
-            .map_err(|_| ConfigError("baseUrl has a path that is not a valid URL path".into()))?;
+            .map_err(|_| ConfigError::new("baseUrl", "has a path that is not a valid URL path"))?;
         let mut base_headers = HeaderMap::new();
         base_headers.insert(
             HOST,
             HeaderValue::from_str(&config.endpoint.authority)
-                .map_err(|_| ConfigError("baseUrl has an invalid host".into()))?,
+                .map_err(|_| ConfigError::new("baseUrl", "has an invalid host"))?,
         );
         base_headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         base_headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
@@ -164,7 +164,7 @@ impl<K: Connect> Client<K> {
         if let Some(key) = &config.api_key {
             let mut auth =
                 HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| {
-                    ConfigError("apiKey must contain only visible ASCII characters".into())
+                    ConfigError::new("apiKey", "must contain only visible ASCII characters")
                 })?;
             auth.set_sensitive(true);
             base_headers.insert(AUTHORIZATION, auth);
@@ -177,7 +177,7 @@ impl<K: Connect> Client<K> {
         }) = &transport.forwarding
         {
             let mut value = HeaderValue::from_str(credentials)
-                .map_err(|_| ConfigError("proxy has credentials that are not valid".into()))?;
+                .map_err(|_| ConfigError::new("proxy", "has credentials that are not valid"))?;
             value.set_sensitive(true);
             base_headers.insert(PROXY_AUTHORIZATION, value);
         }
@@ -507,7 +507,7 @@ impl<K: Connect> Client<K> {
 }
 
 fn bad_path() -> ConfigError {
-    ConfigError("path must start with / and be a valid URL path".into())
+    ConfigError::new("path", "must start with / and be a valid URL path")
 }
 
 /// A path of this origin: `/…`, never `//…` (which would name another host).

@@ -1078,9 +1078,9 @@ mod routing {
         for (options, expected) in cases {
             let e = RouterConfig::from_json(&options).unwrap_err();
             assert!(
-                e.0.starts_with(expected),
+                e.to_string().starts_with(expected),
                 "{} does not start with {expected}",
-                e.0
+                e
             );
         }
         // The client's options reach every upstream; an upstream's win.

@@ -86,8 +86,8 @@ impl NativeClient {
         guard(|| {
             let value: serde_json::Value = serde_json::from_str(&options)
                 .map_err(|_| invalid_arg("options must be a plain object"))?;
-            let config = RouterConfig::from_json(&value).map_err(|e| invalid_arg(e.0))?;
-            let router = Router::new(config).map_err(|e| invalid_arg(e.0))?;
+            let config = RouterConfig::from_json(&value).map_err(|e| invalid_arg(e.to_string()))?;
+            let router = Router::new(config).map_err(|e| invalid_arg(e.to_string()))?;
             Ok(NativeClient {
                 inner: Arc::new(router),
                 mailbox: Mailbox::new(deliver)?,
@@ -120,7 +120,9 @@ impl NativeClient {
         cancel: Option<ClassInstance<'_, CancelToken>>,
     ) -> Result<()> {
         guard(|| {
-            self.inner.check_path(&path).map_err(|e| invalid_arg(e.0))?;
+            self.inner
+                .check_path(&path)
+                .map_err(|e| invalid_arg(e.to_string()))?;
             self.post_json(id, Target::Api(path), body, options, cancel)
         })
     }
@@ -136,7 +138,9 @@ impl NativeClient {
         cancel: Option<ClassInstance<'_, CancelToken>>,
     ) -> Result<NativeStream> {
         guard(|| {
-            self.inner.check_path(&path).map_err(|e| invalid_arg(e.0))?;
+            self.inner
+                .check_path(&path)
+                .map_err(|e| invalid_arg(e.to_string()))?;
             let call = self.call_options(options, true)?;
             let cancel = cancel.map(|c| c.token.clone());
             let stream = self
@@ -148,7 +152,7 @@ impl NativeClient {
                     call,
                     cancel,
                 )
-                .map_err(|e| invalid_arg(e.0))?;
+                .map_err(|e| invalid_arg(e.to_string()))?;
             Ok(self.native_stream(stream))
         })
     }
@@ -197,7 +201,7 @@ impl NativeClient {
             let stream = self
                 .inner
                 .fetch(method, &path, body, call, cancel)
-                .map_err(|e| invalid_arg(e.0))?;
+                .map_err(|e| invalid_arg(e.to_string()))?;
             Ok(self.native_stream(stream))
         })
     }
@@ -242,7 +246,8 @@ impl NativeClient {
         };
         let value: serde_json::Value = serde_json::from_str(&json)
             .map_err(|_| invalid_arg("call options must be an object"))?;
-        CallOptions::from_json(&value, self.inner.config(), stream).map_err(|e| invalid_arg(e.0))
+        CallOptions::from_json(&value, self.inner.config(), stream)
+            .map_err(|e| invalid_arg(e.to_string()))
     }
 
     /// A chat stream; nothing is sent until the first `next()`. `body` is JSON text that already
@@ -260,7 +265,7 @@ impl NativeClient {
             let stream = self
                 .inner
                 .stream(Target::Chat, Dialect::Chat, Bytes::from(body), call, cancel)
-                .map_err(|e| invalid_arg(e.0))?;
+                .map_err(|e| invalid_arg(e.to_string()))?;
             Ok(self.native_stream(stream))
         })
     }

@@ -82,12 +82,13 @@ pub fn parse_headers(value: &Value, option: &str) -> Result<Vec<(HeaderName, Hea
     let mut headers = Vec::with_capacity(map.len());
     for (name, value) in map {
         let header = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| ConfigError(format!("{option} has an invalid header name")))?;
+            .map_err(|_| ConfigError::new(option, "has an invalid header name"))?;
         let text = value
             .as_str()
-            .ok_or_else(|| ConfigError(format!("{option}.{name} must be a string")))?;
-        let value = HeaderValue::from_str(text)
-            .map_err(|_| ConfigError(format!("{option}.{name} is not a valid header value")))?;
+            .ok_or_else(|| ConfigError::new(format!("{option}.{name}"), "must be a string"))?;
+        let value = HeaderValue::from_str(text).map_err(|_| {
+            ConfigError::new(format!("{option}.{name}"), "is not a valid header value")
+        })?;
         headers.push((header, value));
     }
     Ok(headers)

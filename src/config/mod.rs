@@ -108,11 +108,45 @@ pub const MAX_DURATION_MS: u64 = i32::MAX as u64;
 /// An option that broke its rule. The message names the option and the rule; never its value,
 /// which may be a secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError(pub String);
+pub struct ConfigError {
+    /// The option, by its path (`connect.ca`, `upstreams[1].timeout`); empty for a failure of
+    /// no one option.
+    option: String,
+    rule: String,
+}
+
+impl ConfigError {
+    /// `option` broke `rule`: the message is both, `connections must be a positive integer`.
+    pub fn new(option: impl Into<String>, rule: impl Into<String>) -> Self {
+        ConfigError {
+            option: option.into(),
+            rule: rule.into(),
+        }
+    }
+
+    /// A failure of no one option (the TLS library refusing to start).
+    pub fn plain(message: impl Into<String>) -> Self {
+        ConfigError::new(String::new(), message)
+    }
+
+    /// The option that broke its rule (its first path segment says which option of an object).
+    pub fn option(&self) -> &str {
+        &self.option
+    }
+
+    /// The same error, for an option that sits under `parent` (`upstreams[0]`).
+    pub fn under(self, parent: &str) -> Self {
+        ConfigError::new(format!("{parent}.{}", self.option), self.rule)
+    }
+}
 
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        if self.option.is_empty() {
+            f.write_str(&self.rule)
+        } else {
+            write!(f, "{} {}", self.option, self.rule)
+        }
     }
 }
 
@@ -121,7 +155,7 @@ impl std::error::Error for ConfigError {}
 type Result<T> = std::result::Result<T, ConfigError>;
 
 fn rule(name: &str, rule: &str) -> ConfigError {
-    ConfigError(format!("{name} {rule}"))
+    ConfigError::new(name, rule)
 }
 
 /// The whole validated configuration of one client.
@@ -256,7 +290,7 @@ impl<'a> Options<'a> {
     fn new(value: &'a Value, prefix: &'static str, what: &str, known: &[&[&str]]) -> Result<Self> {
         let map = value
             .as_object()
-            .ok_or_else(|| ConfigError(format!("{what} must be an object")))?;
+            .ok_or_else(|| ConfigError::new(what, "must be an object"))?;
         if let Some(unknown) = map
             .keys()
             .find(|k| !known.iter().any(|list| list.contains(&k.as_str())))
@@ -266,9 +300,10 @@ impl<'a> Options<'a> {
             } else {
                 "option"
             };
-            return Err(ConfigError(format!(
-                "{prefix}{unknown} is not a known {noun}"
-            )));
+            return Err(ConfigError::new(
+                format!("{prefix}{unknown}"),
+                format!("is not a known {noun}"),
+            ));
         }
         Ok(Options { map, prefix })
     }

@@ -4,7 +4,7 @@ use super::*;
 use serde_json::json;
 
 fn err(v: Value) -> String {
-    Config::from_json(&v).unwrap_err().0
+    Config::from_json(&v).unwrap_err().to_string()
 }
 
 #[test]

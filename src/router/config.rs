@@ -168,7 +168,7 @@ pub struct RouterConfig {
 }
 
 fn rule(name: &str, rule: &str) -> ConfigError {
-    ConfigError(format!("{name} {rule}"))
+    ConfigError::new(name, rule)
 }
 
 impl RouterConfig {
@@ -176,7 +176,7 @@ impl RouterConfig {
     pub fn from_json(value: &Value) -> Result<RouterConfig, ConfigError> {
         let map = value
             .as_object()
-            .ok_or_else(|| ConfigError("options must be an object".into()))?;
+            .ok_or_else(|| ConfigError::new("options", "must be an object"))?;
         let routing = match map.get("routing") {
             None | Some(Value::Null) => DEFAULT_ROUTING,
             Some(Value::String(s)) if s == "least-busy" => Routing::LeastBusy,
@@ -310,9 +310,10 @@ fn upstream(
         .as_object()
         .ok_or_else(|| rule(&at, "must be an object"))?;
     if let Some(unknown) = own.keys().find(|k| !is_upstream_option(k)) {
-        return Err(ConfigError(format!(
-            "{at}.{unknown} is not a known upstream option"
-        )));
+        return Err(ConfigError::new(
+            format!("{at}.{unknown}"),
+            "is not a known upstream option",
+        ));
     }
     let mut merged = shared.clone();
     for (key, value) in own {
@@ -339,9 +340,9 @@ fn upstream(
     }
     let mut config = Config::from_json(&Value::Object(merged)).map_err(|e| {
         // Name the upstream's field when the upstream set it.
-        let field = e.0.split([' ', '.']).next().unwrap_or_default();
+        let field = e.option().split('.').next().unwrap_or_default();
         if own.contains_key(field) {
-            ConfigError(format!("{at}.{}", e.0))
+            e.under(&at)
         } else {
             e
         }
@@ -450,9 +451,10 @@ fn parse_store(value: Option<&Value>) -> Result<Option<StoreConfig>, ConfigError
         .keys()
         .find(|k| !["redis", "prefix"].contains(&k.as_str()))
     {
-        return Err(ConfigError(format!(
-            "store.{unknown} is not a known option"
-        )));
+        return Err(ConfigError::new(
+            format!("store.{unknown}"),
+            "is not a known option",
+        ));
     }
     let url = match map.get("redis") {
         Some(Value::String(s)) => s.clone(),

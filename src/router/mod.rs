@@ -132,7 +132,7 @@ where
         let store = match &config.store {
             None => None,
             Some(s) => Some(Arc::new(Store::new(&s.redis_url, &s.prefix).map_err(
-                |why| ConfigError(format!("store.redis is not usable: {why}")),
+                |why| ConfigError::new("store.redis", format!("is not usable: {why}")),
             )?)),
         };
         let limiter = config.limits.as_ref().map(|limits| match &store {
@@ -654,7 +654,7 @@ fn target_uri<K: Connect>(client: &Client<K>, target: &Target) -> Result<Uri, Er
 }
 
 fn invalid(e: ConfigError) -> Error {
-    Error::new(Kind::Internal, e.0)
+    Error::new(Kind::Internal, e.to_string())
 }
 
 fn lookup<'a>(lists: &'a [(String, Vec<String>)], model: &str) -> Option<&'a [String]> {

@@ -133,7 +133,7 @@ impl HttpConnector {
             Scheme::Http => None,
             Scheme::Https => Some(
                 tls::server_name(&endpoint.host, config.connect.servername.as_deref()).ok_or_else(
-                    || ConfigError("baseUrl has a host name that TLS cannot verify".into()),
+                    || ConfigError::new("baseUrl", "has a host name that TLS cannot verify"),
                 )?,
             ),
         };

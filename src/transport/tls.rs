@@ -29,14 +29,14 @@ pub fn client_config(
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| ConfigError(format!("TLS setup failed: {e}")))?;
+        .map_err(|e| ConfigError::plain(format!("TLS setup failed: {e}")))?;
     let builder = if settings.reject_unauthorized {
         let mut roots = RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
         };
         for pem in &settings.ca {
             add_pem_roots(&mut roots, pem.as_bytes()).map_err(|why| {
-                ConfigError(format!("connect.ca holds a certificate that is {why}"))
+                ConfigError::new("connect.ca", format!("holds a certificate that is {why}"))
             })?;
         }
         if let Some(path) = extra_ca_file.filter(|p| !p.is_empty()) {
@@ -75,20 +75,24 @@ pub fn client_config(
                 .collect::<Result<Vec<_>, _>>()
                 .ok()
                 .filter(|c| !c.is_empty())
-                .ok_or_else(|| ConfigError("connect.cert must hold PEM certificates".into()))?;
+                .ok_or_else(|| ConfigError::new("connect.cert", "must hold PEM certificates"))?;
             let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|_| {
-                ConfigError(
-                    "connect.key must be a PEM private key (PKCS#8, PKCS#1 or SEC1), unencrypted"
-                        .into(),
+                ConfigError::new(
+                    "connect.key",
+                    "must be a PEM private key (PKCS#8, PKCS#1 or SEC1), unencrypted",
                 )
             })?;
             builder.with_client_auth_cert(chain, key).map_err(|_| {
-                ConfigError("connect.key does not match connect.cert, or is not usable".into())
+                ConfigError::new(
+                    "connect.key",
+                    "does not match connect.cert, or is not usable",
+                )
             })?
         }
         _ => {
-            return Err(ConfigError(
-                "connect.cert and connect.key must be given together".into(),
+            return Err(ConfigError::new(
+                "connect.cert",
+                "and connect.key must be given together",
             ))
         }
     };
@@ -180,7 +184,7 @@ mod tests {
     fn error(settings: &ConnectConfig, extra: Option<&str>) -> String {
         match client_config(settings, extra) {
             Ok(_) => panic!("expected an error"),
-            Err(e) => e.0,
+            Err(e) => e.to_string(),
         }
     }
 
