@@ -615,13 +615,28 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_on_an_idle_connection_the_server_closed_is_not_sent() {
-        let (client, server) = duplex(1024);
-        drop(server);
+        // A connection that served one request and went idle; then the server closes it. (A
+        // socket never used is not probed: `a_request_the_socket_refused_whole_was_not_sent`.)
+        let (client, mut server) = duplex(1024);
         let mut conn = H1Conn::new(client);
-        assert!(matches!(
-            conn.send(post("/", "{}")).await,
-            Err(SendError::NotSent(_))
-        ));
+        let first = tokio::spawn(async move {
+            let response = conn.send(post("/", "{}")).await.unwrap();
+            response.into_body().collect().await.unwrap();
+            conn
+        });
+        read_request(&mut server).await;
+        server
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        let mut conn = first.await.unwrap();
+        drop(server);
+        match conn.send(post("/", "{}")).await {
+            Err(SendError::NotSent(e)) => {
+                assert!(e.to_string().contains("closed the idle connection"), "{e}")
+            }
+            other => panic!("expected NotSent, got {:?}", other.map(|_| ())),
+        }
     }
 
     #[tokio::test]

@@ -102,14 +102,10 @@ async fn ours(pieces: &[Vec<u8>]) -> Verdict {
                 return error(&e)
             }
         };
-        let mut body = response.into_body();
-        let mut data = Vec::new();
-        while let Some(frame) = body.frame().await {
-            match frame {
-                Ok(frame) => data.extend_from_slice(frame.data_ref().map_or(&[][..], |d| d)),
-                Err(e) => return error(&e),
-            }
-        }
+        let data = match read_body(response.into_body()).await {
+            Ok(data) => data,
+            Err(refused) => return refused,
+        };
         wait_written(&mut rx).await;
         // What the pool would do before the next request: look at the idle socket.
         conn.prober()();
@@ -154,14 +150,10 @@ async fn hyper_verdict(pieces: &[Vec<u8>]) -> Verdict {
             }
             Err(e) => return error(&e),
         };
-        let mut body = response.into_body();
-        let mut data = Vec::new();
-        while let Some(frame) = body.frame().await {
-            match frame {
-                Ok(frame) => data.extend_from_slice(frame.data_ref().map_or(&[][..], |d| d)),
-                Err(e) => return error(&e),
-            }
-        }
+        let data = match read_body(response.into_body()).await {
+            Ok(data) => data,
+            Err(refused) => return refused,
+        };
         wait_written(&mut rx).await;
         // Give the connection task its turn to read what follows the body (it fails on any
         // byte while idle) or to close after `Connection: close`.
@@ -208,6 +200,22 @@ fn spawn_server(
         tokio::time::sleep(LINGER).await;
         drop(end);
     })
+}
+
+/// A response body's data frames, or the error verdict of the frame that failed.
+async fn read_body<B>(mut body: B) -> Result<Vec<u8>, Verdict>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let mut data = Vec::new();
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => data.extend_from_slice(frame.data_ref().map_or(&[][..], |d| d)),
+            Err(e) => return Err(error(&e)),
+        }
+    }
+    Ok(data)
 }
 
 fn error(e: &dyn std::fmt::Display) -> Verdict {
