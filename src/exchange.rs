@@ -226,20 +226,18 @@ where
         e: &(dyn std::error::Error + Send + Sync + 'static),
     ) -> Error {
         let cause = Cause::of(e);
-        if is_malformed(e) {
-            return Error::new(
-                Kind::InvalidResponse,
-                format!(
-                    "connection to {} {when}: invalid response: {}",
-                    self.origin(),
-                    cause.message
-                ),
-            )
-            .with_cause(cause);
-        }
+        let (kind, what) = if is_malformed(e) {
+            (Kind::InvalidResponse, "invalid response: ")
+        } else {
+            (Kind::Socket, "")
+        };
         Error::new(
-            Kind::Socket,
-            format!("connection to {} {when}: {}", self.origin(), cause.message),
+            kind,
+            format!(
+                "connection to {} {when}: {what}{}",
+                self.origin(),
+                cause.message
+            ),
         )
         .with_cause(cause)
     }
@@ -309,9 +307,9 @@ where
 
     /// An `ERR_HTTP_STATUS` error from a non-2xx answer: status, headers, the provider's body and
     /// message, and the clamped wait it asked for. Secrets are stripped later, in `Client::run`.
-    pub(crate) fn http_error(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Error {
-        let raw = body;
-        let body = String::from_utf8_lossy(&body[..body.len().min(MAX_ERROR_BODY)]).into_owned();
+    pub(crate) fn http_error(&self, status: StatusCode, headers: &HeaderMap, raw: &[u8]) -> Error {
+        let raw = &raw[..raw.len().min(MAX_ERROR_BODY)];
+        let body = String::from_utf8_lossy(raw).into_owned();
         let reason = status.canonical_reason().unwrap_or("error");
         let message = match provider_message(&body) {
             Some(m) => format!(
@@ -341,7 +339,7 @@ where
                 status: status.as_u16(),
                 headers,
                 body,
-                raw: Bytes::copy_from_slice(&raw[..raw.len().min(MAX_ERROR_BODY)]),
+                raw: Bytes::copy_from_slice(raw),
             },
         );
         if proxy_refused {

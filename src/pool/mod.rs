@@ -162,6 +162,12 @@ impl<K: Connect> State<K> {
         self.idle.len() + self.busy + self.connecting + live
     }
 
+    /// A multiplexed connection that takes no new streams: retired, closed, or spent (it has
+    /// started its whole stream budget). It only drains what it carries.
+    fn takes_no_streams(&self, entry: &Multiplexed<K::Conn>) -> bool {
+        entry.retired || K::is_closed(&entry.conn) || entry.started >= self.stream_budget
+    }
+
     /// Streams multiplexed connection `entry` may take now: its room under the server's limit
     /// and `maxConcurrentStreams`, within what is left of its stream budget.
     fn room(&self, entry: &Multiplexed<K::Conn>, max_streams: usize) -> usize {
@@ -473,8 +479,7 @@ impl<K: Connect> Shared<K> {
         let mut i = 0;
         while i < state.multiplexed.len() {
             let entry = &state.multiplexed[i];
-            let gone =
-                entry.retired || K::is_closed(&entry.conn) || entry.started >= state.stream_budget;
+            let gone = state.takes_no_streams(entry);
             if gone || entry.expires.is_some_and(|at| at <= now) {
                 if entry.streams == 0 {
                     dead.push(state.remove_multiplexed(i));
@@ -542,19 +547,14 @@ impl<K: Connect> Shared<K> {
             }
             let pool_closed = state.closed;
             if let Some(at) = state.multiplexed.iter().position(|m| m.id == id) {
-                let budget = state.stream_budget;
-                let entry = &mut state.multiplexed[at];
-                if entry.streams == 0 {
-                    let done = entry.retired
-                        || K::is_closed(&entry.conn)
-                        || entry.started >= budget
-                        || pool_closed;
-                    if done {
+                if state.multiplexed[at].streams == 0 {
+                    if pool_closed || state.takes_no_streams(&state.multiplexed[at]) {
                         dead = Some(state.remove_multiplexed(at));
                         self.closed.fetch_add(1, Ordering::Relaxed);
                         self.fill_waiters(&mut state);
                     } else {
-                        entry.expires = Some(Instant::now() + self.limits.idle_timeout);
+                        state.multiplexed[at].expires =
+                            Some(Instant::now() + self.limits.idle_timeout);
                         self.ensure_reaper(&mut state);
                     }
                 }
