@@ -1,11 +1,17 @@
-//! The attempt loop, one for every kind of call: each attempt runs within the attempt deadline
-//! and through the circuit breaker; a failed one is retried under the retry policy (backoff,
-//! `Retry-After`), unless the call already committed output to its consumer (a stream that
-//! yielded a chunk), after which a failure is final.
+//! The attempt loop, one for every call and every number of upstreams. It decides *whether*:
+//! the retry budget (`maxRetries`, spent across upstreams), backoff and `Retry-After`, the
+//! attempt deadline and the circuit breaker, and that a call which committed output to its
+//! consumer (a stream that yielded a chunk) is not tried again. It asks a [`Route`] *where*:
+//! the first upstream, another one after a failure, a wider model after a prompt too long.
+//! One `baseUrl` is a route of one stop.
+//!
+//! A move to another upstream is at once (no backoff: that upstream owes nothing to this one's
+//! failure) and spends one retry, unless nothing was sent (its circuit was open). Staying on the
+//! last stop left, the loop backs off as the policy says, within what is left of the budget.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
+use bytes::Bytes;
 use futures::future::Either;
 use futures::FutureExt;
 
@@ -31,46 +37,188 @@ pub(crate) enum CallKind {
     Stream,
 }
 
-impl<K: Connect> Client<K> {
-    /// Runs `attempt` until it succeeds, the policy stops, or `committed` says output reached the
-    /// consumer. The final error carries the number of attempts.
+/// Where one attempt goes: an upstream's client (by its index in the route's list, for the
+/// caller's bookkeeping) and the body as that upstream is sent it (its own model name).
+pub(crate) struct Stop<'r, K: Connect> {
+    pub index: usize,
+    pub client: &'r Client<K>,
+    pub body: Bytes,
+}
+
+/// What a route says when a prompt did not fit a model's context window.
+pub(crate) enum Wider<'r, K: Connect> {
+    /// The route has no wider model for this failure: an ordinary failure.
+    NotApplicable,
+    /// Try this wider model's upstream (free: the prompt fits no upstream of the old model).
+    To(Stop<'r, K>),
+    /// A wider model was named but nothing serves it: the failure is final.
+    Nowhere,
+}
+
+/// Where a call's attempts go (the router's plan for one call). It never decides whether to
+/// try again; the loop asks it only once it has decided to.
+pub(crate) trait Route<'r, K: Connect>: Send {
+    /// The first stop, or why there is none (no upstream serves the model).
+    fn first(&mut self) -> Result<Stop<'r, K>, Error>;
+    /// Notes a failed attempt at `at` (an upstream that answered 429 with a wait cools down).
+    fn failed(&mut self, at: &Stop<'r, K>, error: &Error);
+    /// Where the call goes when `error` says its prompt is too long for the model.
+    fn wider(&mut self, error: &Error) -> Wider<'r, K>;
+    /// Whether another upstream or fallback model is left.
+    fn has_another(&self) -> bool;
+    /// The next upstream or fallback model, when one serves the call.
+    fn another(&mut self) -> Option<Stop<'r, K>>;
+    /// The upstreams tried so far, for the final error (empty without routing).
+    fn tried(&self) -> Vec<String>;
+}
+
+/// One call's run through the loop: its options and the counters the caller reads.
+pub(crate) struct Attempts<'a> {
+    pub call: &'a CallOptions,
+    pub kind: CallKind,
+    /// Set once output reached the consumer: from then on a failure is final.
+    pub committed: &'a AtomicBool,
+    /// The index + 1 of the upstream the call is at (0: none yet), for the caller's accounting
+    /// of a call that ends while in the loop (aborted, destroyed, closed by its consumer).
+    pub at: &'a AtomicUsize,
+    /// Calls moved to another upstream or model.
+    pub moves: &'a AtomicU64,
+}
+
+impl<'a> Attempts<'a> {
+    /// Runs `attempt` at the stops `route` names until one succeeds, the policy stops, or
+    /// output was committed. The final error carries the number of attempts (across
+    /// upstreams) and the upstreams tried. `used` settles a successful call's tokens with the
+    /// upstream's limiter.
     ///
-    /// This and the two wrappers below are plain functions returning a future, not async fns:
-    /// an async fn keeps its arguments twice (as passed, and as its own locals), and a stream
-    /// keeps these futures for its whole life.
+    /// A plain function returning a future, not an async fn: an async fn keeps its arguments
+    /// twice, and a stream keeps this future for its whole life.
     #[allow(
         clippy::manual_async_fn,
         reason = "an async fn keeps its arguments twice"
     )]
-    pub(crate) fn attempts<'a, T: 'a>(
-        &'a self,
-        call: &'a CallOptions,
-        kind: CallKind,
-        committed: &'a AtomicBool,
-        mut attempt: impl FnMut() -> BoxedAttempt<'a, T> + 'a,
-    ) -> impl std::future::Future<Output = Result<T, Error>> + 'a {
+    pub(crate) fn run<'r: 'a, K: Connect, T: Send + 'a, R: Route<'r, K> + 'a>(
+        self,
+        route: &'a mut R,
+        mut attempt: impl FnMut(&Stop<'r, K>) -> BoxedAttempt<'a, T> + Send + 'a,
+        used: impl Fn(&T) -> Option<u64> + Send + 'a,
+    ) -> impl std::future::Future<Output = Result<T, Error>> + Send + 'a {
         async move {
-            let mut n = 1;
-            loop {
-                let result = self.guarded(self.with_deadline(call, attempt())).await;
-                match result {
-                    Ok(value) => return Ok(value),
-                    Err(error) if committed.load(Ordering::Relaxed) => {
-                        return Err(error.with_attempts(n))
+            let mut stop = route.first()?;
+            let mut budget = self
+                .call
+                .max_retries
+                .unwrap_or(stop.client.retry.max_retries());
+            let mut sent = 0u32;
+            'visits: loop {
+                let client = stop.client;
+                if client.is_closing() {
+                    return Err(client.closed_error());
+                }
+                self.at.store(stop.index + 1, Ordering::Relaxed);
+                let visit = client.enter(&stop.body).await?;
+                // Attempts at this stop: the backoff's exponent.
+                let mut here = 0u32;
+                loop {
+                    here += 1;
+                    sent += 1;
+                    let result = client
+                        .guarded(client.with_deadline(self.call, attempt(&stop)))
+                        .await;
+                    let error = match result {
+                        Ok(value) => {
+                            visit.settle(used(&value));
+                            return Ok(value);
+                        }
+                        Err(error) => error,
+                    };
+                    if self.committed.load(Ordering::Relaxed) {
+                        return Err(finish(error, sent, route.tried()));
                     }
-                    Err(error) => {
-                        let delay = self.retry_delay(error, n, call, kind)?;
-                        // Boxed: a timer only a retry needs, not every open stream for its life.
-                        Box::pin(tokio::time::sleep(delay)).await;
-                        n += 1;
+                    route.failed(&stop, &error);
+                    match route.wider(&error) {
+                        Wider::NotApplicable => {}
+                        Wider::Nowhere => return Err(finish(error, sent, route.tried())),
+                        Wider::To(wider) => {
+                            client.tally(visit.started(), Some(&error));
+                            self.moves.fetch_add(1, Ordering::Relaxed);
+                            stop = wider;
+                            continue 'visits;
+                        }
                     }
+                    let retryable = match self.kind {
+                        CallKind::Stream => crate::retry::stream_may_retry(&client.retry, &error),
+                        CallKind::Chat => client.retry.is_retryable(&error),
+                    };
+                    // Refused before anything was sent (circuit open): moving costs nothing,
+                    // staying is pointless.
+                    let unsent = error.kind() == Kind::CircuitOpen;
+                    if route.has_another() {
+                        if !(unsent || (budget > 0 && retryable)) {
+                            return Err(finish(error, sent, route.tried()));
+                        }
+                        let Some(next) = route.another() else {
+                            return Err(finish(error, sent, route.tried()));
+                        };
+                        if !unsent {
+                            budget -= 1;
+                        }
+                        self.moves.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(
+                            origin = client.origin(),
+                            code = error.code(),
+                            "moving the call to another upstream"
+                        );
+                        client.tally(visit.started(), Some(&error));
+                        stop = next;
+                        continue 'visits;
+                    }
+                    if !retryable || unsent {
+                        return Err(finish(error, sent, route.tried()));
+                    }
+                    let decision = if budget == 0 {
+                        Decision::Stop
+                    } else {
+                        client.retry.decide(
+                            &error,
+                            here,
+                            u32::MAX,
+                            crate::retry::jitter(),
+                            std::time::SystemTime::now(),
+                        )
+                    };
+                    let delay = match decision {
+                        Decision::RetryAfter(delay) => delay,
+                        Decision::Stop => return Err(finish(error, sent, route.tried())),
+                        Decision::StopServerAskedTooLong(asked) => {
+                            return Err(finish(error, sent, route.tried()).with_retry_after(asked))
+                        }
+                    };
+                    budget -= 1;
+                    client.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(
+                        origin = client.origin(),
+                        attempt = sent,
+                        code = error.code(),
+                        delay_ms = delay.as_millis() as u64,
+                        "retrying"
+                    );
+                    // Boxed: a timer only a retry needs, not every open stream for its life.
+                    Box::pin(tokio::time::sleep(delay)).await;
                 }
             }
         }
     }
+}
 
+/// The final error of a call: how many attempts it made and where.
+fn finish(error: Error, attempts: u32, tried: Vec<String>) -> Error {
+    error.with_attempts(attempts).with_upstreams(tried)
+}
+
+impl<K: Connect> Client<K> {
     /// Runs one attempt within the attempt deadline (`timeout`, or the call's override).
-    fn with_deadline<'a, T: 'a>(
+    pub(crate) fn with_deadline<'a, T: 'a>(
         &'a self,
         call: &CallOptions,
         attempt: BoxedAttempt<'a, T>,
@@ -93,7 +241,7 @@ impl<K: Connect> Client<K> {
     /// Runs one attempt through the circuit breaker, when there is one: refused at once while the
     /// circuit is open, and its outcome recorded. Without a breaker the attempt runs as it is;
     /// with one, the bookkeeping is boxed around it.
-    fn guarded<'a, T: 'a, F>(&'a self, attempt: F) -> Either<F, BoxedAttempt<'a, T>>
+    pub(crate) fn guarded<'a, T: 'a, F>(&'a self, attempt: F) -> Either<F, BoxedAttempt<'a, T>>
     where
         F: std::future::Future<Output = Result<T, Error>> + Send + 'a,
     {
@@ -128,50 +276,6 @@ impl<K: Connect> Client<K> {
             };
             result
         }))
-    }
-
-    /// After failed attempt `attempt`: how long to wait before the next one, or the final error
-    /// (carrying the number of attempts).
-    fn retry_delay(
-        &self,
-        error: Error,
-        attempt: u32,
-        call: &CallOptions,
-        kind: CallKind,
-    ) -> Result<Duration, Error> {
-        let max_retries = call.max_retries.unwrap_or(self.retry.max_retries());
-        let retryable = match kind {
-            CallKind::Stream => crate::retry::stream_may_retry(&self.retry, &error),
-            CallKind::Chat => self.retry.is_retryable(&error),
-        };
-        if !retryable || error.kind() == Kind::CircuitOpen {
-            return Err(error.with_attempts(attempt));
-        }
-        let decision = self.retry.decide(
-            &error,
-            attempt,
-            max_retries,
-            crate::retry::jitter(),
-            std::time::SystemTime::now(),
-        );
-        match decision {
-            Decision::RetryAfter(delay) => {
-                self.retries
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::debug!(
-                    origin = self.origin(),
-                    attempt,
-                    code = error.code(),
-                    delay_ms = delay.as_millis() as u64,
-                    "retrying"
-                );
-                Ok(delay)
-            }
-            Decision::Stop => Err(error.with_attempts(attempt)),
-            Decision::StopServerAskedTooLong(asked) => {
-                Err(error.with_attempts(attempt).with_retry_after(asked))
-            }
-        }
     }
 }
 

@@ -1,14 +1,11 @@
-//! A non-stream JSON call (`chat()`, and `request()` for any JSON endpoint): the attempt loop over
-//! exchanges, the body read within `maxResponseSize`, and the outcome decided here: a JSON object
-//! without a top-level `error`, or one typed error.
-
-use std::sync::atomic::AtomicBool;
+//! One attempt of a non-stream JSON call (`chat()`, and `request()` for any JSON endpoint): an
+//! exchange, the body read within `maxResponseSize`, and the outcome decided here: a JSON object
+//! without a top-level `error`, or one typed error. The attempt loop around it is
+//! [`crate::attempt`]'s.
 
 use bytes::Bytes;
 use hyper::{Method, Uri};
 
-use crate::attempt::{BoxedAttempt, CallKind};
-use crate::cancel::Abort;
 use crate::client::Client;
 use crate::config::CallOptions;
 use crate::conn::Connection;
@@ -38,37 +35,8 @@ impl<K: Connect> Client<K>
 where
     K::Conn: Connection,
 {
-    /// Sends one chat completion request (`body` is the JSON text) and returns the completion's
-    /// JSON text.
-    pub async fn chat(
-        &self,
-        body: Bytes,
-        call: CallOptions,
-        cancel: Abort,
-    ) -> Result<Answer, Error> {
-        self.post_json(&self.chat_uri, body, call, cancel).await
-    }
-
-    /// POSTs `body` (JSON text) to `uri` and returns the answer's JSON text.
-    pub async fn post_json(
-        &self,
-        uri: &Uri,
-        body: Bytes,
-        call: CallOptions,
-        cancel: Abort,
-    ) -> Result<Answer, Error> {
-        // A non-stream call never commits output before it succeeds.
-        let committed = AtomicBool::new(false);
-        let attempts = self.attempts(&call, CallKind::Chat, &committed, || {
-            let one: BoxedAttempt<'_, Answer> =
-                Box::pin(self.json_attempt(uri, body.clone(), &call));
-            one
-        });
-        let work = self.within_limits(&body, attempts, |answer: &Answer| answer.used_tokens);
-        self.run(cancel.as_ref(), &call, work).await
-    }
-
-    async fn json_attempt(
+    /// One attempt of a JSON call: POSTs `body` to `uri` and judges the answer.
+    pub(crate) async fn json_attempt(
         &self,
         uri: &Uri,
         body: Bytes,
@@ -80,7 +48,7 @@ where
             body,
             accept: Accept::Json,
         };
-        let exchanged = self.exchange(outgoing, call).await?;
+        let exchanged = self.observed_exchange(outgoing, call).await?;
         let read = self
             .read_body(exchanged.body, self.config.max_response_size)
             .await?;

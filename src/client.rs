@@ -12,13 +12,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::{BoxFuture, Either};
 use hyper::header::{
     HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, PROXY_AUTHORIZATION,
     USER_AGENT,
 };
 use hyper::Uri;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::breaker::CircuitBreaker;
@@ -55,6 +53,18 @@ pub struct ClientStats {
     pub dns_hits: u64,
 }
 
+/// What a call asks of its upstream, as a path that each upstream resolves under its own
+/// `baseUrl` (or origin).
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// `POST {baseUrl}/chat/completions`.
+    Chat,
+    /// `{baseUrl}{path}`.
+    Api(String),
+    /// `{origin}{path}`: a `fetch` of a full URL with one upstream.
+    Origin(String),
+}
+
 /// What a client knows of its transport beyond the connector (defaults for fake connectors).
 #[derive(Default)]
 pub struct TransportInfo {
@@ -77,8 +87,6 @@ pub struct Client<K: Connect = HttpConnector> {
     /// Host, content type, auth and default headers, built once.
     pub(crate) base_headers: HeaderMap,
     redactor: Redactor,
-    /// Cancelled by `destroy()`: every in-flight call ends with `ERR_CLOSED`.
-    shutdown: CancellationToken,
     /// Counts in-flight calls so that `close()` can wait for them.
     in_flight: TaskTracker,
     closing: AtomicBool,
@@ -95,10 +103,11 @@ pub struct Client<K: Connect = HttpConnector> {
     dns: Arc<DnsStats>,
     warnings: Vec<String>,
     /// The provider's rate limits as the last response that carried them reported, and when.
-    rate_limits: std::sync::Mutex<Option<(crate::ratelimit::RateLimits, std::time::SystemTime)>>,
+    pub(crate) rate_limits:
+        std::sync::Mutex<Option<(crate::ratelimit::RateLimits, std::time::SystemTime)>>,
     /// Recent time to response headers in µs (an exponential moving average; 0 = none yet):
     /// what `routing: 'latency'` compares.
-    latency_micros: AtomicU64,
+    pub(crate) latency_micros: AtomicU64,
 }
 
 impl Client<HttpConnector> {
@@ -194,7 +203,6 @@ impl<K: Connect> Client<K> {
             absolute_form: transport.forwarding.is_some(),
             base_headers,
             redactor: config.redactor().with(&transport.secrets),
-            shutdown: CancellationToken::new(),
             in_flight: TaskTracker::new(),
             closing: AtomicBool::new(false),
             requests: AtomicU64::new(0),
@@ -234,70 +242,6 @@ impl<K: Connect> Client<K> {
             .unwrap_or_else(|| self.config.endpoint.origin.clone());
         self.limiter = Some(crate::limits::Limiter::shared(&limits, store, &scope));
         self
-    }
-
-    /// A 429 that said when to come back pauses this upstream for the whole fleet.
-    pub(crate) fn share_pause(&self, error: &Error) {
-        if let (Some((store, key)), Some(429), Some(wait)) = (
-            self.limiter.as_ref().and_then(|l| l.store()),
-            error.http_failure().map(|h| h.status),
-            error.retry_after(),
-        ) {
-            store.pause(key, wait);
-        }
-    }
-
-    /// `work` behind the client-side limits when there are any: it first waits for a permit
-    /// reserving `body`'s estimated tokens, and `used` corrects the reservation from what a
-    /// successful call used. Not an async fn (which would store `work` twice): without limits the
-    /// work stays inline, with them it is boxed, so unlimited calls carry none of it.
-    pub(crate) fn within_limits<'a, T, W>(
-        &'a self,
-        body: &[u8],
-        work: W,
-        used: impl FnOnce(&T) -> Option<u64> + Send + 'a,
-    ) -> Either<W, BoxFuture<'a, Result<T, Error>>>
-    where
-        T: Send + 'a,
-        W: std::future::Future<Output = Result<T, Error>> + Send + 'a,
-    {
-        match &self.limiter {
-            None => Either::Left(work),
-            Some(limiter) => {
-                let tokens = if limiter.counts_tokens() {
-                    crate::limits::estimate_tokens(body)
-                } else {
-                    0
-                };
-                Either::Right(Box::pin(limiter.around(tokens, self.origin(), work, used)))
-            }
-        }
-    }
-
-    /// Records the rate limits a response head reports (most responses of OpenAI-style APIs).
-    pub(crate) fn observe_rate_limits(&self, headers: &hyper::HeaderMap) {
-        let pairs = headers
-            .iter()
-            .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)));
-        let now = std::time::SystemTime::now();
-        if let Some(limits) = crate::ratelimit::parse(pairs, now) {
-            *self.rate_limits.lock().unwrap_or_else(|e| e.into_inner()) = Some((limits, now));
-        }
-    }
-
-    /// One more time to response headers, into the moving average (weight 1/5: a few answers
-    /// move it, one outlier does not swing it).
-    pub(crate) fn observe_latency(&self, elapsed: Duration) {
-        let sample = (elapsed.as_micros() as u64).max(1);
-        let _ = self
-            .latency_micros
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
-                Some(if old == 0 {
-                    sample
-                } else {
-                    (old * 4 + sample) / 5
-                })
-            });
     }
 
     /// Recent time to response headers; `None` before the first answer.
@@ -400,51 +344,73 @@ impl<K: Connect> Client<K> {
         target.parse().map_err(|_| bad_path())
     }
 
+    /// The request target of `target` here.
+    pub(crate) fn uri_of(&self, target: &Target) -> Result<Uri, Error> {
+        match target {
+            Target::Chat => Ok(self.chat_uri.clone()),
+            Target::Api(path) => self.api_uri(path),
+            Target::Origin(path) => self.origin_uri(path),
+        }
+        .map_err(|e| Error::new(Kind::Internal, e.to_string()))
+    }
+
     pub(crate) fn origin(&self) -> &str {
         &self.config.endpoint.origin
     }
 
-    /// Wraps one whole call: refuses it after close, counts it, ends it at once on abort or
-    /// destroy, and is the one door errors leave by: each is counted and redacted here.
-    pub(crate) async fn run<T>(
-        &self,
-        cancel: Option<&CancellationToken>,
-        call: &CallOptions,
-        work: impl std::future::Future<Output = Result<T, Error>>,
-    ) -> Result<T, Error> {
-        if self.closing.load(Ordering::Acquire) {
-            return Err(self.closed_error());
-        }
-        let _in_flight = self.in_flight.token();
+    /// Whether `close()` or `destroy()` began: new calls are refused.
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    /// Lets a call in to this upstream for one or more attempts in a row: counts it, keeps
+    /// `close()` waiting until it leaves, holds it back while the provider said a limit is used
+    /// up, and takes its place under the client-side limits (reserving `body`'s estimated
+    /// tokens). The caller checked [`Client::is_closing`].
+    pub(crate) async fn enter(&self, body: &[u8]) -> Result<Visit<'_>, Error> {
+        let in_flight = self.in_flight.token();
         self.requests.fetch_add(1, Ordering::Relaxed);
         let started = tokio::time::Instant::now();
-        let pause = self.provider_pause();
-        let result = tokio::select! {
-            biased;
-            _ = crate::cancel::aborted(cancel) => Err(Error::new(
-                Kind::Aborted,
-                format!("request to {} was aborted", self.origin()),
-            )),
-            _ = crate::cancel::cancelled(&self.shutdown) => Err(self.closed_error()),
-            result = async {
-                if let Some(wait) = pause {
-                    // Boxed: only a paced call carries the sleep.
-                    Box::pin(tokio::time::sleep(wait)).await;
-                }
-                work.await
-            } => result,
+        if let Some(wait) = self.provider_pause() {
+            // Boxed: only a paced call carries the sleep.
+            Box::pin(tokio::time::sleep(wait)).await;
+        }
+        let permit = match &self.limiter {
+            None => None,
+            Some(limiter) => {
+                let tokens = if limiter.counts_tokens() {
+                    crate::limits::estimate_tokens(body)
+                } else {
+                    0
+                };
+                // Boxed: only a limited client's calls carry the wait.
+                Some(Box::pin(limiter.acquire(tokens, self.origin())).await?)
+            }
         };
+        Ok(Visit {
+            _in_flight: in_flight,
+            permit,
+            started,
+        })
+    }
+
+    /// Counts how a call's stay here ended: its duration, and a failure by its code.
+    pub(crate) fn tally(&self, started: tokio::time::Instant, error: Option<&Error>) {
         self.metrics.request_took(started.elapsed());
-        result.map_err(|e| {
+        if let Some(e) = error {
             self.errors.fetch_add(1, Ordering::Relaxed);
             self.metrics.error(e.code());
             tracing::debug!(origin = self.origin(), code = e.code(), "call failed");
-            if call.secrets.is_empty() {
-                self.redactor.redact_error(e)
-            } else {
-                self.redactor.with(&call.secrets).redact_error(e)
-            }
-        })
+        }
+    }
+
+    /// The one door errors leave by: this upstream's secrets and the call's are stripped.
+    pub(crate) fn redact(&self, error: Error, call: &CallOptions) -> Error {
+        if call.secrets.is_empty() {
+            self.redactor.redact_error(error)
+        } else {
+            self.redactor.with(&call.secrets).redact_error(error)
+        }
     }
 
     /// The Prometheus text exposition of this client's metrics.
@@ -494,15 +460,34 @@ impl<K: Connect> Client<K> {
         self.pool.close();
     }
 
-    /// Abrupt: in-flight calls end at once with `ERR_CLOSED`, every connection is closed, and
-    /// nothing new is written: the pool closes before in-flight calls are cancelled, so that a
-    /// connection or a slot they free on their way out is handed to no queued call (which would
-    /// then send the request the user just cancelled).
+    /// Abrupt: every connection is closed and nothing new is written. The router cancels the
+    /// in-flight calls after this (its `destroy`): the pool closes first,
+    /// so that a connection or a slot they free on their way out is handed to no queued call
+    /// (which would then send the request the user just cancelled).
     pub fn destroy(&self) {
         self.closing.store(true, Ordering::Release);
         self.in_flight.close();
         self.pool.close();
-        self.shutdown.cancel();
+    }
+}
+
+/// A call's stay at one upstream (see [`Client::enter`]), held across its attempts there.
+pub(crate) struct Visit<'a> {
+    _in_flight: tokio_util::task::task_tracker::TaskTrackerToken,
+    permit: Option<crate::limits::Permit<'a>>,
+    started: tokio::time::Instant,
+}
+
+impl Visit<'_> {
+    pub(crate) fn started(&self) -> tokio::time::Instant {
+        self.started
+    }
+
+    /// The call succeeded having used `used` tokens: the limiter corrects its reservation.
+    pub(crate) fn settle(&self, used: Option<u64>) {
+        if let (Some(permit), Some(used)) = (&self.permit, used) {
+            permit.settle(used);
+        }
     }
 }
 

@@ -56,6 +56,25 @@ where
     pub lifetime: Option<std::time::Duration>,
 }
 
+/// A response head of any status, its unread body, the connection it holds, and the time from
+/// sending the request to the head.
+pub struct Answered<K: Connect>
+where
+    K::Conn: Connection,
+{
+    pub head: Parts,
+    pub body: <K::Conn as Connection>::Body,
+    pub lease: Lease<K>,
+    pub waited: std::time::Duration,
+}
+
+/// A sent request's response, its connection, and how long the head took.
+type Sent<K> = (
+    hyper::Response<<<K as Connect>::Conn as Connection>::Body>,
+    Lease<K>,
+    std::time::Duration,
+);
+
 /// A body read up to a limit.
 pub struct BodyRead {
     pub bytes: Bytes,
@@ -67,9 +86,9 @@ impl<K: Connect> Client<K>
 where
     K::Conn: Connection,
 {
-    /// Sends one request and returns its 2xx response head with the body unread. A non-2xx
-    /// answer becomes an `ERR_HTTP_STATUS` error carrying its (bounded) body, and its connection
-    /// goes back to the pool when that body was read to the end.
+    /// Sends one request and returns its response head, whatever its status, with the body
+    /// unread and the time it took. What the answer means for the upstream (rate limits,
+    /// latency) is the client's to observe ([`Client::observed_exchange`]).
     ///
     /// A future-returning fn, not an async fn (which keeps its arguments twice); the request is
     /// built only once a connection is at hand (see [`Client::send`]).
@@ -81,28 +100,40 @@ where
         &'a self,
         outgoing: Outgoing<'a>,
         call: &'a CallOptions,
-    ) -> impl std::future::Future<Output = Result<Exchanged<K>, Error>> + Send + 'a {
+    ) -> impl std::future::Future<Output = Result<Answered<K>, Error>> + Send + 'a {
         async move {
-            let (response, lease) = self.send_with_resend(&outgoing, call).await?;
+            let (response, lease, waited) = self.send_with_resend(&outgoing, call).await?;
             let (head, body) = response.into_parts();
-            self.observe_rate_limits(&head.headers);
-            if head.status.is_success() {
-                let lifetime = self.keep_alive.idle_lifetime(&head.headers);
-                return Ok(Exchanged {
-                    head,
-                    body,
-                    lease,
-                    lifetime,
-                });
-            }
-            let read = self.read_body(body, MAX_ERROR_BODY).await?;
-            if read.complete {
-                lease.release(self.keep_alive.idle_lifetime(&head.headers));
-            }
-            let error = self.http_error(head.status, &head.headers, &read.bytes);
-            self.share_pause(&error);
-            Err(error)
+            Ok(Answered {
+                head,
+                body,
+                lease,
+                waited,
+            })
         }
+    }
+
+    /// A 2xx answer as it is, its body unread; any other becomes an `ERR_HTTP_STATUS` error
+    /// carrying its (bounded) body, and its connection goes back to the pool when that body was
+    /// read to the end.
+    pub(crate) async fn judge_status(&self, answered: Answered<K>) -> Result<Exchanged<K>, Error> {
+        let Answered {
+            head, body, lease, ..
+        } = answered;
+        if head.status.is_success() {
+            let lifetime = self.keep_alive.idle_lifetime(&head.headers);
+            return Ok(Exchanged {
+                head,
+                body,
+                lease,
+                lifetime,
+            });
+        }
+        let read = self.read_body(body, MAX_ERROR_BODY).await?;
+        if read.complete {
+            lease.release(self.keep_alive.idle_lifetime(&head.headers));
+        }
+        Err(self.http_error(head.status, &head.headers, &read.bytes))
     }
 
     /// Sends the request, and again while a connection proves it never processed it: an HTTP/1.1
@@ -115,7 +146,7 @@ where
         &self,
         outgoing: &Outgoing<'_>,
         call: &CallOptions,
-    ) -> Result<(hyper::Response<<K::Conn as Connection>::Body>, Lease<K>), Error> {
+    ) -> Result<Sent<K>, Error> {
         let mut fresh = match self.send(outgoing, call, false).await {
             Ok(sent) => return Ok(sent),
             Err(SendFailure::Final(e)) => return Err(e),
@@ -156,7 +187,7 @@ where
         outgoing: &Outgoing<'_>,
         call: &CallOptions,
         fresh: bool,
-    ) -> Result<(hyper::Response<<K::Conn as Connection>::Body>, Lease<K>), SendFailure> {
+    ) -> Result<Sent<K>, SendFailure> {
         let mut lease = self.pool.checkout(fresh).await?;
         let sent_at = tokio::time::Instant::now();
         let sending = lease.conn().send(self.build_request(outgoing, call));
@@ -172,12 +203,7 @@ where
             })?,
         };
         match result {
-            Ok(response) => {
-                let elapsed = sent_at.elapsed();
-                self.metrics.headers_after(elapsed);
-                self.observe_latency(elapsed);
-                Ok((response, lease))
-            }
+            Ok(response) => Ok((response, lease, sent_at.elapsed())),
             Err(SendError::Refused(e)) => {
                 lease.refused();
                 Err(SendFailure::Unprocessed {
@@ -306,7 +332,7 @@ where
     }
 
     /// An `ERR_HTTP_STATUS` error from a non-2xx answer: status, headers, the provider's body and
-    /// message, and the clamped wait it asked for. Secrets are stripped later, in `Client::run`.
+    /// message, and the clamped wait it asked for. Secrets are stripped later, in `Client::redact`.
     pub(crate) fn http_error(&self, status: StatusCode, headers: &HeaderMap, raw: &[u8]) -> Error {
         let raw = &raw[..raw.len().min(MAX_ERROR_BODY)];
         let body = String::from_utf8_lossy(raw).into_owned();

@@ -1,74 +1,40 @@
 //! A raw call for `client.fetch`: any method and path on the origin, the response head handed
 //! over as soon as it arrives, then the body as byte chunks under the stream's flow control.
 //!
-//! It runs the same attempt loop as every call (retries before the head, breaker, deadline) and
-//! passes the same redactor. A final non-2xx answer is handed over as a response (status,
+//! The router runs its attempts in the same loop as every call (retries before the head, breaker,
+//! deadline) and passes the same redactor. A final non-2xx answer is handed over as a response (status,
 //! headers, body up to 64 KiB), not an error: an SDK on top of `fetch` turns it into its own
 //! error class. Once the head is handed over, nothing is retried.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use bytes::Bytes;
-use hyper::{Method, Uri};
+use hyper::Method;
 use tokio_util::sync::CancellationToken;
 
-use crate::attempt::{BoxedAttempt, CallKind};
-use crate::cancel::Abort;
-use crate::client::Client;
+use crate::client::{Client, Target};
 use crate::config::CallOptions;
 use crate::conn::Connection;
 use crate::error::{Error, Kind};
 use crate::exchange::{Accept, Exchanged, Outgoing};
 use crate::pool::Connect;
-use crate::stream::{Reader, StreamHandle};
+use crate::stream::Reader;
 
 /// One raw request.
 pub struct RawRequest {
     pub method: Method,
-    pub uri: Uri,
+    pub target: Target,
     pub body: Bytes,
 }
 
-impl<K: Connect> Client<K>
-where
-    K::Conn: Connection,
-{
-    /// A raw call; nothing is sent before [`StreamHandle::start`].
-    pub fn fetch(
-        self: &Arc<Self>,
-        request: RawRequest,
-        call: CallOptions,
-        cancel: Abort,
-    ) -> StreamHandle {
-        let client = self.clone();
-        StreamHandle::new(Box::new(move |reader, closed| {
-            Box::pin(read_raw(client, request, call, cancel, reader, closed))
-        }))
-    }
-}
-
-async fn read_raw<K: Connect>(
-    client: Arc<Client<K>>,
-    request: RawRequest,
-    call: CallOptions,
-    cancel: Abort,
-    reader: Arc<Reader>,
-    closed: CancellationToken,
-) where
-    K::Conn: Connection,
-{
-    let client = &*client;
-    // Set once the head reached the consumer: from then on a failure is final.
-    let committed = AtomicBool::new(false);
-    let attempt = || {
-        let one: BoxedAttempt<'_, ()> =
-            Box::pin(raw_attempt(client, &request, &call, &reader, &committed));
-        one
-    };
-    let reading = client.read_until_closed(&call, CallKind::Chat, &committed, &closed, attempt);
-    let work = client.within_limits(&request.body, reading, |_| None);
-    let outcome = client.run(cancel.as_ref(), &call, work).await;
+/// Tells the consumer how a `fetch` ended. A final HTTP error before the head is handed over as
+/// the response it was (the SDK on top makes its own error of it); any other failure fails.
+pub(crate) fn deliver_raw_outcome(
+    outcome: Result<(), Error>,
+    committed: &AtomicBool,
+    reader: &Reader,
+    closed: &CancellationToken,
+) {
     match outcome {
         // A final HTTP error before the head: the consumer gets it as the response it was.
         Err(e)
@@ -96,7 +62,9 @@ async fn read_raw<K: Connect>(
     }
 }
 
-async fn raw_attempt<K: Connect>(
+/// One attempt of a `fetch`: the head handed over as soon as it arrives (from then on the call
+/// is committed), then the body under the stream's flow control.
+pub(crate) async fn raw_attempt<K: Connect>(
     client: &Client<K>,
     request: &RawRequest,
     call: &CallOptions,
@@ -106,9 +74,10 @@ async fn raw_attempt<K: Connect>(
 where
     K::Conn: Connection,
 {
+    let uri = client.uri_of(&request.target)?;
     let outgoing = Outgoing {
         method: request.method.clone(),
-        uri: &request.uri,
+        uri: &uri,
         body: request.body.clone(),
         accept: Accept::Json,
     };
@@ -117,7 +86,7 @@ where
         mut body,
         lease,
         lifetime,
-    } = client.exchange(outgoing, call).await?;
+    } = client.observed_exchange(outgoing, call).await?;
     let headers = crate::exchange::header_pairs(&head.headers);
     let status = head.status.as_u16();
     // Not held through the body (see `Exchanged::lifetime`).

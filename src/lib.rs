@@ -35,6 +35,7 @@ pub mod server_time;
 pub mod sse;
 pub mod store;
 pub mod stream;
+pub mod traffic;
 pub mod transport;
 
 #[cfg(feature = "napi")]

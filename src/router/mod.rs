@@ -1,44 +1,47 @@
-//! Several upstreams behind one client: each upstream is a whole [`Client`] (its own pool, key,
-//! limits, rate-limit view, and a circuit breaker that is its cooldown); the router decides
-//! where each call goes.
+//! The client JS holds: one or several upstreams, each a whole [`Client`] (its own pool, key,
+//! limits, rate-limit view, and a circuit breaker that is its cooldown). One `baseUrl` is a
+//! router of one upstream; every call goes through the same path whatever their number.
 //!
-//! A call goes to one healthy upstream that serves its model ([`pick`]); when that attempt fails
-//! in a way the retry policy would retry, the call moves to another upstream of the same model at
-//! once (an attempt like any other: it spends one of `maxRetries`), then to the models of
-//! `fallbacks`; a `context_length_exceeded` answer moves it to `contextWindowFallbacks`. The last
-//! candidate keeps what is left of the retry budget for its own attempt loop (backoff,
-//! `Retry-After`). A stream moves only before its first chunk. With one upstream and no
-//! fallbacks the router steps aside: calls go straight to the client.
+//! A call's attempts run in the one attempt loop ([`crate::attempt`]), which decides whether to
+//! try again; the router answers where ([`plan`]): one healthy upstream that serves the model
+//! ([`pick`]), another of the same model after a retryable failure (at once, spending one of
+//! `maxRetries`), then the models of `fallbacks`; a `context_length_exceeded` answer moves it
+//! to `contextWindowFallbacks`. A stream moves only before its first chunk. Around the loop the
+//! router does what belongs to the whole call: counting, the client-wide limits, abort and
+//! `destroy()`, and redaction.
 
 pub mod config;
 pub mod pick;
+mod plan;
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::future::{BoxFuture, Either};
-use hyper::{Method, Uri};
+use futures::future::Either;
+use hyper::Method;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::task_tracker::{TaskTracker, TaskTrackerToken};
 
+use crate::attempt::{Attempts, BoxedAttempt, CallKind};
 use crate::cancel::Abort;
 use crate::chat::Answer;
+pub use crate::client::Target;
 use crate::client::{Client, ClientStats};
 use crate::config::{CallOptions, Config, ConfigError};
 use crate::conn::Connection;
 use crate::error::{Error, Kind};
-use crate::fetch::RawRequest;
+use crate::fetch::{deliver_raw_outcome, raw_attempt, RawRequest};
 use crate::limits::Limiter;
 use crate::pool::Connect;
 use crate::ratelimit::RateLimits;
 use crate::store::{Store, StoreStats};
-use crate::stream::{deliver_outcome, stream_outcome, Dialect, StreamHandle, StreamRequest};
+use crate::stream::{deliver_outcome, stream_attempt, Dialect, Reader, StreamHandle, StreamTarget};
 use crate::transport::HttpConnector;
 
 use self::config::{RouterConfig, Routing, UpstreamConfig};
 use self::pick::{pick, Candidate};
+use self::plan::Plan;
 
 /// One upstream: its client and how routing sees it.
 pub struct Upstream<K: Connect> {
@@ -61,13 +64,13 @@ impl<K: Connect> Upstream<K> {
     }
 }
 
-/// What a routed call asks of its upstream.
-#[derive(Debug, Clone)]
-pub enum Target {
-    /// `POST {baseUrl}/chat/completions`.
-    Chat,
-    /// `POST {baseUrl}{path}`.
-    Api(String),
+/// One stream's request, kept by its reader for the stream's life.
+pub(crate) struct StreamRequest {
+    pub target: Target,
+    pub dialect: Dialect,
+    pub body: Bytes,
+    pub call: CallOptions,
+    pub cancel: Abort,
 }
 
 /// A snapshot of one upstream, for `stats().upstreams`.
@@ -91,8 +94,9 @@ pub struct Router<K: Connect = HttpConnector> {
     routing: Routing,
     fallbacks: Vec<(String, Vec<String>)>,
     context_window_fallbacks: Vec<(String, Vec<String>)>,
-    /// One upstream, no fallbacks: calls go straight to its client.
-    direct: bool,
+    /// Routing is on: more than one upstream, or models or fallbacks to choose by (the body's
+    /// model is read, and errors name the upstreams tried).
+    routes: bool,
     /// Configured with `upstreams` (names show in stats and errors).
     named: bool,
     /// The client-wide limits across upstreams.
@@ -104,6 +108,8 @@ pub struct Router<K: Connect = HttpConnector> {
     /// Calls admitted before `close()` began (see [`Router::admit`]): `close()` lets them run.
     admitted: TaskTracker,
     closing: AtomicBool,
+    /// Cancelled by `destroy()`: every in-flight call ends with `ERR_CLOSED`.
+    shutdown: CancellationToken,
     /// Calls moved to another upstream or model after a failure.
     failovers: AtomicU64,
     turn: AtomicUsize,
@@ -125,10 +131,10 @@ where
         config: RouterConfig,
         mut make: impl FnMut(Config) -> Result<Client<K>, ConfigError>,
     ) -> Result<Self, ConfigError> {
-        let direct = config.upstreams.len() == 1
-            && config.fallbacks.is_empty()
-            && config.context_window_fallbacks.is_empty()
-            && config.upstreams[0].models.is_none();
+        let routes = config.upstreams.len() > 1
+            || !config.fallbacks.is_empty()
+            || !config.context_window_fallbacks.is_empty()
+            || config.upstreams[0].models.is_some();
         let store = match &config.store {
             None => None,
             Some(s) => Some(Arc::new(Store::new(&s.redis_url, &s.prefix).map_err(
@@ -177,7 +183,7 @@ where
             routing: config.routing,
             fallbacks: config.fallbacks,
             context_window_fallbacks: config.context_window_fallbacks,
-            direct,
+            routes,
             named: config.named,
             limiter,
             store,
@@ -185,6 +191,7 @@ where
             errors: AtomicU64::new(0),
             admitted: TaskTracker::new(),
             closing: AtomicBool::new(false),
+            shutdown: CancellationToken::new(),
             failovers: AtomicU64::new(0),
             turn: AtomicUsize::new(0),
         })
@@ -219,29 +226,25 @@ where
         call: CallOptions,
         cancel: Abort,
     ) -> Result<Answer, Error> {
-        if self.direct {
-            let client = &*self.upstreams[0].client;
-            return match &target {
-                Target::Chat => client.chat(body, call, cancel).await,
-                Target::Api(_) => {
-                    let uri = target_uri(client, &target)?;
-                    Box::pin(client.post_json(&uri, body, call, cancel)).await
-                }
-            };
-        }
-        let send = |up: &Upstream<K>, body: Bytes, sub: CallOptions| {
-            let client = up.client.clone();
-            let cancel = cancel.clone();
-            let target = target.clone();
-            let sending: BoxFuture<'static, Result<Answer, Error>> = Box::pin(async move {
-                let uri = target_uri(&client, &target)?;
-                client.post_json(&uri, body, sub, cancel).await
-            });
-            sending
-        };
-        let routed = self.routed(&body, &call, false, &|| true, send);
+        let (committed, at) = (AtomicBool::new(false), AtomicUsize::new(0));
+        let mut plan = Plan::new(self, &body);
+        let attempts = self.attempts(&call, CallKind::Chat, &committed, &at);
+        let (target, call_ref) = (&target, &call);
+        let work = attempts.run(
+            &mut plan,
+            move |stop| {
+                let (client, body) = (stop.client, stop.body.clone());
+                let one: BoxedAttempt<'_, Answer> = Box::pin(async move {
+                    let uri = client.uri_of(target)?;
+                    client.json_attempt(&uri, body, call_ref).await
+                });
+                one
+            },
+            |answer: &Answer| answer.used_tokens,
+        );
         let used = |answer: &Answer| answer.used_tokens;
-        self.run(&body, cancel.as_ref(), routed, used).await
+        self.call(&body, &call, cancel.as_ref(), &at, work, used)
+            .await
     }
 
     /// A stream (chat, or any SSE endpoint); nothing is sent before [`StreamHandle::start`].
@@ -253,46 +256,94 @@ where
         call: CallOptions,
         cancel: Abort,
     ) -> Result<StreamHandle, ConfigError> {
-        if self.direct {
-            let client = &self.upstreams[0].client;
-            return Ok(match &target {
-                Target::Chat => client.chat_stream(body, call, cancel),
-                Target::Api(path) => {
-                    client.stream(client.api_uri(path)?, dialect, body, call, cancel)
-                }
-            });
+        if let Target::Api(path) = &target {
+            self.check_path(path)?;
         }
         let router = self.clone();
+        let request = StreamRequest {
+            target,
+            dialect,
+            body,
+            call,
+            cancel,
+        };
         Ok(StreamHandle::new(Box::new(move |reader, closed| {
-            Box::pin(async move {
-                let (reader, closed) = (&reader, &closed);
-                let send = |up: &Upstream<K>, body: Bytes, sub: CallOptions| {
-                    let client = up.client.clone();
-                    let uri = target_uri(&client, &target);
-                    let cancel = cancel.clone();
-                    let sending: BoxFuture<'_, Result<(), Error>> = Box::pin(async move {
-                        let request = StreamRequest {
-                            client,
-                            uri: uri?,
-                            dialect,
-                            body,
-                            call: sub,
-                            cancel,
-                        };
-                        stream_outcome(&request, reader, closed).await
-                    });
-                    sending
-                };
-                let may_move = || reader.delivered() == 0;
-                let routed = router.routed(&body, &call, true, &may_move, send);
-                let outcome = router
-                    .run(&body, cancel.as_ref(), routed, |_| {
-                        Some(reader.tokens_used())
-                    })
-                    .await;
-                deliver_outcome(&router.upstreams[0].client, outcome, reader, closed);
-            })
+            Box::pin(router.read_stream(request, reader, closed))
         })))
+    }
+
+    /// A stream's reader task, spawned and held for the stream's life. A future-returning fn,
+    /// not an async fn, which would keep the request twice.
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice"
+    )]
+    pub(crate) fn read_stream(
+        self: Arc<Self>,
+        request: StreamRequest,
+        reader: Arc<Reader>,
+        closed: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        async move {
+            let outcome = self.stream_outcome(&request, &reader, &closed).await;
+            deliver_outcome(self.config(), outcome, &reader, &closed);
+        }
+    }
+
+    /// A stream's whole run: the attempt loop over the plan's upstreams, ended quietly (`Ok`)
+    /// when the consumer leaves. Borrows the request: an async fn keeps its arguments for its
+    /// whole life, and a stream lives long.
+    async fn stream_outcome(
+        &self,
+        request: &StreamRequest,
+        reader: &Reader,
+        closed: &CancellationToken,
+    ) -> Result<(), Error> {
+        let StreamRequest {
+            target,
+            dialect,
+            body,
+            call,
+            cancel,
+        } = request;
+        let (committed, at) = (AtomicBool::new(false), AtomicUsize::new(0));
+        let mut plan = Plan::new(self, body);
+        let attempts = self.attempts(call, CallKind::Stream, &committed, &at);
+        let committed = &committed;
+        let run = attempts.run(
+            &mut plan,
+            move |stop| {
+                let client = stop.client;
+                let one: BoxedAttempt<'_, ()> = match client.uri_of(target) {
+                    Ok(uri) => Box::pin(stream_attempt(
+                        client,
+                        Box::new(StreamTarget {
+                            uri,
+                            body: stop.body.clone(),
+                            dialect: *dialect,
+                        }),
+                        call,
+                        reader,
+                        committed,
+                    )),
+                    Err(e) => Box::pin(async move { Err(e) }),
+                };
+                one
+            },
+            |_| Some(reader.tokens_used()),
+        );
+        // The attempts are made inside the select: made outside, they would be kept twice.
+        let work = async move {
+            tokio::select! {
+                biased;
+                _ = crate::cancel::cancelled(closed) => Ok(()),
+                result = run => result,
+            }
+        };
+        // Boxed: a future passed by value into `call` is laid out in it more than once.
+        let used = |_: &()| Some(reader.tokens_used());
+        self.call(body, call, cancel.as_ref(), &at, Box::pin(work), used)
+            .await
     }
 
     /// A raw call for `client.fetch`. With one upstream, `path` is a path on its origin; with
@@ -300,53 +351,126 @@ where
     /// the body's model (no failover inside one fetch: the SDK on top retries, and each retry
     /// is routed again, around an upstream in cooldown).
     pub fn fetch(
-        &self,
+        self: &Arc<Self>,
         method: Method,
         path: &str,
         body: Bytes,
         call: CallOptions,
         cancel: Abort,
     ) -> Result<StreamHandle, ConfigError> {
-        if !self.named {
-            let client = &self.upstreams[0].client;
-            let uri = client.origin_uri(path)?;
-            return Ok(client.fetch(RawRequest { method, uri, body }, call, cancel));
-        }
-        self.check_path(path.split('?').next().unwrap_or(path))?;
-        let model = crate::payload::model_of(&body);
-        let serving: Vec<usize> = (0..self.upstreams.len())
-            .filter(|&i| self.upstreams[i].serves(model.as_deref()).is_some())
-            .collect();
-        if serving.is_empty() {
-            let error = no_upstream(model.as_deref());
-            return Ok(StreamHandle::new(Box::new(move |reader, _| {
-                Box::pin(async move { reader.fail(error) })
-            })));
-        }
-        let up = &self.upstreams[self.choose(&serving)];
-        let body = match (model.as_deref(), up.serves(model.as_deref())) {
-            (Some(asked), Some(own)) if asked != own => {
-                crate::payload::with_model(&body, own).unwrap_or(body)
+        let (index, target, body) = if self.named {
+            self.check_path(path.split('?').next().unwrap_or(path))?;
+            let model = crate::payload::model_of(&body);
+            let serving: Vec<usize> = (0..self.upstreams.len())
+                .filter(|&i| self.upstreams[i].serves(model.as_deref()).is_some())
+                .collect();
+            if serving.is_empty() {
+                let error = no_upstream(model.as_deref());
+                return Ok(StreamHandle::new(Box::new(move |reader, _| {
+                    Box::pin(async move { reader.fail(error) })
+                })));
             }
-            _ => body,
+            let index = self.choose(&serving);
+            let up = &self.upstreams[index];
+            let body = match (model.as_deref(), up.serves(model.as_deref())) {
+                (Some(asked), Some(own)) if asked != own => {
+                    crate::payload::with_model(&body, own).unwrap_or(body)
+                }
+                _ => body,
+            };
+            up.client.api_uri(path)?;
+            (index, Target::Api(path.to_owned()), body)
+        } else {
+            self.upstreams[0].client.origin_uri(path)?;
+            (0, Target::Origin(path.to_owned()), body)
         };
-        let uri = up
-            .client
-            .origin_uri(&up.client.config().endpoint.path(path))?;
-        Ok(up
-            .client
-            .fetch(RawRequest { method, uri, body }, call, cancel))
+        let router = self.clone();
+        Ok(StreamHandle::new(Box::new(move |reader, closed| {
+            Box::pin(async move {
+                let request = RawRequest {
+                    method,
+                    target,
+                    body,
+                };
+                let committed = AtomicBool::new(false);
+                let outcome = router
+                    .raw_outcome(
+                        index, &request, &call, &cancel, &reader, &closed, &committed,
+                    )
+                    .await;
+                deliver_raw_outcome(outcome, &committed, &reader, &closed);
+            })
+        })))
     }
 
-    /// Counts a routed call, holds it to the client-wide limits, ends it at once on abort.
-    async fn run<T>(
+    /// A `fetch`'s run at upstream `index`: retries before the head, then its body.
+    #[allow(clippy::too_many_arguments, reason = "one call's parts, borrowed")]
+    async fn raw_outcome(
+        &self,
+        index: usize,
+        request: &RawRequest,
+        call: &CallOptions,
+        cancel: &Abort,
+        reader: &Reader,
+        closed: &CancellationToken,
+        committed: &AtomicBool,
+    ) -> Result<(), Error> {
+        let at = AtomicUsize::new(0);
+        let mut plan = Plan::only(self, index, request.body.clone());
+        let attempts = self.attempts(call, CallKind::Chat, committed, &at);
+        let run = attempts.run(
+            &mut plan,
+            move |stop| {
+                let client = stop.client;
+                let one: BoxedAttempt<'_, ()> =
+                    Box::pin(raw_attempt(client, request, call, reader, committed));
+                one
+            },
+            |_| None,
+        );
+        let work = async move {
+            tokio::select! {
+                biased;
+                _ = crate::cancel::cancelled(closed) => Ok(()),
+                result = run => result,
+            }
+        };
+        self.call(&request.body, call, cancel.as_ref(), &at, work, |_| None)
+            .await
+    }
+
+    /// The attempt loop's settings for one call.
+    fn attempts<'a>(
+        &'a self,
+        call: &'a CallOptions,
+        kind: CallKind,
+        committed: &'a AtomicBool,
+        at: &'a AtomicUsize,
+    ) -> Attempts<'a> {
+        Attempts {
+            call,
+            kind,
+            committed,
+            at,
+            moves: &self.failovers,
+        }
+    }
+
+    /// Wraps one whole call: counts it, holds it to the client-wide limits, ends it at once on
+    /// abort or `destroy()`, and is the one door errors leave by: each is counted (with the
+    /// upstream the call was at) and redacted. `at` says which upstream that is (see
+    /// [`Attempts::at`]).
+    async fn call<T>(
         &self,
         body: &Bytes,
+        call: &CallOptions,
         cancel: Option<&CancellationToken>,
+        at: &AtomicUsize,
         work: impl std::future::Future<Output = Result<T, Error>>,
         used: impl FnOnce(&T) -> Option<u64>,
     ) -> Result<T, Error> {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        let started = tokio::time::Instant::now();
         let limited = match &self.limiter {
             None => Either::Left(work),
             Some(limiter) => {
@@ -355,118 +479,43 @@ where
                 } else {
                     0
                 };
-                Either::Right(limiter.around(tokens, "the client", work, used))
+                // Boxed: only calls of a client with `limits` carry the wait for a permit.
+                Either::Right(Box::pin(limiter.around(tokens, "the client", work, used)))
             }
         };
         let result = tokio::select! {
             biased;
-            _ = crate::cancel::aborted(cancel) => Err(Error::new(Kind::Aborted, "request was aborted")),
+            _ = crate::cancel::aborted(cancel) => Err(self.aborted_error()),
+            _ = crate::cancel::cancelled(&self.shutdown) => Err(self.closed_error()),
             result = limited => result,
         };
-        if result.is_err() {
+        let visited = match at.load(Ordering::Relaxed) {
+            0 => None,
+            i => Some(&*self.upstreams[i - 1].client),
+        };
+        if let Some(client) = visited {
+            client.tally(started, result.as_ref().err());
+        }
+        result.map_err(|e| {
             self.errors.fetch_add(1, Ordering::Relaxed);
-        }
-        result
-    }
-
-    /// The failover loop: upstreams of the model, then its fallbacks, each attempt sent by
-    /// `send`. `may_move` says whether the call may still go elsewhere (a stream that delivered
-    /// a chunk may not).
-    async fn routed<'a, T>(
-        &'a self,
-        body: &Bytes,
-        call: &CallOptions,
-        stream: bool,
-        may_move: &(dyn Fn() -> bool + Sync),
-        mut send: impl FnMut(&Upstream<K>, Bytes, CallOptions) -> BoxFuture<'a, Result<T, Error>>,
-    ) -> Result<T, Error> {
-        let asked = crate::payload::model_of(body);
-        let mut models: VecDeque<Option<String>> = VecDeque::from([asked.clone()]);
-        if let Some(list) = asked.as_deref().and_then(|m| lookup(&self.fallbacks, m)) {
-            models.extend(list.iter().cloned().map(Some));
-        }
-        let mut budget = call
-            .max_retries
-            .unwrap_or(self.upstreams[0].client.retry_policy().max_retries());
-        let mut tried: Vec<String> = Vec::new();
-        let mut last: Option<Error> = None;
-        let mut context_moved = false;
-        while let Some(model) = models.pop_front() {
-            let mut left: Vec<usize> = (0..self.upstreams.len())
-                .filter(|&i| self.upstreams[i].serves(model.as_deref()).is_some())
-                .collect();
-            while !left.is_empty() {
-                let index = self.choose(&left);
-                left.retain(|&i| i != index);
-                let up = &self.upstreams[index];
-                let own = up.serves(model.as_deref()).unwrap_or_default();
-                let body = if model.is_some() && Some(own) != asked.as_deref() {
-                    crate::payload::with_model(body, own).unwrap_or_else(|| body.clone())
-                } else {
-                    body.clone()
-                };
-                let more = !left.is_empty() || !models.is_empty();
-                let mut sub = call.clone();
-                sub.max_retries = Some(if more { 0 } else { budget });
-                let result = send(up, body, sub).await;
-                tried.push(match &model {
-                    Some(m) if Some(m) != asked.as_ref() => format!("{} ({m})", up.name),
-                    _ => up.name.clone(),
-                });
-                let error = match result {
-                    Ok(value) => return Ok(value),
-                    Err(error) => error,
-                };
-                // The server said when to come back: the upstream cools down that long.
-                if let (Some(429), Some(wait)) =
-                    (error.http_failure().map(|h| h.status), error.retry_after())
-                {
-                    up.client.pause(wait);
-                }
-                if !context_moved && is_context_length_exceeded(&error) {
-                    if let Some(list) = model
-                        .as_deref()
-                        .and_then(|m| lookup(&self.context_window_fallbacks, m))
-                    {
-                        // The prompt does not fit this model anywhere: its other upstreams and
-                        // fallbacks would refuse it too.
-                        context_moved = true;
-                        models = list.iter().cloned().map(Some).collect();
-                        self.failovers.fetch_add(1, Ordering::Relaxed);
-                        last = Some(error);
-                        break;
-                    }
-                }
-                // Refused before anything was sent (circuit open): moving costs nothing.
-                let unsent = error.kind() == Kind::CircuitOpen;
-                let retryable = if stream {
-                    crate::retry::stream_may_retry(up.client.retry_policy(), &error)
-                } else {
-                    up.client.retry_policy().is_retryable(&error)
-                };
-                if !more || !may_move() || !(unsent || (budget > 0 && retryable)) {
-                    return Err(error.with_upstreams(tried));
-                }
-                if !unsent {
-                    budget -= 1;
-                }
-                self.failovers.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(
-                    upstream = up.name.as_str(),
-                    code = error.code(),
-                    "moving the call to another upstream"
-                );
-                last = Some(error);
-            }
-        }
-        Err(match last {
-            Some(error) => error.with_upstreams(tried),
-            None => no_upstream(asked.as_deref()),
+            visited.unwrap_or(&self.upstreams[0].client).redact(e, call)
         })
     }
 
+    fn aborted_error(&self) -> Error {
+        let message = if self.routes {
+            "request was aborted".to_owned()
+        } else {
+            format!(
+                "request to {} was aborted",
+                self.upstreams[0].client.config().endpoint.origin
+            )
+        };
+        Error::new(Kind::Aborted, message)
+    }
+
     /// One of `indices` (not empty) by the routing strategy, among the healthy ones when any is.
-    fn choose(&self, indices: &[usize]) -> usize {
+    pub(super) fn choose(&self, indices: &[usize]) -> usize {
         let healthy: Vec<usize> = indices
             .iter()
             .copied()
@@ -635,36 +684,25 @@ where
         futures::future::join_all(self.upstreams.iter().map(|u| u.client.close())).await;
     }
 
-    /// Abrupt: every in-flight call ends with `ERR_CLOSED`.
+    /// Abrupt: every in-flight call ends with `ERR_CLOSED`. Every pool closes before the calls
+    /// are cancelled, so that nothing they free on their way out is handed to a queued call.
     pub fn destroy(&self) {
         self.closing.store(true, Ordering::Release);
         for u in &self.upstreams {
             u.client.destroy();
         }
+        self.shutdown.cancel();
     }
 }
 
-/// The request target of `target` on `client`.
-fn target_uri<K: Connect>(client: &Client<K>, target: &Target) -> Result<Uri, Error> {
-    match target {
-        Target::Chat => client.api_uri("/chat/completions"),
-        Target::Api(path) => client.api_uri(path),
-    }
-    .map_err(invalid)
-}
-
-fn invalid(e: ConfigError) -> Error {
-    Error::new(Kind::Internal, e.to_string())
-}
-
-fn lookup<'a>(lists: &'a [(String, Vec<String>)], model: &str) -> Option<&'a [String]> {
+pub(crate) fn lookup<'a>(lists: &'a [(String, Vec<String>)], model: &str) -> Option<&'a [String]> {
     lists
         .iter()
         .find(|(m, _)| m == model)
         .map(|(_, list)| list.as_slice())
 }
 
-fn no_upstream(model: Option<&str>) -> Error {
+pub(crate) fn no_upstream(model: Option<&str>) -> Error {
     Error::new(
         Kind::NoUpstream,
         match model {
@@ -677,7 +715,7 @@ fn no_upstream(model: Option<&str>) -> Error {
 
 /// A 400 that says the prompt does not fit the model's context window (OpenAI's
 /// `context_length_exceeded` code; others say it in words).
-fn is_context_length_exceeded(error: &Error) -> bool {
+pub(crate) fn is_context_length_exceeded(error: &Error) -> bool {
     let Some(http) = error.http_failure() else {
         return false;
     };

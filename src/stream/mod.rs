@@ -40,8 +40,6 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::attempt::{BoxedAttempt, CallKind};
-use crate::cancel::Abort;
 use crate::client::Client;
 use crate::config::CallOptions;
 use crate::conn::Connection;
@@ -59,6 +57,7 @@ pub(crate) use credit::Credit;
 pub use credit::{WINDOW_BYTES, WINDOW_EVENTS};
 use judge::*;
 use read::*;
+pub(crate) use read::{stream_attempt, StreamTarget};
 
 /// What the reader pushes to the consumer's sink. Every outcome is decided here: the consumer
 /// only turns deliveries into values and errors.
@@ -93,16 +92,6 @@ pub enum Delivery {
 /// delivery into an earlier `Text` not yet taken by the consumer (see [`Delivery::Text`]).
 pub type Sink = Box<dyn Fn(Delivery) -> bool + Send + Sync>;
 
-/// One stream's request on one client.
-pub(crate) struct StreamRequest<K: Connect> {
-    pub client: Arc<Client<K>>,
-    pub uri: Uri,
-    pub dialect: Dialect,
-    pub body: Bytes,
-    pub call: CallOptions,
-    pub cancel: Abort,
-}
-
 /// Which rules end a stream and shape its payloads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -136,70 +125,6 @@ pub struct StreamHandle {
 impl std::fmt::Debug for StreamHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("StreamHandle")
-    }
-}
-
-impl<K: Connect> Client<K>
-where
-    K::Conn: Connection,
-{
-    /// A chat stream (`body` is the JSON text, with `stream: true`). Nothing is sent before
-    /// [`StreamHandle::start`].
-    pub fn chat_stream(
-        self: &Arc<Self>,
-        body: Bytes,
-        call: CallOptions,
-        cancel: Abort,
-    ) -> StreamHandle {
-        self.stream(self.chat_uri.clone(), Dialect::Chat, body, call, cancel)
-    }
-
-    /// A stream from any SSE endpoint at `uri`, POSTing `body`.
-    pub fn stream(
-        self: &Arc<Self>,
-        uri: Uri,
-        dialect: Dialect,
-        body: Bytes,
-        call: CallOptions,
-        cancel: Abort,
-    ) -> StreamHandle {
-        let request = StreamRequest {
-            client: self.clone(),
-            uri,
-            dialect,
-            body,
-            call,
-            cancel,
-        };
-        StreamHandle::new(Box::new(move |reader, closed| {
-            Box::pin(read_stream(request, reader, closed))
-        }))
-    }
-}
-
-impl<K: Connect> Client<K> {
-    /// A reader's attempts, ended quietly (`Ok`) when the consumer leaves: nobody is listening.
-    /// (A future-returning fn, not an async fn, so that its arguments are kept once.)
-    #[allow(
-        clippy::manual_async_fn,
-        reason = "an async fn keeps its arguments twice"
-    )]
-    pub(crate) fn read_until_closed<'a>(
-        &'a self,
-        call: &'a CallOptions,
-        kind: CallKind,
-        committed: &'a AtomicBool,
-        closed: &'a CancellationToken,
-        attempt: impl FnMut() -> BoxedAttempt<'a, ()> + 'a,
-    ) -> impl std::future::Future<Output = Result<(), Error>> + 'a {
-        // The attempts future is made inside the select: made outside, it would be kept twice.
-        async move {
-            tokio::select! {
-                biased;
-                _ = crate::cancel::cancelled(closed) => Ok(()),
-                result = self.attempts(call, kind, committed, attempt) => result,
-            }
-        }
     }
 }
 
@@ -363,30 +288,10 @@ impl Reader {
     }
 }
 
-/// A stream's reader on one client. A future-returning fn, not an async fn, which would keep
-/// the request twice.
-#[allow(
-    clippy::manual_async_fn,
-    reason = "an async fn keeps its arguments twice"
-)]
-fn read_stream<K: Connect>(
-    request: StreamRequest<K>,
-    reader: Arc<Reader>,
-    closed: CancellationToken,
-) -> impl std::future::Future<Output = ()> + Send + 'static
-where
-    K::Conn: Connection,
-{
-    async move {
-        let outcome = stream_outcome(&request, &reader, &closed).await;
-        deliver_outcome(&request.client, outcome, &reader, &closed);
-    }
-}
-
 /// Tells the consumer how a stream ended: a failure, or (when the consumer left) that nothing
 /// more will come. A complete stream already delivered its end.
-pub(crate) fn deliver_outcome<K: Connect>(
-    client: &Client<K>,
+pub(crate) fn deliver_outcome(
+    config: &crate::config::Config,
     outcome: Result<(), Error>,
     reader: &Reader,
     closed: &CancellationToken,
@@ -397,7 +302,7 @@ pub(crate) fn deliver_outcome<K: Connect>(
         // side that nothing more will come, so that nothing waits for this stream any more.
         Ok(()) if closed.is_cancelled() => {
             tracing::debug!(
-                origin = client.origin(),
+                origin = config.endpoint.origin.as_str(),
                 "stream closed by its consumer; connection closed"
             );
             reader.end()
@@ -406,48 +311,5 @@ pub(crate) fn deliver_outcome<K: Connect>(
     }
 }
 
-/// A stream's whole run on one client (one upstream): attempts, limits, the call's counting;
-/// its outcome returned, not delivered, so that a router may take it elsewhere first.
-///
-/// The request is borrowed, not taken: an async fn keeps its arguments for its whole life, so a
-/// request passed by value would be held twice (three times with the caller's) by every open
-/// stream.
-pub(crate) async fn stream_outcome<K: Connect>(
-    request: &StreamRequest<K>,
-    reader: &Reader,
-    closed: &CancellationToken,
-) -> Result<(), Error>
-where
-    K::Conn: Connection,
-{
-    let StreamRequest {
-        client,
-        uri,
-        dialect,
-        body,
-        call,
-        cancel,
-    } = request;
-    let (client, dialect) = (&**client, *dialect);
-    // Set once a chunk reached the consumer: from then on a failure is final, never retried.
-    let committed = AtomicBool::new(false);
-    let attempt = || {
-        let one: BoxedAttempt<'_, ()> = Box::pin(stream_attempt(
-            client,
-            StreamTarget { uri, dialect },
-            body,
-            call,
-            reader,
-            &committed,
-        ));
-        one
-    };
-    let reading = client.read_until_closed(call, CallKind::Stream, &committed, closed, attempt);
-    let work = client.within_limits(body, reading, |_| Some(reader.tokens_used()));
-    // Boxed: a future passed by value into `run` is laid out in it more than once (rustc keeps
-    // the argument's slot and the select's), about 2 KB per open stream, held for its life.
-    client.run(cancel.as_ref(), call, Box::pin(work)).await
-}
-
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -21,10 +21,10 @@ pub(super) enum Batch {
 }
 
 /// Where a stream goes and which rules it follows.
-#[derive(Clone, Copy)]
-pub(super) struct StreamTarget<'a> {
-    pub(super) uri: &'a Uri,
-    pub(super) dialect: Dialect,
+pub(crate) struct StreamTarget {
+    pub(crate) uri: Uri,
+    pub(crate) body: Bytes,
+    pub(crate) dialect: Dialect,
 }
 
 /// Sends the request and pumps events until the stream is complete or fails. Delivers `End`
@@ -33,10 +33,10 @@ pub(super) struct StreamTarget<'a> {
     clippy::manual_async_fn,
     reason = "an async fn keeps its arguments twice"
 )]
-pub(super) fn stream_attempt<'a, K: Connect>(
+pub(crate) fn stream_attempt<'a, K: Connect>(
     client: &'a Client<K>,
-    target: StreamTarget<'a>,
-    body: &'a Bytes,
+    // Boxed: the attempt keeps its target for its life, and a pointer is smaller than the two.
+    target: Box<StreamTarget>,
     call: &'a CallOptions,
     reader: &'a Reader,
     committed: &'a AtomicBool,
@@ -66,12 +66,12 @@ where
         // request) is over before the stream's long read begins, and inline it would be part of
         // every open stream's memory for the stream's life. Only what the read needs comes out.
         let sending = Box::pin(async {
-            let exchange = client.exchange(
+            let exchange = client.observed_exchange(
                 Outgoing {
                     method: Method::POST,
-                    uri: target.uri,
+                    uri: &target.uri,
                     // A new handle on the same bytes, made here: the reader does not keep one.
-                    body: body.clone(),
+                    body: target.body.clone(),
                     accept: Accept::EventStream,
                 },
                 call,
