@@ -3,10 +3,9 @@
 // methods and redirect modes), and the Response body fed by native deliveries under the same
 // flow control as chat streams.
 
-const { STREAM_WINDOW_EVENTS } = require('../binding.js')
-const { fromInfo, llmpoolError, llmpoolTypeError } = require('../errors.js')
+const { llmpoolError, llmpoolTypeError } = require('../errors.js')
 const { invalidArg, linkSignal, nativeArgumentError } = require('./args.js')
-const { SIGNAL_DONE, SIGNAL_STALLED } = require('./inbox.js')
+const { Feed } = require('./feed.js')
 
 /** Statuses whose responses have no body (the Response constructor refuses one). */
 const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304])
@@ -98,36 +97,25 @@ const abandonedBodies = new FinalizationRegistry((body) => body.abandon())
 
 /**
  * The deliveries of one fetch: the head resolves the Response, byte chunks feed its body
- * stream under the same flow control as chat streams (acknowledged every half window, or at once
- * when Rust says it stalled).
+ * stream under the same protocol and flow control as chat streams (lib/feed.js).
  */
 class FetchBody {
-  #native
-  #inbox
-  #detach
-  #id = -1
+  #feed
   #chunks = []
-  #used = 0
-  #stalled = false
-  #ended = false
   #error = null
   #wake = null
   #head = null
 
   constructor(native, inbox, detach) {
-    this.#native = native
-    this.#inbox = inbox
-    this.#detach = detach
+    this.#feed = new Feed(native, inbox, detach)
   }
 
   response(method) {
     return new Promise((resolve, reject) => {
       this.#head = { resolve, reject, method }
-      this.#id = this.#inbox.subscribe((value) => this.#receive(value))
       try {
-        this.#native.start(this.#id)
+        this.#feed.start((value) => this.#receive(value))
       } catch (e) {
-        this.#finish()
         reject(nativeArgumentError(e))
       }
     })
@@ -136,9 +124,6 @@ class FetchBody {
   #receive(value) {
     if (Buffer.isBuffer(value)) {
       this.#chunks.push(value)
-    } else if (value === SIGNAL_STALLED) {
-      this.#stalled = true
-      if (this.#used > 0) this.#ack()
     } else if (value !== null && typeof value === 'object' && typeof value.status === 'number' && value.code === undefined) {
       const { resolve, method } = this.#head
       this.#head = null
@@ -148,11 +133,9 @@ class FetchBody {
       if (empty) this.#close()
       resolve(new Response(empty ? null : this.#stream(), { status: value.status, headers }))
     } else {
-      if (value !== SIGNAL_DONE) {
-        const err = fromInfo(value)
-        this.#error = err.code === 'ERR_ABORTED' ? abortError(err) : err
-      }
-      this.#finish()
+      this.#feed.signal(value)
+      const err = this.#feed.error
+      if (err) this.#error = err.code === 'ERR_ABORTED' ? abortError(err) : err
       if (this.#head && this.#error) {
         this.#head.reject(this.#error)
         this.#head = null
@@ -165,7 +148,7 @@ class FetchBody {
 
   /** The body was collected unread: cancel the request and stop listening. */
   abandon() {
-    if (!this.#ended) this.#close()
+    if (!this.#feed.ended) this.#close()
   }
 
   #stream() {
@@ -174,11 +157,11 @@ class FetchBody {
         for (;;) {
           const chunk = this.#chunks.shift()
           if (chunk !== undefined) {
-            if (++this.#used >= STREAM_WINDOW_EVENTS / 2 || this.#stalled) this.#ack()
+            this.#feed.consumed(1)
             return controller.enqueue(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength))
           }
           if (this.#error) return controller.error(this.#error)
-          if (this.#ended) return controller.close()
+          if (this.#feed.ended) return controller.close()
           await new Promise((resolve) => (this.#wake = resolve))
         }
       },
@@ -188,23 +171,10 @@ class FetchBody {
     return stream
   }
 
-  #ack() {
-    if (!this.#ended) this.#native.ack(this.#used)
-    this.#used = 0
-    this.#stalled = false
-  }
-
-  #finish() {
-    this.#ended = true
-    if (this.#id !== -1) this.#inbox.unsubscribe(this.#id)
-    this.#detach()
-  }
-
   /** The consumer is done with the body: the request is cancelled. */
   #close() {
     this.#chunks = []
-    this.#native.close()
-    this.#finish()
+    this.#feed.close()
   }
 }
 

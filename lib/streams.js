@@ -3,10 +3,11 @@
 // any SSE endpoint's events. Every outcome is decided and every chunk merged in Rust.
 
 const { inspect } = require('node:util')
-const { STREAM_WINDOW_EVENTS, mergeChatChunks } = require('../binding.js')
-const { fromInfo, llmpoolError } = require('../errors.js')
+const { mergeChatChunks } = require('../binding.js')
+const { llmpoolError } = require('../errors.js')
 const { invalidArg, nativeArgumentError } = require('./args.js')
-const { SIGNAL_DONE, SIGNAL_STALLED, PAYLOAD_SEPARATOR } = require('./inbox.js')
+const { Feed } = require('./feed.js')
+const { SIGNAL_STALLED, PAYLOAD_SEPARATOR } = require('./inbox.js')
 
 /** What a chat stream's text view asks of its iterator (not public API). */
 const TEXT_MODE = Symbol('llmpool.textMode')
@@ -37,23 +38,15 @@ function holdSettlers(resolve, reject) {
 }
 
 class NativeIterator {
-  #native
-  #inbox
+  /** The native stream, its subscription and its credit (see lib/feed.js). */
+  #feed
   #origin
-  #detach
-  #id = -1
   /**
    * Delivered batches not yet fully yielded (arrays of payloads; in text mode, strings), and the
    * position in the first.
    */
   #queue = []
   #position = 0
-  /** Events yielded and not yet acknowledged. */
-  #used = 0
-  /** Rust waits for acknowledgements. */
-  #stalled = false
-  /** The last delivery has arrived (or the stream was cancelled). */
-  #ended = false
   /** An error to raise once the queued payloads are yielded. */
   #error = null
   /** Payloads are yielded as the JSON text they arrived as (`finalCompletion()` in object mode). */
@@ -79,10 +72,8 @@ class NativeIterator {
   #holder = null
 
   constructor(native, inbox, origin, detach) {
-    this.#native = native
-    this.#inbox = inbox
+    this.#feed = new Feed(native, inbox, detach)
     this.#origin = origin
-    this.#detach = detach
   }
 
   [Symbol.asyncIterator]() {
@@ -100,7 +91,7 @@ class NativeIterator {
           return Promise.reject(e)
         }
       }
-      if (this.#id === -1) {
+      if (!this.#feed.started) {
         try {
           this.#start()
         } catch (e) {
@@ -124,7 +115,7 @@ class NativeIterator {
 
   /** A call can be settled now: an item is queued, or the error or the end has come. */
   #ready() {
-    return this.#queue.length > 0 || this.#error !== null || this.#ended
+    return this.#queue.length > 0 || this.#error !== null || this.#feed.ended
   }
 
   /** One call's result, when `#ready()`: the next item, else the error (thrown), else the end. */
@@ -192,10 +183,8 @@ class NativeIterator {
     return text
   }
 
-  /** `n` more items used: acknowledged every half window, and at once if Rust waits. */
   #consumed(n) {
-    this.#used += n
-    if (this.#used >= STREAM_WINDOW_EVENTS / 2 || this.#stalled) this.#ack()
+    this.#feed.consumed(n)
   }
 
   /** Called by `break` and by a throw inside `for await`: cancels the request at once. */
@@ -229,18 +218,19 @@ class NativeIterator {
     // The inbox holds the stream weakly: a stream the consumer dropped can be garbage-collected,
     // and its native half then cancels the request. While a call waits, `strong` holds it (a
     // field, not a table entry: set and cleared for every chunk of every stream).
-    const holder = { strong: null, weak: new WeakRef(this) }
+    // The handler holds neither the stream nor its feed (which holds the native half): only
+    // what a collected stream's last delivery needs to end its subscription.
+    const inbox = this.#feed.inbox
+    const holder = { strong: null, weak: new WeakRef(this), id: -1 }
     this.#holder = holder
-    const inbox = this.#inbox
-    const id = inbox.subscribe((value) => {
-      const live = holder.strong ?? holder.weak.deref()
-      if (live) live.#receive(value)
-      // A collected stream's last delivery (an end or an error) still ends its subscription.
-      else if (typeof value !== 'string' && value !== SIGNAL_STALLED) inbox.unsubscribe(id)
-    })
-    this.#id = id
     try {
-      this.#native.start(this.#id)
+      this.#feed.start((value) => {
+        const live = holder.strong ?? holder.weak.deref()
+        if (live) live.#receive(value)
+        // A collected stream's last delivery (an end or an error) still ends its subscription.
+        else if (typeof value !== 'string' && value !== SIGNAL_STALLED) inbox.unsubscribe(holder.id)
+      })
+      holder.id = this.#feed.id
     } catch (e) {
       this.#end()
       throw nativeArgumentError(e)
@@ -252,35 +242,27 @@ class NativeIterator {
    * text), a signal, or an error (which ends the stream).
    */
   #receive(value) {
-    if (this.#ended) return
+    const feed = this.#feed
+    if (feed.ended) return
     if (typeof value === 'string') {
       this.#queue.push(this.#text ? value : value.split(PAYLOAD_SEPARATOR))
-    } else if (value === SIGNAL_STALLED) {
-      this.#stalled = true
-      if (this.#used > 0) this.#ack()
     } else {
-      if (value !== SIGNAL_DONE) this.#error = fromInfo(value)
-      this.#finish()
+      feed.signal(value)
+      this.#error = feed.error
     }
     this.#serve()
-  }
-
-  #ack() {
-    if (!this.#ended) this.#native.ack(this.#used)
-    this.#used = 0
-    this.#stalled = false
   }
 
   /** Switches a stream not yet started to text mode (see `ChatStream.text()`). */
   [TEXT_MODE]() {
     if (this[STARTED]) throw invalidArg('text() must be called before the stream is iterated')
-    this.#native.textMode()
+    this.#feed.native.textMode()
     this.#text = true
   }
 
   /** Iteration began (or the stream already ended). */
   get [STARTED]() {
-    return this.#id !== -1 || this.#ended || this.#resolve !== null
+    return this.#feed.started || this.#feed.ended || this.#resolve !== null
   }
 
   get [IN_TEXT_MODE]() {
@@ -289,7 +271,7 @@ class NativeIterator {
 
   /** Text mode: the chunks so far, merged in Rust. */
   [MERGED]() {
-    return JSON.parse(this.#native.finalCompletion())
+    return JSON.parse(this.#feed.native.finalCompletion())
   }
 
   /** From now on, payloads are yielded unparsed (their merge is Rust's). */
@@ -308,19 +290,11 @@ class NativeIterator {
     }
   }
 
-  /** Nothing more will arrive: stop listening (what is queued is still yielded). */
-  #finish() {
-    this.#ended = true
-    if (this.#id !== -1) this.#inbox.unsubscribe(this.#id)
-    this.#detach()
-  }
-
   /** Stops the stream: nothing more is yielded, the request is cancelled. */
   #end() {
     this.#queue = []
     this.#position = 0
-    this.#native.close()
-    this.#finish()
+    this.#feed.close()
     this.#serve()
   }
 
