@@ -3,7 +3,7 @@
 //! Every failure a caller can see is an [`Error`] with a stable string [`Error::code`] (what JS code
 //! matches on), a short lowercase message that names the origin, and, for HTTP errors, the status,
 //! headers and the provider's body. Errors are built freely inside the core; the client passes
-//! each one through [`Redactor::redact_error`] as the call ends (`Client::run`), the only door out,
+//! each one through [`Redactor::redact_error`] as the call ends (`Router::call`, with the upstream's `Client::redact`), the only door out,
 //! so no path has to remember to strip secrets itself.
 
 use std::fmt;

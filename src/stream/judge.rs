@@ -139,7 +139,7 @@ pub(super) fn judge<K: Connect>(
 }
 
 /// An error the provider reported inside the stream; its payload goes with it (redacted on the
-/// way out, in `Client::run`).
+/// way out, at `Router::call`).
 pub(super) fn stream_error<K: Connect>(client: &Client<K>, payload: String) -> Error {
     let message = provider_message(&payload).unwrap_or_else(|| "no message".to_owned());
     Error::provider(
