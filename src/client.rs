@@ -344,12 +344,12 @@ impl<K: Connect> Client<K> {
         target.parse().map_err(|_| bad_path())
     }
 
-    /// The request target of `target` here.
-    pub(crate) fn uri_of(&self, target: &Target) -> Result<Uri, Error> {
+    /// The request target of `target` here (chat's, built once, is borrowed).
+    pub(crate) fn uri_of(&self, target: &Target) -> Result<std::borrow::Cow<'_, Uri>, Error> {
         match target {
-            Target::Chat => Ok(self.chat_uri.clone()),
-            Target::Api(path) => self.api_uri(path),
-            Target::Origin(path) => self.origin_uri(path),
+            Target::Chat => Ok(std::borrow::Cow::Borrowed(&self.chat_uri)),
+            Target::Api(path) => self.api_uri(path).map(std::borrow::Cow::Owned),
+            Target::Origin(path) => self.origin_uri(path).map(std::borrow::Cow::Owned),
         }
         .map_err(|e| Error::new(Kind::Internal, e.to_string()))
     }

@@ -318,7 +318,7 @@ where
                     Ok(uri) => Box::pin(stream_attempt(
                         client,
                         Box::new(StreamTarget {
-                            uri,
+                            uri: uri.into_owned(),
                             body: stop.body.clone(),
                             dialect: *dialect,
                         }),
@@ -469,7 +469,11 @@ where
         work: impl std::future::Future<Output = Result<T, Error>>,
         used: impl FnOnce(&T) -> Option<u64>,
     ) -> Result<T, Error> {
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        // One upstream without `upstreams`: its client's counts are the stats (see `stats`).
+        let counting = self.named || self.upstreams.len() > 1;
+        if counting {
+            self.requests.fetch_add(1, Ordering::Relaxed);
+        }
         let started = tokio::time::Instant::now();
         let limited = match &self.limiter {
             None => Either::Left(work),
@@ -497,7 +501,9 @@ where
             client.tally(started, result.as_ref().err());
         }
         result.map_err(|e| {
-            self.errors.fetch_add(1, Ordering::Relaxed);
+            if counting {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+            }
             visited.unwrap_or(&self.upstreams[0].client).redact(e, call)
         })
     }

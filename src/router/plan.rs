@@ -27,6 +27,9 @@ pub(crate) struct Plan<'r, K: Connect> {
     tried: Vec<String>,
     /// Whether the final error names the upstreams tried (a router that routes).
     names: bool,
+    /// A plan of one stop (one `baseUrl`, or a `fetch`): that upstream, until taken. The
+    /// common case allocates nothing.
+    single: Option<usize>,
     context_moved: bool,
 }
 
@@ -36,12 +39,11 @@ where
 {
     /// The whole plan: every upstream of the model, then its fallbacks.
     pub(crate) fn new(router: &'r Router<K>, body: &Bytes) -> Self {
-        let asked = if router.routes {
-            crate::payload::model_of(body)
-        } else {
+        if !router.routes {
             // One upstream that lists no models: it serves whatever the body asks.
-            None
-        };
+            return Plan::only(router, 0, body.clone());
+        }
+        let asked = crate::payload::model_of(body);
         let mut models = VecDeque::from([asked.clone()]);
         if let Some(list) = asked.as_deref().and_then(|m| lookup(&router.fallbacks, m)) {
             models.extend(list.iter().cloned().map(Some));
@@ -54,7 +56,8 @@ where
             models,
             left: Vec::new(),
             tried: Vec::new(),
-            names: router.routes,
+            names: true,
+            single: None,
             context_moved: false,
         }
     }
@@ -68,9 +71,10 @@ where
             asked: None,
             model: None,
             models: VecDeque::new(),
-            left: vec![index],
+            left: Vec::new(),
             tried: Vec::new(),
             names: false,
+            single: Some(index),
             context_moved: false,
         }
     }
@@ -78,6 +82,13 @@ where
     /// The next upstream: of the current model while any is left, else of the next model that
     /// has one.
     fn next_stop(&mut self) -> Option<Stop<'r, K>> {
+        if let Some(index) = self.single.take() {
+            return Some(Stop {
+                index,
+                client: &self.router.upstreams[index].client,
+                body: self.body.clone(),
+            });
+        }
         while self.left.is_empty() {
             self.model = self.models.pop_front()?;
             let model = self.model.as_deref();
