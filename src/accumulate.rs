@@ -1,19 +1,23 @@
-//! A chat stream merged in Rust, for the text fast path (`chatStream(body).text()`): each chunk's
-//! first-choice `delta.content` is handed out as text, and every chunk is merged into one
-//! `ChatCompletion` by the rules `finalCompletion()` follows in JS (`index.js`, `accumulate`):
+//! A chat stream merged in Rust, for the text fast path (`chatStream(body).text()`) and for
+//! `finalCompletion()` in object mode (`mergeChatChunks`): each chunk's first-choice
+//! `delta.content` is handed out as text, and every chunk is merged into one `ChatCompletion`:
 //! the last non-null `id`, `created`, `model`, `system_fingerprint`, `service_tier` and `usage`;
 //! per choice the role, every string field of the deltas concatenated (content, refusal,
 //! `reasoning_content`, `reasoning`, …), tool calls merged by index (the name set once, the
 //! arguments concatenated), logprobs appended, the finish reason.
 //!
 //! The common chunk (a role and/or a piece of content, nothing else) is read by a targeted scan
-//! that borrows the text from the chunk; any other chunk is parsed whole and merged.
+//! that borrows the text from the chunk; any other chunk is judged by `payload::inspect` and
+//! parsed whole and merged. The readers are `payload.rs`'s family (`Str`, `NotAnObject`).
 
 use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{json, Map, Value};
+
+pub use crate::payload::NotAnObject;
+use crate::payload::Str;
 
 /// One choice as merged so far.
 #[derive(Debug, Default)]
@@ -105,10 +109,6 @@ pub struct Added {
     pub total_tokens: Option<u64>,
 }
 
-/// The chunk is not one JSON object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NotAnObject;
-
 const TOP_KEYS: [&str; 5] = [
     "id",
     "created",
@@ -130,32 +130,21 @@ impl Accumulator {
                 });
             }
         }
-        let value: Value = serde_json::from_str(chunk).map_err(|_| NotAnObject)?;
-        if !value.is_object() {
-            return Err(NotAnObject);
-        }
-        if value.get("error").is_some_and(|e| !e.is_null()) {
+        // Any other chunk: judged by the one set of rules (`payload::inspect`), then merged
+        // from its whole value (the rare path pays a second scan).
+        let judged = crate::payload::inspect(chunk)?;
+        if judged.error {
             return Ok(Added {
                 error: true,
                 ..Added::default()
             });
         }
-        let finished = value
-            .get("choices")
-            .and_then(Value::as_array)
-            .is_some_and(|c| {
-                c.iter()
-                    .any(|c| c.get("finish_reason").is_some_and(|f| !f.is_null()))
-            });
-        let total_tokens = value
-            .get("usage")
-            .and_then(|u| u.get("total_tokens"))
-            .and_then(Value::as_u64);
+        let value: Value = serde_json::from_str(chunk).map_err(|_| NotAnObject)?;
         Ok(Added {
             text: self.add_value(&value),
             error: false,
-            finished,
-            total_tokens,
+            finished: judged.finished,
+            total_tokens: judged.total_tokens,
         })
     }
 
@@ -431,28 +420,6 @@ impl<'de> de::Deserialize<'de> for Scalar<'de> {
     }
 }
 
-/// A string, borrowed when it can be.
-struct Text<'a>(Cow<'a, str>);
-
-impl<'de> de::Deserialize<'de> for Text<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Text<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Text<'de>, E> {
-                Ok(Text(Cow::Borrowed(s)))
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Text<'de>, E> {
-                Ok(Text(Cow::Owned(s.to_owned())))
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
 /// A plain chunk, or an error that sends the chunk to the full parse (which also tells a
 /// chunk that is not JSON at all).
 struct PlainVisitor;
@@ -475,7 +442,7 @@ impl<'de> Visitor<'de> for PlainVisitor {
             first: None,
             more: Vec::new(),
         };
-        while let Some(key) = map.next_key::<Text<'de>>()? {
+        while let Some(key) = map.next_key::<Str<'de>>()? {
             match &*key.0 {
                 "choices" => {
                     let choices = map.next_value::<PlainChoices<'de>>()?;
@@ -549,7 +516,7 @@ impl<'de> de::Deserialize<'de> for PlainChoice<'de> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let (mut index, mut role, mut content) = (0usize, None, None);
-                while let Some(key) = map.next_key::<Text<'de>>()? {
+                while let Some(key) = map.next_key::<Str<'de>>()? {
                     match &*key.0 {
                         "index" => {
                             let n: u64 = map.next_value()?;
@@ -590,10 +557,10 @@ impl<'de> de::Deserialize<'de> for PlainDeltaFields<'de> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let (mut role, mut content) = (None, None);
-                while let Some(key) = map.next_key::<Text<'de>>()? {
+                while let Some(key) = map.next_key::<Str<'de>>()? {
                     match &*key.0 {
-                        "role" => role = map.next_value::<Option<Text<'de>>>()?.map(|t| t.0),
-                        "content" => content = map.next_value::<Option<Text<'de>>>()?.map(|t| t.0),
+                        "role" => role = map.next_value::<Option<Str<'de>>>()?.map(|t| t.0),
+                        "content" => content = map.next_value::<Option<Str<'de>>>()?.map(|t| t.0),
                         // Anything else a delta carries (tool calls, reasoning, refusal, even a
                         // null one) takes the full merge.
                         _ => return Err(not_plain()),

@@ -3,7 +3,13 @@
 //! say the answer is finished. One validating pass over the text; nothing is built for the parts
 //! skipped (serde's `IgnoredAny`), so the cost is a scan, not a parse into values. In object mode
 //! JS then parses each payload it yields into an object: a shape for the user, no decision.
+//!
+//! The one family of hand-written serde readers of provider JSON lives here: keys and strings
+//! are read as [`Str`] (borrowed from the text when it has no escapes), a value of the wrong
+//! shape is skipped ([`Picked`]), and the judging rules (error, finished, usage) are written
+//! once, in [`inspect`]. `accumulate.rs` builds its merge on these and asks `inspect` to judge.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -17,6 +23,28 @@ pub struct Inspection {
     pub finished: bool,
     /// `usage.total_tokens`, when the payload reports it (what a call used, for the limiter).
     pub total_tokens: Option<u64>,
+}
+
+/// A JSON string, borrowed from the text when it has no escapes (keys and values alike).
+pub(crate) struct Str<'a>(pub(crate) Cow<'a, str>);
+
+impl<'de> de::Deserialize<'de> for Str<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Str<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Borrowed(s)))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(s.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
 }
 
 /// The payload is not JSON, or not a JSON object.
@@ -53,35 +81,6 @@ pub fn provider_message(body: &str) -> Option<String> {
     (!message.is_empty()).then(|| message.chars().take(500).collect())
 }
 
-/// The keys the inspection cares about.
-enum Key {
-    Error,
-    Choices,
-    Usage,
-    Other,
-}
-
-impl<'de> de::Deserialize<'de> for Key {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Key, D::Error> {
-        struct KeyVisitor;
-        impl Visitor<'_> for KeyVisitor {
-            type Value = Key;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a key")
-            }
-            fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
-                Ok(match key {
-                    "error" => Key::Error,
-                    "choices" => Key::Choices,
-                    "usage" => Key::Usage,
-                    _ => Key::Other,
-                })
-            }
-        }
-        d.deserialize_identifier(KeyVisitor)
-    }
-}
-
 struct TopLevel;
 
 impl<'de> Visitor<'de> for TopLevel {
@@ -93,12 +92,12 @@ impl<'de> Visitor<'de> for TopLevel {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Inspection, A::Error> {
         let mut out = Inspection::default();
-        while let Some(key) = map.next_key::<Key>()? {
-            match key {
-                Key::Error => out.error = map.next_value::<Option<IgnoredAny>>()?.is_some(),
-                Key::Choices => out.finished |= map.next_value::<Finished<Choices>>()?.0,
-                Key::Usage => out.total_tokens = map.next_value::<Picked<TotalTokens>>()?.0,
-                Key::Other => {
+        while let Some(key) = map.next_key::<Str<'de>>()? {
+            match &*key.0 {
+                "error" => out.error = map.next_value::<Option<IgnoredAny>>()?.is_some(),
+                "choices" => out.finished |= map.next_value::<Finished<Choices>>()?.0,
+                "usage" => out.total_tokens = map.next_value::<Picked<TotalTokens>>()?.0,
+                _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
@@ -135,42 +134,14 @@ impl Rule for Choice {
     }
     fn map_finished<'de, A: MapAccess<'de>>(mut map: A) -> Result<bool, A::Error> {
         let mut finished = false;
-        while let Some(key) = map.next_key::<ChoiceKey>()? {
-            match key {
-                ChoiceKey::FinishReason => {
-                    finished |= map.next_value::<Option<IgnoredAny>>()?.is_some()
-                }
-                ChoiceKey::Other => {
-                    map.next_value::<IgnoredAny>()?;
-                }
+        while let Some(key) = map.next_key::<Str<'de>>()? {
+            if key.0 == "finish_reason" {
+                finished |= map.next_value::<Option<IgnoredAny>>()?.is_some()
+            } else {
+                map.next_value::<IgnoredAny>()?;
             }
         }
         Ok(finished)
-    }
-}
-
-enum ChoiceKey {
-    FinishReason,
-    Other,
-}
-
-impl<'de> de::Deserialize<'de> for ChoiceKey {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ChoiceKey, D::Error> {
-        struct KeyVisitor;
-        impl Visitor<'_> for KeyVisitor {
-            type Value = ChoiceKey;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a key")
-            }
-            fn visit_str<E: de::Error>(self, key: &str) -> Result<ChoiceKey, E> {
-                Ok(if key == "finish_reason" {
-                    ChoiceKey::FinishReason
-                } else {
-                    ChoiceKey::Other
-                })
-            }
-        }
-        d.deserialize_identifier(KeyVisitor)
     }
 }
 
@@ -214,9 +185,9 @@ impl<'de> Visitor<'de> for RequestVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RequestFacts, A::Error> {
         let mut out = RequestFacts::default();
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            match &*key {
-                "model" => out.model = map.next_value::<Picked<Text>>()?.0,
+        while let Some(key) = map.next_key::<Str<'de>>()? {
+            match &*key.0 {
+                "model" => out.model = map.next_value::<Picked<Owned>>()?.0,
                 "max_tokens" | "max_completion_tokens" | "max_output_tokens" => {
                     let asked = map.next_value::<Picked<Whole>>()?.0;
                     out.max_tokens = out.max_tokens.or(asked);
@@ -259,9 +230,9 @@ impl Pick for Whole {
     }
 }
 
-/// A string.
-struct Text;
-impl Pick for Text {
+/// A string, owned.
+struct Owned;
+impl Pick for Owned {
     type Out = String;
     fn from_str(s: &str) -> Option<String> {
         Some(s.to_owned())
@@ -312,8 +283,8 @@ impl<'de, R: Pick> de::Deserialize<'de> for Picked<R> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Picked<R>, A::Error> {
                 let mut found = None;
-                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                    if Some(&*key) == R::member() {
+                while let Some(key) = map.next_key::<Str<'de>>()? {
+                    if Some(&*key.0) == R::member() {
                         found = map.next_value::<Picked<Whole>>()?.0;
                     } else {
                         map.next_value::<IgnoredAny>()?;
