@@ -797,8 +797,10 @@ export interface PoolStats {
   size: number
   /** Calls started. */
   requests: number
-  /** Calls that failed (aborts included). */
+  /** Calls that failed. A call the caller aborted is not a failure: it counts in `aborted`. */
   errors: number
+  /** Calls the caller aborted (its `signal`); kept apart so that an error-rate alert does not fire when users leave. */
+  aborted: number
   connectionsOpened: number
   connectionsClosed: number
   /** Requests served by an already open connection. */

@@ -269,6 +269,28 @@ describe('cancellation frees the connection', () => {
     await eventually(() => s.sockets.size === 0 && c.stats().running === 0)
   })
 
+  test('aborted streams are counted apart from failures: errors stays 0', async () => {
+    // A relay whose own clients hung up: 20 aborts are 20 cancellations, not an error rate.
+    const s = await server()
+    endless(s)
+    const c = client(s)
+    await Promise.all(
+      Array.from({ length: 20 }, async () => {
+        const ac = new AbortController()
+        let n = 0
+        const err = await rejection(
+          (async () => {
+            for await (const _ of c.chatStream(body(), { signal: ac.signal })) if (++n === 2) ac.abort()
+          })(),
+        )
+        expect(err.code).toBe('ERR_ABORTED')
+      }),
+    )
+    await eventually(() => c.stats().aborted === 20)
+    expect(c.stats()).toMatchObject({ requests: 20, errors: 0, aborted: 20 })
+    expect(c.metrics()).toMatch(/^llmpool_aborted_total\{[^}]*\} 20$/m)
+  })
+
   test('destroy() mid-stream → ERR_CLOSED', async () => {
     const s = await server()
     endless(s)

@@ -37,8 +37,10 @@ pub struct ClientStats {
     pub pool: PoolStats,
     /// Calls started.
     pub requests: u64,
-    /// Calls that ended in an error (including aborts).
+    /// Calls that ended in an error (aborts are not failures: see `aborted`).
     pub errors: u64,
+    /// Calls the caller aborted (its `AbortSignal`).
+    pub aborted: u64,
     /// Retries made (attempts after the first).
     pub retries: u64,
     /// `closed`, `open` or `half-open`; `None` without a circuit breaker.
@@ -92,6 +94,7 @@ pub struct Client<K: Connect = HttpConnector> {
     closing: AtomicBool,
     requests: AtomicU64,
     errors: AtomicU64,
+    aborted: AtomicU64,
     pub(crate) retries: AtomicU64,
     /// Calls held back until a provider's reset (`remaining: 0`).
     paced: AtomicU64,
@@ -207,6 +210,7 @@ impl<K: Connect> Client<K> {
             closing: AtomicBool::new(false),
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            aborted: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             paced: AtomicU64::new(0),
             retry: RetryPolicy::new(config.retry.clone()),
@@ -398,6 +402,12 @@ impl<K: Connect> Client<K> {
     pub(crate) fn tally(&self, started: tokio::time::Instant, error: Option<&Error>) {
         self.metrics.request_took(started.elapsed());
         if let Some(e) = error {
+            // The caller's own abort is a cancellation, not a failure of the upstream: an
+            // error-rate alert must not fire when users close tabs.
+            if e.kind() == Kind::Aborted {
+                self.aborted.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
             self.errors.fetch_add(1, Ordering::Relaxed);
             self.metrics.error(e.code());
             tracing::debug!(origin = self.origin(), code = e.code(), "call failed");
@@ -420,6 +430,7 @@ impl<K: Connect> Client<K> {
             pool: stats.pool,
             requests: stats.requests,
             errors: stats.errors,
+            aborted: stats.aborted,
             retries: stats.retries,
             dns_lookups: stats.dns_lookups,
             dns_hits: stats.dns_hits,
@@ -439,6 +450,7 @@ impl<K: Connect> Client<K> {
             pool: self.pool.stats(),
             requests: self.requests.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
+            aborted: self.aborted.load(Ordering::Relaxed),
             retries: self.retries.load(Ordering::Relaxed),
             circuit: self
                 .breaker

@@ -80,6 +80,8 @@ pub struct Snapshot {
     pub pool: PoolStats,
     pub requests: u64,
     pub errors: u64,
+    /// Calls the caller aborted (not failures: kept out of `errors`).
+    pub aborted: u64,
     pub retries: u64,
     pub dns_lookups: u64,
     pub dns_hits: u64,
@@ -151,6 +153,12 @@ impl Metrics {
             "llmpool_requests_total",
             "Calls started (chat and streams).",
             snapshot.requests,
+        );
+        counter(
+            &mut out,
+            "llmpool_aborted_total",
+            "Calls the caller aborted (counted apart from failures).",
+            snapshot.aborted,
         );
         counter(
             &mut out,
@@ -324,6 +332,7 @@ mod tests {
             pool: PoolStats::default(),
             requests: 4,
             errors: 0,
+            aborted: 0,
             retries: 0,
             dns_lookups: 0,
             dns_hits: 0,
@@ -352,6 +361,7 @@ mod tests {
             pool: PoolStats::default(),
             requests: 3,
             errors: 3,
+            aborted: 0,
             retries: 0,
             dns_lookups: 0,
             dns_hits: 0,
@@ -372,6 +382,7 @@ mod tests {
             pool: PoolStats::default(),
             requests: 1,
             errors: 0,
+            aborted: 0,
             retries: 0,
             dns_lookups: 0,
             dns_hits: 0,

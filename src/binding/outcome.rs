@@ -166,8 +166,10 @@ pub struct ClientStatsObject {
     pub size: u32,
     /// Calls started.
     pub requests: i64,
-    /// Calls that failed.
+    /// Calls that failed (aborts are not failures).
     pub errors: i64,
+    /// Calls the caller aborted.
+    pub aborted: i64,
     pub connections_opened: i64,
     pub connections_closed: i64,
     /// Requests served by an already open connection.
@@ -267,6 +269,7 @@ impl From<ClientStats> for ClientStatsObject {
             size: clamp(s.pool.size),
             requests: count(s.requests),
             errors: count(s.errors),
+            aborted: count(s.aborted),
             connections_opened: count(s.pool.connections_opened),
             connections_closed: count(s.pool.connections_closed),
             reused: count(s.pool.reused),

@@ -105,6 +105,7 @@ pub struct Router<K: Connect = HttpConnector> {
     store: Option<Arc<Store>>,
     requests: AtomicU64,
     errors: AtomicU64,
+    aborted: AtomicU64,
     /// Calls admitted before `close()` began (see [`Router::admit`]): `close()` lets them run.
     admitted: TaskTracker,
     closing: AtomicBool,
@@ -189,6 +190,7 @@ where
             store,
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            aborted: AtomicU64::new(0),
             admitted: TaskTracker::new(),
             closing: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
@@ -502,7 +504,12 @@ where
         }
         result.map_err(|e| {
             if counting {
-                self.errors.fetch_add(1, Ordering::Relaxed);
+                let counter = if e.kind() == Kind::Aborted {
+                    &self.aborted
+                } else {
+                    &self.errors
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
             }
             visited.unwrap_or(&self.upstreams[0].client).redact(e, call)
         })
@@ -582,6 +589,7 @@ where
         });
         total.requests = self.requests.load(Ordering::Relaxed);
         total.errors = self.errors.load(Ordering::Relaxed);
+        total.aborted = self.aborted.load(Ordering::Relaxed);
         total.retries += self.failovers.load(Ordering::Relaxed);
         total.circuit = None;
         if let Some(limiter) = &self.limiter {

@@ -278,6 +278,12 @@ async fn an_abort_token_ends_the_call_and_a_call_without_one_runs_to_its_answer(
         .unwrap_err();
     assert_eq!(err.code(), "ERR_ABORTED");
     assert!(chat(&c).await.is_ok());
+    // The caller's abort is not a failure: counted apart, never in `errors`.
+    assert_eq!((c.stats().aborted, c.stats().errors), (1, 0));
+    assert!(c
+        .metrics_text()
+        .contains("llmpool_aborted_total{origin=\"http://fake.test\"} 1\n"));
+    assert!(!c.metrics_text().contains("ERR_ABORTED"));
 }
 
 #[tokio::test(start_paused = true)]
