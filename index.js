@@ -19,6 +19,7 @@ const {
 const { Inbox } = require('./lib/inbox.js')
 const { ChatStream, EventStream } = require('./lib/streams.js')
 const { fetchThrough } = require('./lib/fetch.js')
+const { callContext, operationOf, traced, streamStarted, calls } = require('./lib/trace.js')
 
 class Client {
   #native
@@ -56,7 +57,8 @@ class Client {
 
   /** One chat completion; resolves with the parsed `ChatCompletion`. */
   chat(body, options) {
-    return this.#callJson('chat', body, options, (id, json, native, cancel) => this.#native.chat(id, json, native, cancel))
+    const context = callContext('chat', 'chat', body, this.#origin, false)
+    return traced(context, () => this.#callJson('chat', body, options, (id, json, native, cancel) => this.#native.chat(id, json, native, cancel)))
   }
 
   /**
@@ -66,7 +68,8 @@ class Client {
    */
   request(path, body, options) {
     if (typeof path !== 'string') return Promise.reject(invalidArg('request() path must be a string such as "/embeddings"'))
-    return this.#callJson('request', body, options, (id, json, native, cancel) => this.#native.request(id, path, json, native, cancel))
+    const context = callContext('request', operationOf(path, 'request'), body, this.#origin, false)
+    return traced(context, () => this.#callJson('request', body, options, (id, json, native, cancel) => this.#native.request(id, path, json, native, cancel)))
   }
 
   /** `POST {baseUrl}/embeddings`: a `CreateEmbeddingResponse`. */
@@ -112,7 +115,7 @@ class Client {
    * Invalid arguments throw a `TypeError` here, synchronously.
    */
   chatStream(body, options) {
-    return this.#openStream('chatStream', body, options, ChatStream, (json, native, cancel) => this.#native.chatStream(json, native, cancel))
+    return this.#openStream('chatStream', 'chat', body, options, ChatStream, (json, native, cancel) => this.#native.chatStream(json, native, cancel))
   }
 
   /**
@@ -123,7 +126,7 @@ class Client {
    */
   stream(path, body, options) {
     if (typeof path !== 'string') throw invalidArg('stream() path must be a string such as "/responses"')
-    return this.#openStream('stream', body, options, EventStream, (json, native, cancel) => this.#native.stream(path, json, native, cancel))
+    return this.#openStream('stream', operationOf(path, 'stream'), body, options, EventStream, (json, native, cancel) => this.#native.stream(path, json, native, cancel))
   }
 
   /** `POST {baseUrl}/responses` streamed: the Responses API's typed events. */
@@ -131,7 +134,7 @@ class Client {
     return this.stream('/responses', body, options)
   }
 
-  #openStream(method, body, options, Kind, open) {
+  #openStream(method, operation, body, options, Kind, open) {
     serializeBody(body, method)
     const { signal, native } = readCallOptions(options)
     // A shallow copy: the caller's object is never touched.
@@ -145,7 +148,9 @@ class Client {
       throw nativeArgumentError(e)
     }
     if (signal?.aborted) cancel.cancel()
-    return new Kind(handle, this.#inbox, this.#origin, detach)
+    const context = callContext(method, operation, body, this.#origin, true)
+    if (context !== null) streamStarted(context)
+    return new Kind(handle, this.#inbox, this.#origin, detach, context)
   }
 
   /**
@@ -153,7 +158,12 @@ class Client {
    * client's origin go through its pool, TLS, proxy, timeouts and retries; the body streams. See
    * the README for what it keeps and what it cannot.
    */
-  fetch = (input, init) => fetchThrough(this.#native, this.#inbox, this.#origin, input, init)
+  fetch = (input, init) => {
+    if (!calls.hasSubscribers) return fetchThrough(this.#native, this.#inbox, this.#origin, input, init)
+    const path = typeof input === 'string' ? input : (input?.url ?? String(input))
+    const context = callContext('fetch', operationOf(new URL(path, this.#origin).pathname, 'fetch'), requestOf(init?.body), this.#origin, false)
+    return traced(context, () => fetchThrough(this.#native, this.#inbox, this.#origin, input, init))
+  }
 
   /**
    * Prometheus text exposition (format 0.0.4): counters (requests, errors by code, retries,
@@ -250,6 +260,16 @@ class Client {
  * paths that each upstream's own `baseUrl` prefixes (`new OpenAI({ baseURL: client.baseURL, … })`).
  */
 const UPSTREAMS_ORIGIN = 'http://upstreams.llmpool.invalid'
+
+/** A fetch body's JSON, for a traced call's model (only read while someone traces). */
+function requestOf(body) {
+  if (typeof body !== 'string') return undefined
+  try {
+    return JSON.parse(body)
+  } catch {
+    return undefined
+  }
+}
 
 /** A `withResponse` answer: the parsed body and its response (status, headers, limits, upstream). */
 function withResponseOf(envelope) {

@@ -8,6 +8,7 @@ const { llmpoolError } = require('../errors.js')
 const { invalidArg, nativeArgumentError } = require('./args.js')
 const { Feed } = require('./feed.js')
 const { SIGNAL_STALLED, PAYLOAD_SEPARATOR } = require('./inbox.js')
+const { streamArrived, streamChunk, streamText, streamMerged, streamEnded } = require('./trace.js')
 
 /** What a chat stream's text view asks of its iterator (not public API). */
 const TEXT_MODE = Symbol('llmpool.textMode')
@@ -41,6 +42,8 @@ class NativeIterator {
   /** The native stream, its subscription and its credit (see lib/feed.js). */
   #feed
   #origin
+  /** The call's context on the `llmpool:call` tracing channel, while traced (else null). */
+  #trace
   /**
    * Delivered batches not yet fully yielded (arrays of payloads; in text mode, strings), and the
    * position in the first.
@@ -71,9 +74,10 @@ class NativeIterator {
   /** Set once started: how the inbox reaches this stream (weakly, strongly while a call waits). */
   #holder = null
 
-  constructor(native, inbox, origin, detach) {
+  constructor(native, inbox, origin, detach, trace = null) {
     this.#feed = new Feed(native, inbox, detach)
     this.#origin = origin
+    this.#trace = trace
   }
 
   [Symbol.asyncIterator]() {
@@ -245,10 +249,13 @@ class NativeIterator {
     const feed = this.#feed
     if (feed.ended) return
     if (typeof value === 'string') {
-      this.#queue.push(this.#text ? value : value.split(PAYLOAD_SEPARATOR))
+      const items = this.#text ? value : value.split(PAYLOAD_SEPARATOR)
+      this.#queue.push(items)
+      if (this.#trace !== null) this.#traceArrived(items)
     } else {
       feed.signal(value)
       this.#error = feed.error
+      if (feed.ended) this.#traceEnd(feed.error, false)
     }
     this.#serve()
   }
@@ -294,8 +301,47 @@ class NativeIterator {
   #end() {
     this.#queue = []
     this.#position = 0
+    // Before the last delivery came: the consumer left (a break, a throw), not a failure.
+    if (!this.#feed.ended) this.#traceEnd(null, true)
     this.#feed.close()
     this.#serve()
+  }
+
+  /**
+   * A traced stream's delivery, read as it arrives (so that the span ends with the last chunk
+   * and carries what it said, whatever pace the consumer reads at). Only while traced: each
+   * payload is then parsed twice.
+   */
+  #traceArrived(items) {
+    const trace = this.#trace
+    if (this.#text) {
+      streamArrived(trace, 1)
+      streamText(trace, items)
+      return
+    }
+    streamArrived(trace, items.length)
+    for (const text of items) {
+      try {
+        streamChunk(trace, this.decode(text))
+      } catch {
+        // The consumer gets the error when it reaches this payload.
+      }
+    }
+  }
+
+  /** A traced stream ended: its context is published once, then dropped. */
+  #traceEnd(error, cancelled) {
+    const trace = this.#trace
+    if (trace === null) return
+    this.#trace = null
+    if (this.#text) {
+      try {
+        streamMerged(trace, JSON.parse(this.#feed.native.finalCompletion()))
+      } catch {
+        // Nothing merged (the stream failed before its first chunk): nothing to add.
+      }
+    }
+    streamEnded(trace, error, cancelled)
   }
 
   [inspect.custom]() {
