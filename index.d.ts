@@ -209,6 +209,12 @@ export interface ClientOptions extends PoolOptions {
   contextWindowFallbacks?: Record<string, string[]>
   /** Share limiter state and provider pauses across processes through Redis. */
   store?: StoreOptions | false
+  /**
+   * Where llmpool's events go (retries, failovers, cooldowns, the store going down and back,
+   * failed calls) as structured fields: pino, or any object shaped like it. `LLMPOOL_LOG` still
+   * prints to stderr.
+   */
+  logger?: LlmpoolLogger
   /** Sent as `Authorization: Bearer …`. Never logged, never in errors or stats. */
   apiKey?: string
   /** Extra headers sent with every request. */
@@ -827,6 +833,14 @@ export interface PoolStats {
   upstreams?: UpstreamState[]
   /** With `store`: whether Redis answered last time, round trips that failed, and limit decisions made locally meanwhile. */
   store?: { up: boolean; errors: number; fallbacks: number }
+}
+
+/** A logger in pino's shape: each method takes the event's fields, then its message. */
+export interface LlmpoolLogger {
+  debug?(fields: Record<string, unknown>, message: string): unknown
+  info?(fields: Record<string, unknown>, message: string): unknown
+  warn?(fields: Record<string, unknown>, message: string): unknown
+  error?(fields: Record<string, unknown>, message: string): unknown
 }
 
 /** One upstream in `stats().upstreams`. */

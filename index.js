@@ -30,9 +30,11 @@ class Client {
   /** @param {import('./index').ClientOptions} options */
   constructor(options) {
     if (!isPlainObject(options)) throw invalidArg('options must be an object')
+    const { logger, ...coreOptions } = options
+    const log = logger === undefined ? null : logFunction(logger)
     let json
     try {
-      json = JSON.stringify(options, optionReplacer)
+      json = JSON.stringify(coreOptions, optionReplacer)
     } catch (e) {
       throw invalidArg(`options must be JSON-serialisable: ${e.message}`)
     }
@@ -41,6 +43,7 @@ class Client {
     } catch (e) {
       throw nativeArgumentError(e)
     }
+    if (log !== null) this.#native.setLogger(log)
     // What Node itself would warn about (an unreadable NODE_EXTRA_CA_CERTS file, …).
     for (const warning of this.#native.warnings()) process.emitWarning(warning, 'LlmpoolWarning')
     this.#origin = options.upstreams == null ? new URL(options.baseUrl).origin : UPSTREAMS_ORIGIN
@@ -260,6 +263,27 @@ class Client {
  * paths that each upstream's own `baseUrl` prefixes (`new OpenAI({ baseURL: client.baseURL, … })`).
  */
 const UPSTREAMS_ORIGIN = 'http://upstreams.llmpool.invalid'
+
+const LOG_LEVELS = ['debug', 'info', 'warn', 'error']
+
+/**
+ * The `logger` option (pino's shape: `logger.warn(fields, message)`) as the function the native
+ * side calls with each event; a logger that throws never breaks a call.
+ */
+function logFunction(logger) {
+  if (logger === null || typeof logger !== 'object' || !LOG_LEVELS.some((level) => typeof logger[level] === 'function')) {
+    throw invalidArg('logger must be an object with debug, info, warn and error methods (pino, or one shaped like it)')
+  }
+  return (level, message, fields) => {
+    const method = typeof logger[level] === 'function' ? logger[level] : logger.info
+    if (typeof method !== 'function') return
+    try {
+      method.call(logger, JSON.parse(fields), message)
+    } catch {
+      // The application's logger failed: llmpool's calls go on.
+    }
+  }
+}
 
 /** A fetch body's JSON, for a traced call's model (only read while someone traces). */
 function requestOf(body) {

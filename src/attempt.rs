@@ -164,7 +164,7 @@ impl<'a> Attempts<'a> {
                             budget -= 1;
                         }
                         self.moves.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(
+                        tracing::info!(
                             origin = client.origin(),
                             code = error.code(),
                             "moving the call to another upstream"
@@ -196,7 +196,7 @@ impl<'a> Attempts<'a> {
                     };
                     budget -= 1;
                     client.retries.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(
+                    tracing::info!(
                         origin = client.origin(),
                         attempt = sent,
                         code = error.code(),

@@ -54,6 +54,22 @@ impl Default for CancelToken {
 pub struct NativeClient {
     inner: Arc<Router>,
     mailbox: Arc<Mailbox>,
+    /// The id of this client's `logger` among the registered ones, when it has one.
+    logger: std::sync::Mutex<Option<u64>>,
+}
+
+impl Drop for NativeClient {
+    fn drop(&mut self) {
+        self.forget_logger();
+    }
+}
+
+impl NativeClient {
+    fn forget_logger(&self) {
+        if let Some(id) = self.logger.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            crate::binding::logging::unregister(id);
+        }
+    }
 }
 
 /// Runs `work` on the runtime and posts its result to the mailbox under `id`; a panic inside
@@ -91,6 +107,7 @@ impl NativeClient {
             Ok(NativeClient {
                 inner: Arc::new(router),
                 mailbox: Mailbox::new(deliver)?,
+                logger: std::sync::Mutex::new(None),
             })
         })
     }
@@ -320,10 +337,33 @@ impl NativeClient {
         })
     }
 
+    /// Hands the core's events about this client's upstreams to `log(level, message, fields)`
+    /// (fields as JSON text) on the JS thread, until `destroy()` or the client is collected.
+    #[napi]
+    pub fn set_logger(
+        &self,
+        #[napi(ts_arg_type = "(level: string, message: string, fields: string) => void")]
+        log: crate::binding::logging::LogFn<'_>,
+    ) -> Result<()> {
+        guard(|| {
+            let origins = self
+                .inner
+                .upstreams()
+                .iter()
+                .map(|u| u.client.config().endpoint.origin.clone())
+                .collect();
+            let id = crate::binding::logging::register(origins, log)?;
+            self.forget_logger();
+            *self.logger.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
+            Ok(())
+        })
+    }
+
     /// Aborts in-flight calls with `ERR_CLOSED` and closes every connection.
     #[napi]
     pub fn destroy(&self) -> Result<()> {
         guard(|| {
+            self.forget_logger();
             napi::bindgen_prelude::within_runtime_if_available(|| self.inner.destroy());
             Ok(())
         })

@@ -265,6 +265,9 @@ pub const ROUTER_OPTIONS: &[&str] = &[
     "contextWindowFallbacks",
     "store",
 ];
+/// Options the JS layer takes and keeps (a `logger` object cannot cross as JSON): named here so
+/// that `optionNames()` lists every option, never passed to the validator.
+pub const JS_OPTIONS: &[&str] = &["logger"];
 /// What an entry of `upstreams` sets besides pool options: its endpoint, key and headers, how
 /// routing sees it, and its own limits.
 const UPSTREAM_OWN_OPTIONS: &[&str] = &[
@@ -624,7 +627,7 @@ pub fn option_names() -> Vec<String> {
         ("circuitBreaker", KNOWN_BREAKER_OPTIONS),
         ("dns", KNOWN_DNS_OPTIONS),
     ];
-    let mut names: Vec<String> = [CLIENT_OPTIONS, POOL_OPTIONS, ROUTER_OPTIONS]
+    let mut names: Vec<String> = [CLIENT_OPTIONS, POOL_OPTIONS, ROUTER_OPTIONS, JS_OPTIONS]
         .concat()
         .iter()
         .map(|s| s.to_string())

@@ -139,6 +139,11 @@ where
             if let (Some(429), Some(wait)) =
                 (error.http_failure().map(|h| h.status), error.retry_after())
             {
+                tracing::info!(
+                    origin = at.client.config().endpoint.origin.as_str(),
+                    wait_ms = wait.as_millis() as u64,
+                    "upstream answered 429; cooling it down"
+                );
                 at.client.pause(wait);
             }
         }
