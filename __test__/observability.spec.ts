@@ -101,3 +101,28 @@ test('metrics() parses as Prometheus text and counts known traffic', async () =>
   expect(counts).toHaveLength(17)
   expect(counts).toEqual([...counts].sort((a, b) => a - b))
 })
+
+test("metrics() carries the GenAI conventions' four histograms with their buckets, tokens by type", async () => {
+  const s = await server({ chunkDelay: 1 })
+  const c = client(s, { apiKey: KEY })
+  await c.chat(body('one two three'))
+  for await (const _ of c.chatStream({ ...body('four five'), stream_options: { include_usage: true } })) void _
+  for await (const _ of c.chatStream(body('six seven eight')).text()) void _
+  const text = c.metrics()
+  const family = (name: string) => parsePrometheus(text).find((f) => f.name === name)!
+  // That parser drops a histogram's labels: the counts are read from the `_count` lines.
+  const count = (name: string, extra = '') => {
+    const line = new RegExp(`^${name}_count\\{origin="[^"]+"${extra}\\} (\\d+)$`, 'm').exec(text)
+    return line ? Number(line[1]) : undefined
+  }
+  expect(family('gen_ai_client_operation_duration_seconds').type).toBe('HISTOGRAM')
+  expect(family('gen_ai_client_token_usage').type).toBe('HISTOGRAM')
+  expect(count('gen_ai_client_operation_duration_seconds')).toBe(3)
+  // The chat and the stream that asked for usage reported it; the text stream did not.
+  expect(count('gen_ai_client_token_usage', ',gen_ai_token_type="input"')).toBe(2)
+  expect(count('gen_ai_client_token_usage', ',gen_ai_token_type="output"')).toBe(2)
+  expect(count('gen_ai_client_operation_time_to_first_chunk_seconds')).toBe(2)
+  expect(count('gen_ai_client_operation_time_per_output_chunk_seconds')).toBe(2)
+  expect(text).toContain('gen_ai_client_operation_duration_seconds_bucket{origin="' + s.origin + '",le="0.01"}')
+  expect(text).toMatch(/gen_ai_client_token_usage_bucket\{[^}]*gen_ai_token_type="input",le="67108864"\} 2$/m)
+})

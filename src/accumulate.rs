@@ -107,6 +107,9 @@ pub struct Added {
     pub finished: bool,
     /// `usage.total_tokens`, when the chunk reports it.
     pub total_tokens: Option<u64>,
+    /// `usage.prompt_tokens` and `usage.completion_tokens`, when it reports them.
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
 }
 
 const TOP_KEYS: [&str; 5] = [
@@ -145,6 +148,8 @@ impl Accumulator {
             error: false,
             finished: judged.finished,
             total_tokens: judged.total_tokens,
+            input_tokens: judged.input_tokens,
+            output_tokens: judged.output_tokens,
         })
     }
 

@@ -101,7 +101,11 @@ where
                     text,
                 ))
             }
-            Ok(found) => Ok((text, found.total_tokens)),
+            Ok(found) => {
+                self.metrics
+                    .tokens_used(found.input_tokens, found.output_tokens);
+                Ok((text, found.total_tokens))
+            }
         }
     }
 }

@@ -19,6 +19,19 @@ const RATE_BUCKETS: &[f64] = &[
     1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0,
 ];
 
+/// The OpenTelemetry GenAI conventions' bucket boundaries, for the `gen_ai_client_*` series:
+/// operation duration and time to first chunk (seconds), token usage, time per output chunk.
+const GENAI_DURATION_BUCKETS: &[f64] = &[
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+];
+const GENAI_TOKEN_BUCKETS: &[f64] = &[
+    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
+    16777216.0, 67108864.0,
+];
+const GENAI_CHUNK_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
+];
+
 /// A cumulative histogram with fixed bounds; the sum is kept in microunits.
 #[derive(Debug)]
 struct Histogram {
@@ -50,6 +63,11 @@ impl Histogram {
 
     fn render(&self, out: &mut String, name: &str, help: &str, labels: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        self.render_series(out, name, labels);
+    }
+
+    /// The samples alone, for a family of several label sets.
+    fn render_series(&self, out: &mut String, name: &str, labels: &str) {
         let mut cumulative = 0;
         for (i, bound) in self.bounds.iter().enumerate() {
             cumulative += self.counts[i].load(Ordering::Relaxed);
@@ -72,6 +90,13 @@ pub struct Metrics {
     time_to_first_token: Histogram,
     request_duration: Histogram,
     stream_tokens_per_second: Histogram,
+    /// The GenAI conventions' four client histograms, with their buckets (token usage is one
+    /// family of two series, by `gen_ai_token_type`).
+    genai_duration: Histogram,
+    genai_input_tokens: Histogram,
+    genai_output_tokens: Histogram,
+    genai_first_chunk: Histogram,
+    genai_per_chunk: Histogram,
 }
 
 /// The counters and gauges kept elsewhere, read when rendering.
@@ -107,6 +132,11 @@ impl Metrics {
             time_to_first_token: Histogram::new(LATENCY_BUCKETS),
             request_duration: Histogram::new(LATENCY_BUCKETS),
             stream_tokens_per_second: Histogram::new(RATE_BUCKETS),
+            genai_duration: Histogram::new(GENAI_DURATION_BUCKETS),
+            genai_input_tokens: Histogram::new(GENAI_TOKEN_BUCKETS),
+            genai_output_tokens: Histogram::new(GENAI_TOKEN_BUCKETS),
+            genai_first_chunk: Histogram::new(GENAI_DURATION_BUCKETS),
+            genai_per_chunk: Histogram::new(GENAI_CHUNK_BUCKETS),
         }
     }
 
@@ -124,10 +154,22 @@ impl Metrics {
 
     pub fn first_token_after(&self, elapsed: Duration) {
         self.time_to_first_token.observe(elapsed.as_secs_f64());
+        self.genai_first_chunk.observe(elapsed.as_secs_f64());
     }
 
     pub fn request_took(&self, elapsed: Duration) {
         self.request_duration.observe(elapsed.as_secs_f64());
+        self.genai_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// A successful call's usage as the provider reported it.
+    pub fn tokens_used(&self, input: Option<u64>, output: Option<u64>) {
+        if let Some(n) = input {
+            self.genai_input_tokens.observe(n as f64);
+        }
+        if let Some(n) = output {
+            self.genai_output_tokens.observe(n as f64);
+        }
     }
 
     /// A stream delivered `tokens` data events in `elapsed` after its first one.
@@ -135,6 +177,8 @@ impl Metrics {
         if tokens > 1 && !elapsed.is_zero() {
             self.stream_tokens_per_second
                 .observe((tokens - 1) as f64 / elapsed.as_secs_f64());
+            self.genai_per_chunk
+                .observe(elapsed.as_secs_f64() / (tokens - 1) as f64);
         }
     }
 
@@ -269,6 +313,38 @@ impl Metrics {
             &mut out,
             "llmpool_stream_tokens_per_second",
             "Data events per second of a stream after its first one.",
+            labels,
+        );
+        self.genai_duration.render(
+            &mut out,
+            "gen_ai_client_operation_duration_seconds",
+            "GenAI operation duration (OpenTelemetry GenAI conventions' buckets).",
+            labels,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP gen_ai_client_token_usage Input and output tokens a successful call used, as the provider reported them.\n# TYPE gen_ai_client_token_usage histogram"
+        );
+        self.genai_input_tokens.render_series(
+            &mut out,
+            "gen_ai_client_token_usage",
+            &format!("{labels},gen_ai_token_type=\"input\""),
+        );
+        self.genai_output_tokens.render_series(
+            &mut out,
+            "gen_ai_client_token_usage",
+            &format!("{labels},gen_ai_token_type=\"output\""),
+        );
+        self.genai_first_chunk.render(
+            &mut out,
+            "gen_ai_client_operation_time_to_first_chunk_seconds",
+            "Time to the first chunk of a streamed response.",
+            labels,
+        );
+        self.genai_per_chunk.render(
+            &mut out,
+            "gen_ai_client_operation_time_per_output_chunk_seconds",
+            "Time between chunks of a streamed response, averaged over each stream.",
             labels,
         );
         out

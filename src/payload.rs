@@ -23,6 +23,10 @@ pub struct Inspection {
     pub finished: bool,
     /// `usage.total_tokens`, when the payload reports it (what a call used, for the limiter).
     pub total_tokens: Option<u64>,
+    /// `usage.prompt_tokens` (or the Responses API's `input_tokens`), for the token histogram.
+    pub input_tokens: Option<u64>,
+    /// `usage.completion_tokens` (or `output_tokens`).
+    pub output_tokens: Option<u64>,
 }
 
 /// A JSON string, borrowed from the text when it has no escapes (keys and values alike).
@@ -96,7 +100,11 @@ impl<'de> Visitor<'de> for TopLevel {
             match &*key.0 {
                 "error" => out.error = map.next_value::<Option<IgnoredAny>>()?.is_some(),
                 "choices" => out.finished |= map.next_value::<Finished<Choices>>()?.0,
-                "usage" => out.total_tokens = map.next_value::<Picked<TotalTokens>>()?.0,
+                "usage" => {
+                    let usage = map.next_value::<UsageCounts>()?;
+                    (out.total_tokens, out.input_tokens, out.output_tokens) =
+                        (usage.total, usage.input, usage.output);
+                }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -212,13 +220,6 @@ trait Pick {
     fn from_str(_: &str) -> Option<Self::Out> {
         None
     }
-    /// An object's member that holds a whole number, for rules that look inside one.
-    fn member() -> Option<&'static str> {
-        None
-    }
-    fn from_member(_: u64) -> Option<Self::Out> {
-        None
-    }
 }
 
 /// A non-negative whole number.
@@ -239,15 +240,62 @@ impl Pick for Owned {
     }
 }
 
-/// `{ "total_tokens": n, … }`.
-struct TotalTokens;
-impl Pick for TotalTokens {
-    type Out = u64;
-    fn member() -> Option<&'static str> {
-        Some("total_tokens")
-    }
-    fn from_member(n: u64) -> Option<u64> {
-        Some(n)
+/// The counts of a `usage` object; a value of another shape counts nothing.
+#[derive(Default)]
+struct UsageCounts {
+    total: Option<u64>,
+    input: Option<u64>,
+    output: Option<u64>,
+}
+
+impl<'de> de::Deserialize<'de> for UsageCounts {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = UsageCounts;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<UsageCounts, A::Error> {
+                let mut out = UsageCounts::default();
+                while let Some(key) = map.next_key::<Str<'de>>()? {
+                    let slot = match &*key.0 {
+                        "total_tokens" => &mut out.total,
+                        "prompt_tokens" | "input_tokens" => &mut out.input,
+                        "completion_tokens" | "output_tokens" => &mut out.output,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    *slot = map.next_value::<Picked<Whole>>()?.0;
+                }
+                Ok(out)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<UsageCounts, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(UsageCounts::default())
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<UsageCounts, E> {
+                Ok(UsageCounts::default())
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<UsageCounts, E> {
+                Ok(UsageCounts::default())
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<UsageCounts, E> {
+                Ok(UsageCounts::default())
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<UsageCounts, E> {
+                Ok(UsageCounts::default())
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<UsageCounts, E> {
+                Ok(UsageCounts::default())
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<UsageCounts, E> {
+                Ok(UsageCounts::default())
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -281,16 +329,9 @@ impl<'de, R: Pick> de::Deserialize<'de> for Picked<R> {
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
                 Ok(Picked(None))
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Picked<R>, A::Error> {
-                let mut found = None;
-                while let Some(key) = map.next_key::<Str<'de>>()? {
-                    if Some(&*key.0) == R::member() {
-                        found = map.next_value::<Picked<Whole>>()?.0;
-                    } else {
-                        map.next_value::<IgnoredAny>()?;
-                    }
-                }
-                Ok(Picked(found.and_then(R::from_member)))
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Picked<R>, A::Error> {
+                skip_map(map)?;
+                Ok(Picked(None))
             }
         }
         d.deserialize_any(PickVisitor::<R>(std::marker::PhantomData))
@@ -468,6 +509,9 @@ mod tests {
                     Just("choices".to_string()),
                     Just("finish_reason".to_string()),
                     Just("total_tokens".to_string()),
+                    Just("usage".to_string()),
+                    Just("prompt_tokens".to_string()),
+                    Just("completion_tokens".to_string()),
                     Just("model".to_string()),
                     Just("max_tokens".to_string()),
                     "[a-z]{1,6}",
@@ -491,14 +535,18 @@ mod tests {
                         .iter()
                         .any(|c| c.get("finish_reason").is_some_and(|f| !f.is_null()))
                 });
-            let total_tokens = value
-                .get("usage")
-                .and_then(|u| u.get("total_tokens"))
-                .and_then(Value::as_u64);
+            let count = |key: &str| {
+                value
+                    .get("usage")
+                    .and_then(|u| u.get(key))
+                    .and_then(Value::as_u64)
+            };
             Inspection {
                 error,
                 finished,
-                total_tokens,
+                total_tokens: count("total_tokens"),
+                input_tokens: count("prompt_tokens"),
+                output_tokens: count("completion_tokens"),
             }
         }
 

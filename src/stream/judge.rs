@@ -12,6 +12,9 @@ pub(super) struct Progress {
     pub(super) open_response: bool,
     /// Chat: the usage chunk's `usage.total_tokens` (`stream_options.include_usage`).
     pub(super) total_tokens: Option<u64>,
+    /// Chat: the usage chunk's input and output counts, until the metrics took them.
+    pub(super) input_tokens: Option<u64>,
+    pub(super) output_tokens: Option<u64>,
     /// Text mode: chunks are judged and merged here in one scan, and only their text goes on.
     pub(super) merge: Option<Arc<Mutex<crate::accumulate::Accumulator>>>,
 }
@@ -100,6 +103,8 @@ pub(super) fn judge<K: Connect>(
             Ok(found) => {
                 progress.finished |= found.finished;
                 progress.total_tokens = found.total_tokens.or(progress.total_tokens);
+                progress.input_tokens = found.input_tokens.or(progress.input_tokens);
+                progress.output_tokens = found.output_tokens.or(progress.output_tokens);
                 Verdict::Deliver(found.text)
             }
         };
@@ -111,6 +116,8 @@ pub(super) fn judge<K: Connect>(
             Ok(found) => {
                 progress.finished |= found.finished;
                 progress.total_tokens = found.total_tokens.or(progress.total_tokens);
+                progress.input_tokens = found.input_tokens.or(progress.input_tokens);
+                progress.output_tokens = found.output_tokens.or(progress.output_tokens);
                 Verdict::Deliver(data)
             }
         },

@@ -180,6 +180,11 @@ where
             if let Some(used) = progress.total_tokens.take() {
                 reader.used_tokens.store(used, Ordering::Relaxed);
             }
+            if progress.input_tokens.is_some() || progress.output_tokens.is_some() {
+                client
+                    .metrics
+                    .tokens_used(progress.input_tokens.take(), progress.output_tokens.take());
+            }
             if !payloads.is_empty() {
                 if first_token_at.is_none() {
                     first_token_at = Some(Instant::now());
