@@ -191,3 +191,49 @@ test('the four GenAI histograms are recorded with the conventions\' buckets', as
   const types = new Set(tokens.dataPoints.map((p: any) => p.attributes['gen_ai.token.type']))
   expect(types).toEqual(new Set(['input', 'output']))
 })
+
+test('examples/otel.js exports GenAI spans and histograms over OTLP/HTTP to a local receiver', async () => {
+  const http = await import('node:http')
+  const { execFile } = await import('node:child_process')
+  const { join } = await import('node:path')
+  const received: Record<string, any[]> = { '/v1/traces': [], '/v1/metrics': [] }
+  const receiver = http.createServer((req, res) => {
+    let text = ''
+    req.on('data', (d) => (text += d))
+    req.on('end', () => {
+      received[req.url ?? '']?.push(JSON.parse(text))
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{}')
+    })
+  })
+  await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r))
+  const port = (receiver.address() as import('node:net').AddressInfo).port
+  try {
+    const env = { ...process.env, OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}` }
+    delete env.OPENAI_BASE_URL
+    await new Promise<void>((resolve, reject) =>
+      execFile(process.execPath, [join(__dirname, '..', 'examples', 'otel.js')], { env }, (e) => (e ? reject(e) : resolve())),
+    )
+  } finally {
+    receiver.close()
+  }
+  const spans = received['/v1/traces'].flatMap((b) => b.resourceSpans.flatMap((r: any) => r.scopeSpans.flatMap((s: any) => s.spans)))
+  const byName = new Map(spans.map((s: any) => [s.name, s]))
+  const handler = byName.get('handle request')
+  const chat = spans.filter((s: any) => s.name === 'chat gpt-4o-mini')
+  expect(chat).toHaveLength(2)
+  for (const s of chat) {
+    expect(s.parentSpanId).toBe(handler.spanId)
+    const attributes = Object.fromEntries(s.attributes.map((a: any) => [a.key, Object.values(a.value)[0]]))
+    expect(attributes).toMatchObject({ 'gen_ai.operation.name': 'chat', 'gen_ai.request.model': 'gpt-4o-mini', 'gen_ai.provider.name': 'openai' })
+    expect(Number(attributes['gen_ai.usage.input_tokens'])).toBeGreaterThan(0)
+  }
+  const metricNames = received['/v1/metrics'].flatMap((b) => b.resourceMetrics.flatMap((r: any) => r.scopeMetrics.flatMap((s: any) => s.metrics.map((m: any) => m.name))))
+  expect(new Set(metricNames)).toEqual(
+    new Set([
+      'gen_ai.client.operation.duration',
+      'gen_ai.client.token.usage',
+      'gen_ai.client.operation.time_to_first_chunk',
+      'gen_ai.client.operation.time_per_output_chunk',
+    ]),
+  )
+})
