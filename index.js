@@ -19,7 +19,8 @@ const {
 const { Inbox } = require('./lib/inbox.js')
 const { ChatStream, EventStream } = require('./lib/streams.js')
 const { fetchThrough } = require('./lib/fetch.js')
-const { callContext, operationOf, traced, streamStarted, calls } = require('./lib/trace.js')
+const { callContext, operationOf, traced, inScope, streamStarted, streamEnded, calls } = require('./lib/trace.js')
+const { watched, watchedOptions, RequestWatcher } = require('./lib/undici-channels.js')
 
 class Client {
   #native
@@ -90,8 +91,10 @@ class Client {
       if (signal?.aborted) throw llmpoolError('ERR_ABORTED', `request to ${this.#origin} was aborted`)
       const { cancel, detach } = linkSignal(signal)
       const withResponse = options?.withResponse === true
+      const watcher = watched() ? new RequestWatcher(this.#inbox, this.#native) : null
       const id = this.#inbox.expect((value) => {
         detach()
+        watcher?.close()
         // Rust decided the outcome: a string is the answer, checked to be a JSON object.
         if (typeof value !== 'string') return reject(fromInfo(value))
         try {
@@ -102,11 +105,12 @@ class Client {
         }
       })
       try {
-        send(id, json, native, cancel)
+        send(id, json, watchedOptions(native, watcher), cancel)
       } catch (e) {
         // The native call could not even start: nothing will be delivered under `id`.
         this.#inbox.unsubscribe(id)
         detach()
+        watcher?.close()
         throw nativeArgumentError(e)
       }
     })
@@ -143,17 +147,23 @@ class Client {
     // A shallow copy: the caller's object is never touched.
     const json = JSON.stringify(method === 'chatStream' || !('stream' in body) ? { ...body, stream: true } : body)
     const { cancel, detach } = linkSignal(signal)
-    let handle
-    try {
-      handle = open(json, native, cancel)
-    } catch (e) {
-      detach()
-      throw nativeArgumentError(e)
-    }
-    if (signal?.aborted) cancel.cancel()
     const context = callContext(method, operation, body, this.#origin, true)
     if (context !== null) streamStarted(context)
-    return new Kind(handle, this.#inbox, this.#origin, detach, context)
+    // Made in the call's scope (its span, when traced): the requests' events are published there.
+    const watcher = watched() ? inScope(context, () => new RequestWatcher(this.#inbox, this.#native)) : null
+    let handle
+    try {
+      handle = open(json, watchedOptions(native, watcher), cancel)
+    } catch (e) {
+      detach()
+      watcher?.close()
+      const error = nativeArgumentError(e)
+      if (context !== null) streamEnded(context, error, false)
+      throw error
+    }
+    if (signal?.aborted) cancel.cancel()
+    const finish = watcher === null ? detach : (outcome) => (detach(), watcher.close(outcome))
+    return new Kind(handle, this.#inbox, this.#origin, finish, context)
   }
 
   /**

@@ -118,8 +118,13 @@ class LlmpoolInstrumentation extends InstrumentationBase {
     if (config.captureContent) ctx.captureContent = true
     const name = ctx.model === undefined ? ctx.operation : `${ctx.operation} ${ctx.model}`
     // Made where the call was made: the active span there is its parent.
-    const span = this.tracer.startSpan(name, { kind: SpanKind.CLIENT, attributes }, context.active())
+    const parent = context.active()
+    const span = this.tracer.startSpan(name, { kind: SpanKind.CLIENT, attributes }, parent)
     ctx[STATE] = { span, started: performance.now(), common }
+    // What the call does next runs with its span active: each HTTP request's span (from the
+    // undici instrumentation) is then its child.
+    const scope = trace.setSpan(parent, span)
+    ctx.runInScope = (fn) => context.with(scope, fn)
   }
 
   _onError(ctx) {

@@ -10,6 +10,9 @@ const { SIGNAL_DONE, SIGNAL_STALLED } = require('./inbox.js')
 /** Acknowledge every half window: a fast consumer costs one call into Rust per half window. */
 const ACK_EVERY = STREAM_WINDOW_EVENTS / 2
 
+/** How a stream ended when its consumer left before its end. */
+const CANCELLED = 'cancelled'
+
 class Feed {
   native
   inbox
@@ -57,7 +60,7 @@ class Feed {
       return
     }
     if (value !== SIGNAL_DONE) this.error = fromInfo(value)
-    this.finish()
+    this.finish(this.error)
   }
 
   /** `n` more items used: acknowledged every half window, and at once while Rust waits. */
@@ -72,18 +75,22 @@ class Feed {
     this.stalled = false
   }
 
-  /** Nothing more will arrive: stop listening. */
-  finish() {
+  /**
+   * Nothing more will arrive: stop listening. `outcome` tells `detach` how the stream ended:
+   * null (complete), its error, or CANCELLED (the consumer left).
+   */
+  finish(outcome = null) {
+    const first = !this.ended
     this.ended = true
     if (this.id !== -1) this.inbox.unsubscribe(this.id)
-    this.detach()
+    if (first) this.detach(outcome)
   }
 
   /** The consumer is done: the request is cancelled, its connection closed. */
   close() {
     this.native.close()
-    this.finish()
+    this.finish(this.ended ? null : CANCELLED)
   }
 }
 
-module.exports = { Feed }
+module.exports = { Feed, CANCELLED }

@@ -6,6 +6,7 @@
 const { llmpoolError, llmpoolTypeError } = require('../errors.js')
 const { invalidArg, linkSignal, nativeArgumentError } = require('./args.js')
 const { Feed } = require('./feed.js')
+const { watched, watchedOptions, RequestWatcher } = require('./undici-channels.js')
 
 /** Statuses whose responses have no body (the Response constructor refuses one). */
 const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304])
@@ -82,14 +83,16 @@ async function fetchThrough(native, inbox, origin, input, init = {}) {
 function fetchOnce(native, inbox, origin, method, url, headers, bytes, signal) {
   if (signal?.aborted) return Promise.reject(abortError(llmpoolError('ERR_ABORTED', `request to ${origin} was aborted`)))
   const { cancel, detach } = linkSignal(signal)
+  const watcher = watched() ? new RequestWatcher(inbox, native) : null
+  const finish = watcher === null ? detach : (outcome) => (detach(), watcher.close(outcome))
   let handle
   try {
-    handle = native.fetch(method, url.pathname + url.search, JSON.stringify([...headers]), bytes, undefined, cancel)
+    handle = native.fetch(method, url.pathname + url.search, JSON.stringify([...headers]), bytes, watchedOptions(undefined, watcher), cancel)
   } catch (e) {
-    detach()
+    finish()
     return Promise.reject(nativeArgumentError(e))
   }
-  return new FetchBody(handle, inbox, detach).response(method)
+  return new FetchBody(handle, inbox, finish).response(method)
 }
 
 /** A Response body dropped unread is collected: its request is cancelled then, as for streams. */

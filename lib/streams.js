@@ -6,7 +6,7 @@ const { inspect } = require('node:util')
 const { mergeChatChunks } = require('../binding.js')
 const { llmpoolError } = require('../errors.js')
 const { invalidArg, nativeArgumentError } = require('./args.js')
-const { Feed } = require('./feed.js')
+const { Feed, CANCELLED } = require('./feed.js')
 const { SIGNAL_STALLED, PAYLOAD_SEPARATOR } = require('./inbox.js')
 const { streamArrived, streamChunk, streamText, streamMerged, streamEnded } = require('./trace.js')
 
@@ -225,6 +225,7 @@ class NativeIterator {
     // The handler holds neither the stream nor its feed (which holds the native half): only
     // what a collected stream's last delivery needs to end its subscription.
     const inbox = this.#feed.inbox
+    const detach = this.#feed.detach
     const holder = { strong: null, weak: new WeakRef(this), id: -1 }
     this.#holder = holder
     try {
@@ -232,7 +233,10 @@ class NativeIterator {
         const live = holder.strong ?? holder.weak.deref()
         if (live) live.#receive(value)
         // A collected stream's last delivery (an end or an error) still ends its subscription.
-        else if (typeof value !== 'string' && value !== SIGNAL_STALLED) inbox.unsubscribe(holder.id)
+        else if (typeof value !== 'string' && value !== SIGNAL_STALLED) {
+          inbox.unsubscribe(holder.id)
+          detach(CANCELLED)
+        }
       })
       holder.id = this.#feed.id
     } catch (e) {

@@ -39,10 +39,19 @@ function callContext(method, operation, body, origin, stream) {
   return { operation, method, model, body, origin, stream }
 }
 
-/** Runs `run` (returning a promise) as one traced call when `context` is not null. */
+/**
+ * Runs `run` (returning a promise) as one traced call when `context` is not null. A subscriber
+ * may set `context.runInScope(fn)` at start (llmpool/otel does: the call's span is active in
+ * it), so that what the call does next (its HTTP requests' events) happens in that scope.
+ */
 function traced(context, run) {
   if (context === null) return run()
-  return calls.tracePromise(run, context)
+  return calls.tracePromise(() => inScope(context, run), context)
+}
+
+/** `fn()` in the scope a subscriber gave the call, if any. */
+function inScope(context, fn) {
+  return typeof context?.runInScope === 'function' ? context.runInScope(fn) : fn()
 }
 
 /** A stream's call: published at once (start, end); `ended` publishes the rest. */
@@ -106,4 +115,4 @@ function streamEnded(context, error, cancelled) {
   calls.asyncEnd.publish(context)
 }
 
-module.exports = { calls, operationOf, callContext, traced, streamStarted, streamArrived, streamChunk, streamText, streamMerged, streamEnded }
+module.exports = { calls, operationOf, callContext, traced, inScope, streamStarted, streamArrived, streamChunk, streamText, streamMerged, streamEnded }

@@ -125,6 +125,14 @@ impl<'a> Attempts<'a> {
                     let result = client
                         .guarded(client.with_deadline(self.call, attempt(&stop)))
                         .await;
+                    if let Some(observer) = &self.call.observer {
+                        match &result {
+                            Ok(_) => observer.0.done(),
+                            Err(e) => observer
+                                .0
+                                .error(e.code(), e.http_failure().map(|h| h.status)),
+                        }
+                    }
                     let error = match result {
                         Ok(value) => {
                             visit.settle(used(&value));

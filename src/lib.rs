@@ -25,6 +25,7 @@ pub mod exchange;
 pub mod fetch;
 pub mod limits;
 pub mod metrics;
+pub mod observe;
 pub mod payload;
 pub mod pool;
 pub mod proxy_url;

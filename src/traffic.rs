@@ -31,7 +31,24 @@ where
         call: &'a CallOptions,
     ) -> impl std::future::Future<Output = Result<Exchanged<K>, Error>> + Send + 'a {
         async move {
+            // Watched: the watcher sees the request first and may add headers to it (boxed:
+            // only watched calls carry it).
+            let with_added;
+            let call = match &call.observer {
+                None => call,
+                Some(observer) => {
+                    let added = Box::pin(observer.0.create(self.seen(&outgoing, call))).await;
+                    with_added = call.with_added_headers(added);
+                    &with_added
+                }
+            };
             let answered = self.exchange(outgoing, call).await?;
+            if let Some(observer) = &call.observer {
+                observer.0.headers(
+                    answered.head.status.as_u16(),
+                    crate::exchange::header_pairs(&answered.head.headers),
+                );
+            }
             self.metrics.headers_after(answered.waited);
             self.observe_latency(answered.waited);
             self.observe_rate_limits(&answered.head.headers);
@@ -78,5 +95,39 @@ where
                     (old * 4 + sample) / 5
                 })
             });
+    }
+
+    /// A request as its watcher sees it: no header that carries a secret.
+    fn seen(&self, outgoing: &Outgoing<'_>, call: &CallOptions) -> crate::observe::RequestSeen {
+        let mut headers = Vec::new();
+        let base = self.base_headers.iter();
+        let own = call.headers.iter().map(|(k, v)| (k, v));
+        for (name, value) in base.chain(own) {
+            let secret = value.is_sensitive()
+                || call
+                    .secrets
+                    .iter()
+                    .any(|s| value.as_bytes() == s.as_bytes());
+            if !secret {
+                headers.push((
+                    name.as_str().to_owned(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                ));
+            }
+        }
+        if outgoing.accept == crate::exchange::Accept::EventStream {
+            headers.retain(|(k, _)| k != "accept");
+            headers.push(("accept".into(), "text/event-stream".into()));
+        }
+        let path = outgoing
+            .uri
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+        crate::observe::RequestSeen {
+            origin: self.config.endpoint.origin.clone(),
+            method: outgoing.method.as_str().to_owned(),
+            path,
+            headers,
+        }
     }
 }

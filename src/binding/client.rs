@@ -56,6 +56,8 @@ pub struct NativeClient {
     mailbox: Arc<Mailbox>,
     /// The id of this client's `logger` among the registered ones, when it has one.
     logger: std::sync::Mutex<Option<u64>>,
+    /// Watched calls' requests waiting for JS to say which headers to add.
+    replies: Arc<std::sync::Mutex<super::observe::Replies>>,
 }
 
 impl Drop for NativeClient {
@@ -108,6 +110,7 @@ impl NativeClient {
                 inner: Arc::new(router),
                 mailbox: Mailbox::new(deliver)?,
                 logger: std::sync::Mutex::new(None),
+                replies: Arc::default(),
             })
         })
     }
@@ -261,10 +264,25 @@ impl NativeClient {
         let Some(json) = options else {
             return Ok(CallOptions::default());
         };
-        let value: serde_json::Value = serde_json::from_str(&json)
+        let mut value: serde_json::Value = serde_json::from_str(&json)
             .map_err(|_| invalid_arg("call options must be an object"))?;
-        CallOptions::from_json(&value, self.inner.config(), stream)
-            .map_err(|e| invalid_arg(e.to_string()))
+        // `observe`: the mailbox id of the call's request watcher (set by index.js while
+        // undici's diagnostics channels have subscribers, never by users).
+        let observe = value
+            .as_object_mut()
+            .and_then(|o| o.remove("observe"))
+            .and_then(|v| v.as_u64())
+            .and_then(|id| u32::try_from(id).ok());
+        let mut call = CallOptions::from_json(&value, self.inner.config(), stream)
+            .map_err(|e| invalid_arg(e.to_string()))?;
+        call.observer = observe.map(|id| {
+            crate::observe::Observer(Arc::new(super::observe::JsObserver {
+                mailbox: self.mailbox.clone(),
+                id,
+                replies: self.replies.clone(),
+            }))
+        });
+        Ok(call)
     }
 
     /// A chat stream; nothing is sent until the first `next()`. `body` is JSON text that already
@@ -333,6 +351,16 @@ impl NativeClient {
         let client = self.inner.clone();
         env.spawn_future(async move {
             let _ = AssertUnwindSafe(client.close()).catch_unwind().await;
+            Ok(())
+        })
+    }
+
+    /// A watched request's `create` was published: `headers` (flattened `[name, value, …]`) are
+    /// added to it before it is sent.
+    #[napi]
+    pub fn observed(&self, reply: u32, headers: Vec<String>) -> Result<()> {
+        guard(|| {
+            super::observe::Replies::answer(&self.replies, reply, headers);
             Ok(())
         })
     }

@@ -20,7 +20,7 @@ use napi::bindgen_prelude::{Buffer, FnArgs, Function, ToNapiValue};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{sys, Result, Status};
 
-use super::outcome::{ErrorInfo, FetchHead};
+use super::outcome::{ErrorInfo, FetchHead, ObserveEvent};
 
 /// What one id receives. In JS: a string (a chat body, stream payloads joined by U+001E, or a
 /// text stream's text), a number (a stream signal, see [`Signal`]) or an object (an `ErrorInfo`).
@@ -36,6 +36,8 @@ pub enum Post {
     Head(FetchHead),
     /// A chunk of a `fetch` body (a Buffer).
     Bytes(Vec<u8>),
+    /// An event of a watched call's HTTP request (an object with `event`).
+    Observe(Box<ObserveEvent>),
 }
 
 /// Stream signals, as small numbers (the cheapest values to create in JS).
@@ -60,6 +62,7 @@ impl ToNapiValue for Post {
                 Post::Error(info) => ErrorInfo::to_napi_value(env, *info),
                 Post::Head(head) => FetchHead::to_napi_value(env, head),
                 Post::Bytes(bytes) => Buffer::to_napi_value(env, Buffer::from(bytes)),
+                Post::Observe(event) => ObserveEvent::to_napi_value(env, *event),
             }
         }
     }

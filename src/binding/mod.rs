@@ -8,6 +8,7 @@
 mod client;
 mod logging;
 mod mailbox;
+mod observe;
 mod outcome;
 mod runtime;
 

@@ -132,6 +132,23 @@ impl ErrorInfo {
     }
 }
 
+/// One event of a watched call's HTTP request (see `src/binding/observe.rs`).
+#[napi(object)]
+pub struct ObserveEvent {
+    /// `create`, `headers`, `done` or `error`.
+    pub event: String,
+    /// `create`: the id to answer with the headers to add (`NativeClient.observed`).
+    pub reply: Option<u32>,
+    pub origin: Option<String>,
+    pub method: Option<String>,
+    pub path: Option<String>,
+    /// `[name, value]` pairs: the request's (`create`) or the response's (`headers`).
+    pub headers: Option<Vec<Vec<String>>>,
+    pub status: Option<u32>,
+    /// `error`: the error's stable code.
+    pub code: Option<String>,
+}
+
 /// The head of a `fetch` response.
 #[napi(object)]
 pub struct FetchHead {

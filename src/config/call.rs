@@ -19,6 +19,8 @@ pub struct CallOptions {
     pub secrets: Vec<String>,
     /// Hand the response's status and headers back with the body (`withResponse: true`).
     pub with_response: bool,
+    /// Who watches each HTTP request of the call (set by the binding, never from JSON).
+    pub observer: Option<crate::observe::Observer>,
 }
 
 pub(super) const KNOWN_CALL_OPTIONS: &[&str] =
@@ -55,7 +57,26 @@ impl CallOptions {
             secrets: config.secret_values(&headers),
             with_response: o.bool("withResponse", false)?,
             headers,
+            observer: None,
         })
+    }
+}
+
+impl CallOptions {
+    /// The same options with `added` headers (a watcher's, as `traceparent`) for one request;
+    /// names or values that are not valid HTTP are dropped.
+    pub fn with_added_headers(&self, added: Vec<(String, String)>) -> CallOptions {
+        let mut call = self.clone();
+        for (name, value) in added {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(&value),
+            ) {
+                call.headers.retain(|(k, _)| *k != name);
+                call.headers.push((name, value));
+            }
+        }
+        call
     }
 }
 
