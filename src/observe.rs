@@ -4,8 +4,6 @@
 //! head, and of its end or its failure. The binding implements it for JS; the core only calls
 //! it, and only for calls that carry one (nobody watching costs nothing).
 
-use std::sync::Arc;
-
 use futures::future::BoxFuture;
 
 /// A request about to be sent, as the watcher sees it. Sensitive headers (the API key's
@@ -29,9 +27,9 @@ pub trait RequestObserver: Send + Sync {
     fn error(&self, code: &'static str, status: Option<u16>);
 }
 
-/// A call's watcher, as call options carry it.
-#[derive(Clone)]
-pub struct Observer(pub Arc<dyn RequestObserver>);
+/// A call's watcher, as call options carry it (`Option<Arc<Observer>>`: one word in every
+/// call's options, which a stream keeps for its life).
+pub struct Observer(pub Box<dyn RequestObserver>);
 
 impl std::fmt::Debug for Observer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -276,11 +276,13 @@ impl NativeClient {
         let mut call = CallOptions::from_json(&value, self.inner.config(), stream)
             .map_err(|e| invalid_arg(e.to_string()))?;
         call.observer = observe.map(|id| {
-            crate::observe::Observer(Arc::new(super::observe::JsObserver {
-                mailbox: self.mailbox.clone(),
-                id,
-                replies: self.replies.clone(),
-            }))
+            Arc::new(crate::observe::Observer(Box::new(
+                super::observe::JsObserver {
+                    mailbox: self.mailbox.clone(),
+                    id,
+                    replies: self.replies.clone(),
+                },
+            )))
         });
         Ok(call)
     }

@@ -20,7 +20,7 @@ pub struct CallOptions {
     /// Hand the response's status and headers back with the body (`withResponse: true`).
     pub with_response: bool,
     /// Who watches each HTTP request of the call (set by the binding, never from JSON).
-    pub observer: Option<crate::observe::Observer>,
+    pub observer: Option<std::sync::Arc<crate::observe::Observer>>,
 }
 
 pub(super) const KNOWN_CALL_OPTIONS: &[&str] =

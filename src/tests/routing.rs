@@ -64,7 +64,8 @@ const WEIGHTED_TO_A: &str = r#"[{ "weight": 1000000 }, { "weight": 1 }]"#;
 /// the call's plan (where it may go) and bookkeeping; the attempt loop and the attempt are
 /// boxed apart. 544 bytes when one upstream bypassed the router; 1,696 once every stream
 /// went through it, until the client-wide limiter's wait was boxed (only calls of a
-/// client with `limits` need it): 688.
+/// client with `limits` need it): 688; 712 once call options carried a request watcher's
+/// pointer (undici's diagnostics channels).
 #[test]
 fn the_stream_reader_future_stays_small() {
     let config = RouterConfig::from_json(&json!({ "baseUrl": "http://127.0.0.1:1" })).unwrap();
@@ -82,7 +83,7 @@ fn the_stream_reader_future_stays_small() {
         tokio_util::sync::CancellationToken::new(),
     );
     let size = std::mem::size_of_val(&future);
-    assert!(size <= 704, "stream reader future is {size} bytes");
+    assert!(size <= 712, "stream reader future is {size} bytes");
 }
 
 #[tokio::test(start_paused = true)]
