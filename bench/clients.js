@@ -250,6 +250,33 @@ const routedClients = {
   },
 }
 
+/**
+ * Traced (issue 25's bench): OpenTelemetry's SDK with the undici instrumentation, and
+ * llmpool/otel for llmpool; spans go to an exporter that drops them, so what is measured is the
+ * instrumentation's own cost. Each run is its own process: the global registration stays in it.
+ */
+function withOtel(make) {
+  return (options) => {
+    const api = require('@opentelemetry/api')
+    const { AsyncLocalStorageContextManager } = require('@opentelemetry/context-async-hooks')
+    const { W3CTraceContextPropagator } = require('@opentelemetry/core')
+    const { registerInstrumentations } = require('@opentelemetry/instrumentation')
+    const { UndiciInstrumentation } = require('@opentelemetry/instrumentation-undici')
+    const { BasicTracerProvider, SimpleSpanProcessor } = require('@opentelemetry/sdk-trace-base')
+    const { MeterProvider } = require('@opentelemetry/sdk-metrics')
+    const { LlmpoolInstrumentation } = require('../otel.js')
+    api.context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable())
+    api.propagation.setGlobalPropagator(new W3CTraceContextPropagator())
+    const dropped = { export: (_spans, done) => done({ code: 0 }), shutdown: async () => {} }
+    registerInstrumentations({
+      instrumentations: [new LlmpoolInstrumentation(), new UndiciInstrumentation()],
+      tracerProvider: new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(dropped)] }),
+      meterProvider: new MeterProvider(),
+    })
+    return make(options)
+  }
+}
+
 /** Over TLS (the `-tls` and `-h2` clients get the server's TLS address): HTTP/1.1, then HTTP/2. */
 const tlsClients = {
   'llmpool-tls': (o) => llmpool(o, '..', { connect: { ca: benchCa() } }),
@@ -269,4 +296,6 @@ module.exports = {
   'baseline-text': (options) => llmpoolText(options, baselinePath()),
   ...tlsClients,
   ...routedClients,
+  'llmpool-otel': withOtel(llmpool),
+  'undici-otel': withOtel(undici),
 }
