@@ -277,6 +277,8 @@ export interface ResponseInfo {
   rateLimit: RateLimits | null
   /** The upstream that answered (with `upstreams`), else null. */
   upstream: string | null
+  /** Attempts the call made before this answer, on every upstream (1: no retry, no failover). */
+  attempts: number
 }
 
 export interface WithResponse<T> {

@@ -62,7 +62,7 @@ class Client {
   /** One chat completion; resolves with the parsed `ChatCompletion`. */
   chat(body, options) {
     const context = callContext('chat', 'chat', body, this.#origin, false)
-    return traced(context, () => this.#callJson('chat', body, options, (id, json, native, cancel) => this.#native.chat(id, json, native, cancel)))
+    return traced(context, () => this.#callJson('chat', body, options, context, (id, json, native, cancel) => this.#native.chat(id, json, native, cancel)))
   }
 
   /**
@@ -73,7 +73,7 @@ class Client {
   request(path, body, options) {
     if (typeof path !== 'string') return Promise.reject(invalidArg('request() path must be a string such as "/embeddings"'))
     const context = callContext('request', operationOf(path, 'request'), body, this.#origin, false)
-    return traced(context, () => this.#callJson('request', body, options, (id, json, native, cancel) => this.#native.request(id, path, json, native, cancel)))
+    return traced(context, () => this.#callJson('request', body, options, context, (id, json, native, cancel) => this.#native.request(id, path, json, native, cancel)))
   }
 
   /** `POST {baseUrl}/embeddings`: a `CreateEmbeddingResponse`. */
@@ -81,7 +81,7 @@ class Client {
     return this.request('/embeddings', body, options)
   }
 
-  #callJson(method, body, options, send) {
+  #callJson(method, body, options, trace, send) {
     return new Promise((resolve, reject) => {
       const json = serializeBody(body, method)
       if (method === 'chat' && body.stream === true) {
@@ -91,6 +91,9 @@ class Client {
       if (signal?.aborted) throw llmpoolError('ERR_ABORTED', `request to ${this.#origin} was aborted`)
       const { cancel, detach } = linkSignal(signal)
       const withResponse = options?.withResponse === true
+      // Traced: the answer comes with its response envelope, whose attempts and upstream go
+      // on the trace's context (the caller gets what it asked for).
+      const envelope = withResponse || trace !== null
       const watcher = watched() ? new RequestWatcher(this.#inbox, this.#native) : null
       const id = this.#inbox.expect((value) => {
         detach()
@@ -98,14 +101,20 @@ class Client {
         // Rust decided the outcome: a string is the answer, checked to be a JSON object.
         if (typeof value !== 'string') return reject(fromInfo(value))
         try {
-          resolve(withResponse ? withResponseOf(JSON.parse(value)) : JSON.parse(value))
+          if (!envelope) return resolve(JSON.parse(value))
+          const answer = JSON.parse(value)
+          if (trace !== null) {
+            trace.attempts = answer.response.attempts
+            trace.upstream = answer.response.upstream ?? undefined
+          }
+          resolve(withResponse ? withResponseOf(answer) : answer.data)
         } catch (e) {
           // Only JSON that V8 refuses and serde accepted (none is known) could land here.
           reject(llmpoolError('ERR_INVALID_RESPONSE', `${this.#origin} sent a body that is not JSON: ${e.message}`))
         }
       })
       try {
-        send(id, json, watchedOptions(native, watcher), cancel)
+        send(id, json, watchedOptions(envelope && !withResponse ? withResponseOption(native) : native, watcher), cancel)
       } catch (e) {
         // The native call could not even start: nothing will be delivered under `id`.
         this.#inbox.unsubscribe(id)
@@ -295,6 +304,12 @@ function logFunction(logger) {
   }
 }
 
+/** Native call options (JSON text or undefined) that ask for the response envelope. */
+function withResponseOption(native) {
+  if (native === undefined) return '{"withResponse":true}'
+  return `${native.slice(0, -1)}${native === '{}' ? '' : ','}"withResponse":true}`
+}
+
 /** A fetch body's JSON, for a traced call's model (only read while someone traces). */
 function requestOf(body) {
   if (typeof body !== 'string') return undefined
@@ -315,6 +330,7 @@ function withResponseOf(envelope) {
       headers: new Headers(response.headers),
       rateLimit: response.rateLimit ?? null,
       upstream: response.upstream ?? null,
+      attempts: response.attempts,
     },
   }
 }

@@ -152,6 +152,8 @@ class LlmpoolInstrumentation extends InstrumentationBase {
       span.setAttribute('error.type', 'cancelled')
     }
     const answer = ctx.error ? undefined : responseOf(ctx)
+    if (typeof ctx.attempts === 'number') span.setAttribute('llmpool.attempts', ctx.attempts)
+    if (ctx.upstream) span.setAttribute('llmpool.upstream', ctx.upstream)
     if (answer) {
       if (answer.id) span.setAttribute('gen_ai.response.id', answer.id)
       if (answer.model) span.setAttribute('gen_ai.response.model', answer.model)

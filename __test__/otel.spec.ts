@@ -69,6 +69,7 @@ test('chat(): a GenAI span, child of the span active at the call, with request a
     'server.port': s.port,
   })
   expect(span.attributes['gen_ai.usage.output_tokens']).toBeGreaterThan(0)
+  expect(span.attributes['llmpool.attempts']).toBe(1)
   // Content only when asked.
   expect(span.attributes['gen_ai.input.messages']).toBeUndefined()
   expect(span.status.code).not.toBe(SpanStatusCode.ERROR)
@@ -143,6 +144,32 @@ test('a failure is an ERROR span with error.type, attempts and the upstreams tri
   // The failover: both upstreams, in the order tried.
   expect([...(span.attributes['llmpool.upstreams'] as string[])].sort()).toEqual(['a', 'b'])
   noSecret()
+})
+
+test('a call that succeeded after a failover says so: its attempts and the upstream that answered', async () => {
+  const a = await server()
+  const b = await server()
+  a.setHandler(({ res }) => sendJson(res, 503, { error: { message: 'busy' } }))
+  const c = new Client({
+    apiKey: KEY,
+    routing: 'weighted',
+    upstreams: [
+      { name: 'a', baseUrl: a.url, weight: 1_000_000 },
+      { name: 'b', baseUrl: b.url, weight: 1 },
+    ],
+  })
+  try {
+    // The caller did not ask withResponse and gets the plain completion.
+    const answer = await c.chat(body())
+    expect(answer.object).toBe('chat.completion')
+    const { response } = await c.chat(body(), { withResponse: true })
+    expect(response.attempts).toBeGreaterThanOrEqual(1)
+  } finally {
+    await c.destroy()
+  }
+  const [span] = named('chat mock-model')
+  expect(span.attributes).toMatchObject({ 'llmpool.attempts': 2, 'llmpool.upstream': 'b' })
+  expect(span.status.code).not.toBe(SpanStatusCode.ERROR)
 })
 
 test('an abort is a cancellation, not a failure', async () => {

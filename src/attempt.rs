@@ -9,7 +9,7 @@
 //! failure) and spends one retry, unless nothing was sent (its circuit was open). Staying on the
 //! last stop left, the loop backs off as the policy says, within what is left of the budget.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures::future::Either;
@@ -72,15 +72,25 @@ pub(crate) trait Route<'r, K: Connect>: Send {
     fn tried(&self) -> Vec<String>;
 }
 
+/// Where a call is in the loop: the caller reads it after the loop ended, or was dropped (an
+/// abort, `destroy()`, a consumer that left).
+#[derive(Default)]
+pub(crate) struct Whereabouts {
+    /// The index + 1 of the upstream the call is at (0: none yet). Two 32-bit counters: the
+    /// pair is one word in every open stream's reader.
+    pub upstream: AtomicU32,
+    /// Attempts made so far, on every upstream.
+    pub attempts: AtomicU32,
+}
+
 /// One call's run through the loop: its options and the counters the caller reads.
 pub(crate) struct Attempts<'a> {
     pub call: &'a CallOptions,
     pub kind: CallKind,
     /// Set once output reached the consumer: from then on a failure is final.
     pub committed: &'a AtomicBool,
-    /// The index + 1 of the upstream the call is at (0: none yet), for the caller's accounting
-    /// of a call that ends while in the loop (aborted, destroyed, closed by its consumer).
-    pub at: &'a AtomicUsize,
+    /// Where the call is, for the caller to read even when the loop's future was dropped.
+    pub at: &'a Whereabouts,
     /// Calls moved to another upstream or model.
     pub moves: &'a AtomicU64,
 }
@@ -115,13 +125,15 @@ impl<'a> Attempts<'a> {
                 if client.is_closing() {
                     return Err(client.closed_error());
                 }
-                self.at.store(stop.index + 1, Ordering::Relaxed);
+                let index = u32::try_from(stop.index + 1).unwrap_or(u32::MAX);
+                self.at.upstream.store(index, Ordering::Relaxed);
                 let visit = client.enter(&stop.body).await?;
                 // Attempts at this stop: the backoff's exponent.
                 let mut here = 0u32;
                 loop {
                     here += 1;
                     sent += 1;
+                    self.at.attempts.store(sent, Ordering::Relaxed);
                     let result = client
                         .guarded(client.with_deadline(self.call, attempt(&stop)))
                         .await;

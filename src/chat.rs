@@ -21,6 +21,8 @@ pub struct Answer {
     pub head: Option<Box<AnswerHead>>,
     /// `usage.total_tokens`, read in the same scan that judged the answer.
     pub used_tokens: Option<u64>,
+    /// Attempts the call made, on every upstream (set by the router).
+    pub attempts: u32,
 }
 
 /// The response behind an answer: status and headers, and which upstream answered.
@@ -77,6 +79,7 @@ where
             text,
             head,
             used_tokens,
+            attempts: 1,
         })
     }
 

@@ -410,6 +410,7 @@ fn answered(result: std::result::Result<Answer, Error>) -> Post {
         Ok(Answer {
             text,
             head: Some(head),
+            attempts,
             ..
         }) => {
             let now = std::time::SystemTime::now();
@@ -422,6 +423,7 @@ fn answered(result: std::result::Result<Answer, Error>) -> Post {
                 "headers": head.headers,
                 "upstream": head.upstream,
                 "rateLimit": rate_limit,
+                "attempts": attempts,
             });
             // The body is a JSON object already (checked): spliced in, not parsed again.
             Post::Body(format!("{{\"response\":{meta},\"data\":{text}}}"))

@@ -23,7 +23,7 @@ use hyper::Method;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::task_tracker::{TaskTracker, TaskTrackerToken};
 
-use crate::attempt::{Attempts, BoxedAttempt, CallKind};
+use crate::attempt::{Attempts, BoxedAttempt, CallKind, Whereabouts};
 use crate::cancel::Abort;
 use crate::chat::Answer;
 pub use crate::client::Target;
@@ -228,7 +228,7 @@ where
         call: CallOptions,
         cancel: Abort,
     ) -> Result<Answer, Error> {
-        let (committed, at) = (AtomicBool::new(false), AtomicUsize::new(0));
+        let (committed, at) = (AtomicBool::new(false), Whereabouts::default());
         let mut plan = Plan::new(self, &body);
         let attempts = self.attempts(&call, CallKind::Chat, &committed, &at);
         let (target, call_ref) = (&target, &call);
@@ -245,8 +245,11 @@ where
             |answer: &Answer| answer.used_tokens,
         );
         let used = |answer: &Answer| answer.used_tokens;
-        self.call(&body, &call, cancel.as_ref(), &at, work, used)
-            .await
+        let mut answer = self
+            .call(&body, &call, cancel.as_ref(), &at, work, used)
+            .await?;
+        answer.attempts = at.attempts.load(Ordering::Relaxed);
+        Ok(answer)
     }
 
     /// A stream (chat, or any SSE endpoint); nothing is sent before [`StreamHandle::start`].
@@ -308,7 +311,7 @@ where
             call,
             cancel,
         } = request;
-        let (committed, at) = (AtomicBool::new(false), AtomicUsize::new(0));
+        let (committed, at) = (AtomicBool::new(false), Whereabouts::default());
         let mut plan = Plan::new(self, body);
         let attempts = self.attempts(call, CallKind::Stream, &committed, &at);
         let committed = &committed;
@@ -417,7 +420,7 @@ where
         closed: &CancellationToken,
         committed: &AtomicBool,
     ) -> Result<(), Error> {
-        let at = AtomicUsize::new(0);
+        let at = Whereabouts::default();
         let mut plan = Plan::only(self, index, request.body.clone());
         let attempts = self.attempts(call, CallKind::Chat, committed, &at);
         let run = attempts.run(
@@ -447,7 +450,7 @@ where
         call: &'a CallOptions,
         kind: CallKind,
         committed: &'a AtomicBool,
-        at: &'a AtomicUsize,
+        at: &'a Whereabouts,
     ) -> Attempts<'a> {
         Attempts {
             call,
@@ -467,7 +470,7 @@ where
         body: &Bytes,
         call: &CallOptions,
         cancel: Option<&CancellationToken>,
-        at: &AtomicUsize,
+        at: &Whereabouts,
         work: impl std::future::Future<Output = Result<T, Error>>,
         used: impl FnOnce(&T) -> Option<u64>,
     ) -> Result<T, Error> {
@@ -495,9 +498,9 @@ where
             _ = crate::cancel::cancelled(&self.shutdown) => Err(self.closed_error()),
             result = limited => result,
         };
-        let visited = match at.load(Ordering::Relaxed) {
+        let visited = match at.upstream.load(Ordering::Relaxed) {
             0 => None,
-            i => Some(&*self.upstreams[i - 1].client),
+            i => self.upstreams.get(i as usize - 1).map(|u| &*u.client),
         };
         if let Some(client) = visited {
             client.tally(started, result.as_ref().err());
