@@ -7,8 +7,8 @@
 //!   do) is handed to it on the JS thread as structured fields.
 //!
 //! Events carry origins, codes, timings and counts, never headers or bodies, so the API key
-//! cannot appear in them. While no logger is registered the JS sink's filter refuses every
-//! event at the price of one atomic load.
+//! cannot appear in them. While no logger is registered (and `LLMPOOL_LOG` is unset) every event
+//! site is off, as with no subscriber at all.
 
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,8 +18,9 @@ use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
+use tracing::subscriber::Interest;
 use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::filter::{filter_fn, LevelFilter};
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
@@ -64,14 +65,55 @@ pub fn register(origins: Vec<String>, logger: LogFn<'_>) -> Result<u64> {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let mut loggers = LOGGERS.write().unwrap_or_else(|e| e.into_inner());
     loggers.push(Arc::new(Registered { id, origins, sink }));
-    ANY_LOGGER.store(true, Ordering::Release);
+    drop(loggers);
+    loggers_changed(true);
     Ok(id)
 }
 
 pub fn unregister(id: u64) {
     let mut loggers = LOGGERS.write().unwrap_or_else(|e| e.into_inner());
     loggers.retain(|l| l.id != id);
-    ANY_LOGGER.store(!loggers.is_empty(), Ordering::Release);
+    let any = !loggers.is_empty();
+    drop(loggers);
+    loggers_changed(any);
+}
+
+/// Whether any logger listens now. Every event site caches its interest: they are asked again
+/// only when this changes, so that with no logger an event (some fire on every call, under the
+/// pool's lock) costs what it costs with no subscriber at all.
+fn loggers_changed(any: bool) {
+    if ANY_LOGGER.swap(any, Ordering::AcqRel) != any {
+        tracing::callsite::rebuild_interest_cache();
+    }
+}
+
+/// Lets events through to the JS loggers while any is registered (debug and above).
+struct WhileLogging;
+
+impl<S: Subscriber> tracing_subscriber::layer::Filter<S> for WhileLogging {
+    fn enabled(&self, meta: &tracing::Metadata<'_>, _cx: &Context<'_, S>) -> bool {
+        wanted(meta)
+    }
+
+    fn callsite_enabled(&self, meta: &'static tracing::Metadata<'static>) -> Interest {
+        if wanted(meta) {
+            Interest::always()
+        } else {
+            Interest::never()
+        }
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(if ANY_LOGGER.load(Ordering::Acquire) {
+            LevelFilter::DEBUG
+        } else {
+            LevelFilter::OFF
+        })
+    }
+}
+
+fn wanted(meta: &tracing::Metadata<'_>) -> bool {
+    ANY_LOGGER.load(Ordering::Acquire) && meta.is_event() && *meta.level() <= Level::DEBUG
 }
 
 /// Hands events to the registered loggers.
@@ -162,12 +204,7 @@ fn init_logging() {
             .with_ansi(false)
             .with_filter(filter)
     });
-    let loggers = JsLoggers.with_filter(
-        filter_fn(|meta| {
-            ANY_LOGGER.load(Ordering::Acquire) && *meta.level() <= Level::DEBUG && meta.is_event()
-        })
-        .with_max_level_hint(LevelFilter::DEBUG),
-    );
+    let loggers = JsLoggers.with_filter(WhileLogging);
     // Another subscriber may already be installed by the host process: then it wins.
     let _ = tracing_subscriber::registry()
         .with(stderr)
