@@ -62,7 +62,8 @@ class Client {
   /** One chat completion; resolves with the parsed `ChatCompletion`. */
   chat(body, options) {
     const context = callContext('chat', 'chat', body, this.#origin, false)
-    return traced(context, () => this.#callJson('chat', body, options, context, (id, json, native, cancel) => this.#native.chat(id, json, native, cancel)))
+    if (context === null) return this.#callJson('chat', body, options, null, this.#sendChat)
+    return traced(context, () => this.#callJson('chat', body, options, context, this.#sendChat))
   }
 
   /**
@@ -80,6 +81,9 @@ class Client {
   embeddings(body, options) {
     return this.request('/embeddings', body, options)
   }
+
+  /** `chat()`'s native call, made once (not a closure per call). */
+  #sendChat = (id, json, native, cancel) => this.#native.chat(id, json, native, cancel)
 
   #callJson(method, body, options, trace, send) {
     return new Promise((resolve, reject) => {
