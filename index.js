@@ -175,8 +175,12 @@ class Client {
       throw error
     }
     if (signal?.aborted) cancel.cancel()
-    const finish = watcher === null ? detach : (outcome) => (detach(), watcher.close(outcome))
-    return new Kind(handle, this.#inbox, this.#origin, finish, context)
+    if (watcher === null) return new Kind(handle, this.#inbox, this.#origin, detach, context)
+    const finish = (outcome) => (detach(), watcher.close(outcome))
+    const stream = new Kind(handle, this.#inbox, this.#origin, finish, context)
+    // A stream dropped without being iterated never finishes: its watcher goes with it.
+    unfinishedStreams.register(stream, finish)
+    return stream
   }
 
   /**
@@ -286,6 +290,9 @@ class Client {
  * paths that each upstream's own `baseUrl` prefixes (`new OpenAI({ baseURL: client.baseURL, … })`).
  */
 const UPSTREAMS_ORIGIN = 'http://upstreams.llmpool.invalid'
+
+/** Watched streams' `finish`, run if the stream is collected (finishing twice does nothing). */
+const unfinishedStreams = new FinalizationRegistry((finish) => finish('cancelled'))
 
 const LOG_LEVELS = ['debug', 'info', 'warn', 'error']
 

@@ -28,6 +28,7 @@ const unregister = registerInstrumentations({
 const tracer = tracerProvider.getTracer('test')
 
 afterAll(async () => {
+  diagnostics.unsubscribe('undici:request:create', onCreate)
   unregister()
   await tracerProvider.shutdown()
   context.disable()
@@ -38,7 +39,8 @@ beforeEach(() => spans.reset())
 const parentOf = (s: any) => s.parentSpanContext?.spanId ?? s.parentSpanId
 /** Every request's headers as published on undici:request:create. */
 const created: string[][] = []
-diagnostics.subscribe('undici:request:create', (m: any) => created.push([...m.request.headers]))
+const onCreate = (m: any) => created.push([...m.request.headers])
+diagnostics.subscribe('undici:request:create', onCreate)
 const http = () => spans.getFinishedSpans().filter((s) => s.name === 'POST' || s.name === 'GET')
 
 test('each attempt is a request span, child of the call\'s GenAI span; its traceparent reaches the server', async () => {
@@ -97,4 +99,26 @@ test('without subscribers nothing is watched: no traceparent is sent', async () 
   } finally {
     registerInstrumentations({ instrumentations: [], tracerProvider })
   }
+})
+
+test('a watched stream that is never iterated holds nothing open: the process can exit', async () => {
+  const { execFile } = await import('node:child_process')
+  const { join } = await import('node:path')
+  const s = await server()
+  // A child process that watches undici's channels, opens a stream, never iterates it, and
+  // ends: it must exit by itself.
+  const script = `
+    const diagnostics = require('node:diagnostics_channel')
+    diagnostics.subscribe('undici:request:create', () => {})
+    const { Client } = require(${JSON.stringify(join(__dirname, '..', 'index.js'))})
+    const c = new Client({ baseUrl: process.argv[1] })
+    c.chatStream({ model: 'm', messages: [] })
+    c.chat({ model: 'm', messages: [{ role: 'user', content: 'hi' }] }).then(() => console.log('done'))
+  `
+  const started = Date.now()
+  const out = await new Promise<string>((resolve, reject) =>
+    execFile(process.execPath, ['-e', script, s.url], { timeout: 20_000 }, (e, stdout) => (e ? reject(e) : resolve(stdout))),
+  )
+  expect(out.trim()).toBe('done')
+  expect(Date.now() - started).toBeLessThan(20_000)
 })

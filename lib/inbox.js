@@ -16,6 +16,8 @@ const PAYLOAD_SEPARATOR = '\x1e'
  */
 class Inbox {
   #handlers = new Map()
+  /** Handlers that do not keep the event loop alive (see `listen`). */
+  #listeners = new Map()
   #nextId = 0
   #keepAlive = null
 
@@ -40,14 +42,27 @@ class Inbox {
     return id
   }
 
+  /**
+   * Like `subscribe`, but the handler does not keep the event loop alive: it listens alongside a
+   * call that does (a request watcher beside its call), and must not hold the process open when
+   * that call was never started.
+   */
+  listen(handler) {
+    const id = this.#nextId
+    this.#nextId = (this.#nextId + 1) >>> 0
+    this.#listeners.set(id, handler)
+    return id
+  }
+
   unsubscribe(id) {
     this.#handlers.delete(id)
+    this.#listeners.delete(id)
     this.#idle()
   }
 
   deliver = (ids, values) => {
     for (let i = 0; i < ids.length; i++) {
-      const handler = this.#handlers.get(ids[i])
+      const handler = this.#handlers.get(ids[i]) ?? this.#listeners.get(ids[i])
       if (handler !== undefined) handler(values[i])
     }
     this.#idle()

@@ -41,7 +41,7 @@ class RequestWatcher {
   constructor(inbox, native) {
     this.#inbox = inbox
     this.#native = native
-    this.id = inbox.subscribe((event) => this.#resource.runInAsyncScope(this.#receive, this, event))
+    this.id = inbox.listen((event) => this.#resource.runInAsyncScope(this.#receive, this, event))
   }
 
   #receive(event) {
