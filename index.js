@@ -15,6 +15,7 @@ const {
   readCallOptions,
   linkSignal,
   nativeArgumentError,
+  withNativeOption,
 } = require('./lib/args.js')
 const { Inbox } = require('./lib/inbox.js')
 const { ChatStream, EventStream } = require('./lib/streams.js')
@@ -118,7 +119,8 @@ class Client {
         }
       })
       try {
-        send(id, json, watchedOptions(envelope && !withResponse ? withResponseOption(native) : native, watcher), cancel)
+        const asked = envelope && !withResponse ? withNativeOption(native, 'withResponse', true) : native
+        send(id, json, watchedOptions(asked, watcher), cancel)
       } catch (e) {
         // The native call could not even start: nothing will be delivered under `id`.
         this.#inbox.unsubscribe(id)
@@ -313,12 +315,6 @@ function logFunction(logger) {
       // The application's logger failed: llmpool's calls go on.
     }
   }
-}
-
-/** Native call options (JSON text or undefined) that ask for the response envelope. */
-function withResponseOption(native) {
-  if (native === undefined) return '{"withResponse":true}'
-  return `${native.slice(0, -1)}${native === '{}' ? '' : ','}"withResponse":true}`
 }
 
 /** A fetch body's JSON, for a traced call's model (only read while someone traces). */

@@ -73,6 +73,13 @@ function readCallOptions(options) {
   return { signal, native }
 }
 
+/** Native call options (JSON text of an object, or undefined) with one more member. */
+function withNativeOption(native, name, value) {
+  const member = `${JSON.stringify(name)}:${JSON.stringify(value)}`
+  if (native === undefined) return `{${member}}`
+  return `${native.slice(0, -1)}${native === '{}' ? '' : ','}${member}}`
+}
+
 /** Wires an AbortSignal to a native cancel token; returns the token and a detach function. */
 function linkSignal(signal) {
   if (!signal) return { cancel: undefined, detach: () => {} }
@@ -89,6 +96,7 @@ function nativeArgumentError(e) {
 }
 
 module.exports = {
+  withNativeOption,
   optionReplacer,
   invalidArg,
   isPlainObject,

@@ -11,6 +11,7 @@
 const diagnostics = require('node:diagnostics_channel')
 const { AsyncResource } = require('node:async_hooks')
 const { STATUS_CODES } = require('node:http')
+const { withNativeOption } = require('./args.js')
 
 const create = diagnostics.channel('undici:request:create')
 const bodySent = diagnostics.channel('undici:request:bodySent')
@@ -25,9 +26,7 @@ function watched() {
 
 /** Native call options (JSON text or undefined) that name the watcher's id. */
 function watchedOptions(native, watcher) {
-  if (watcher === null) return native
-  if (native === undefined) return `{"observe":${watcher.id}}`
-  return `${native.slice(0, -1)}${native === '{}' ? '' : ','}"observe":${watcher.id}}`
+  return watcher === null ? native : withNativeOption(native, 'observe', watcher.id)
 }
 
 /** One call's watcher: its requests' events arrive under its inbox id, one request at a time. */

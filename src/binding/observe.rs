@@ -14,6 +14,9 @@ use crate::observe::{RequestObserver, RequestSeen};
 use super::mailbox::{Mailbox, Post};
 use super::outcome::ObserveEvent;
 
+/// The longest a request waits for JS to say which headers to add.
+const REPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Replies awaited from JS, by reply id.
 #[derive(Default)]
 pub struct Replies {
@@ -74,7 +77,13 @@ impl RequestObserver for JsObserver {
         );
         let replies = self.replies.clone();
         Box::pin(async move {
-            let added = receiver.await.unwrap_or_default();
+            // Bounded: a JS thread that never answers (blocked, or the call gone) costs the
+            // request its added headers, never its progress.
+            let added = tokio::time::timeout(REPLY_WAIT, receiver)
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
             // Answered or not, nothing waits under this id any more.
             replies
                 .lock()

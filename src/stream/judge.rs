@@ -20,6 +20,14 @@ pub(super) struct Progress {
 }
 
 impl Progress {
+    /// What one chunk said: a finish reason, and the usage it reported (kept until taken).
+    fn judged(&mut self, found: crate::payload::Inspection) {
+        self.finished |= found.finished;
+        self.total_tokens = found.total_tokens.or(self.total_tokens);
+        self.input_tokens = found.input_tokens.or(self.input_tokens);
+        self.output_tokens = found.output_tokens.or(self.output_tokens);
+    }
+
     /// Whether a body that ends now ended a complete stream.
     pub(super) fn complete(&self, dialect: Dialect) -> bool {
         match dialect {
@@ -101,10 +109,13 @@ pub(super) fn judge<K: Connect>(
             Err(_) => bad("a chunk that is not a JSON object"),
             Ok(found) if found.error => Verdict::Fail(stream_error(client, data)),
             Ok(found) => {
-                progress.finished |= found.finished;
-                progress.total_tokens = found.total_tokens.or(progress.total_tokens);
-                progress.input_tokens = found.input_tokens.or(progress.input_tokens);
-                progress.output_tokens = found.output_tokens.or(progress.output_tokens);
+                progress.judged(crate::payload::Inspection {
+                    error: false,
+                    finished: found.finished,
+                    total_tokens: found.total_tokens,
+                    input_tokens: found.input_tokens,
+                    output_tokens: found.output_tokens,
+                });
                 Verdict::Deliver(found.text)
             }
         };
@@ -114,10 +125,7 @@ pub(super) fn judge<K: Connect>(
             Err(_) => bad("a chunk that is not a JSON object"),
             Ok(found) if found.error => Verdict::Fail(stream_error(client, data)),
             Ok(found) => {
-                progress.finished |= found.finished;
-                progress.total_tokens = found.total_tokens.or(progress.total_tokens);
-                progress.input_tokens = found.input_tokens.or(progress.input_tokens);
-                progress.output_tokens = found.output_tokens.or(progress.output_tokens);
+                progress.judged(found);
                 Verdict::Deliver(data)
             }
         },
