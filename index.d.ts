@@ -179,10 +179,31 @@ export interface UpstreamOptions extends PoolOptions {
 
 /** Where limiter state is shared across processes. */
 export interface StoreOptions {
-  /** `redis://[user:password@]host[:port][/db]` (`rediss://`, TLS, is not supported yet). */
-  redis: string
+  /**
+   * `redis://[user:password@]host[:port][/db]`, or `rediss://…` for Redis over TLS; with
+   * `cluster: true`, one or more seed URLs of the cluster.
+   */
+  redis: string | string[]
+  /** A Redis Cluster: the slot map is read from the seeds, MOVED/ASK followed. Default `false`. */
+  cluster?: boolean
+  /** TLS settings of `rediss://` (the system's trust store and checked certificates when absent). */
+  tls?: StoreTlsOptions
   /** Key prefix, so that services can share one Redis. Default `'llmpool'`. */
   prefix?: string
+}
+
+/** How the store's TLS connection trusts Redis and shows itself (`rediss://` only). */
+export interface StoreTlsOptions {
+  /** Trusted roots (PEM) instead of the system's trust store. */
+  ca?: string | Buffer | Array<string | Buffer>
+  /** Client certificate chain (PEM), for mTLS; needs `key`. */
+  cert?: string | Buffer
+  /** Client private key (PEM, unencrypted); needs `cert`. */
+  key?: string | Buffer
+  /** The name sent as SNI and checked against the certificate instead of the URL's host (one Redis only). */
+  servername?: string
+  /** `false` accepts any certificate: for tests and private networks only. Default `true`. */
+  rejectUnauthorized?: boolean
 }
 
 /** How a call picks among the healthy upstreams that serve its model. */

@@ -50,13 +50,18 @@ function nestedInterface(decl: ts.InterfaceDeclaration, member: string): string 
   return names.find((n) => /Options$/.test(n))
 }
 
-function typedClientOptions(): string[] {
-  const decl = interfaceNamed('ClientOptions')
-  return members('ClientOptions').flatMap((name) => {
+/** The option names of an interface, nested ones as `parent.child` (`store.tls.ca`), at any depth. */
+function typedOptions(interfaceName: string, prefix = ''): string[] {
+  const decl = interfaceNamed(interfaceName)
+  return members(interfaceName).flatMap((name) => {
     const nested = nestedInterface(decl, name)
-    return [name, ...(nested ? members(nested).map((child) => `${name}.${child}`) : [])]
+    return [`${prefix}${name}`, ...(nested ? typedOptions(nested, `${prefix}${name}.`) : [])]
   })
 }
+
+// An upstream's nested options (`upstreams[].connect.ca`) are the client's own, checked there:
+// the core lists an upstream's options one level deep.
+const typedClientOptions = () => typedOptions('ClientOptions').filter((n) => !n.startsWith('upstreams.') || n.split('.').length === 2)
 
 /** First-column names of the option tables in the README's "## Options" section. */
 function documentedOptions(): string[] {

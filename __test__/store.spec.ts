@@ -68,7 +68,7 @@ suite('store: { redis }', () => {
     const b = shared({ baseUrl: s.url }, 'pause')
     expect((await rejection(a.chat(body()))).status).toBe(429)
     // The pause is written in the background: wait until Redis has it.
-    const pttl = async () => Number((await redisCommand(redis.port, 'PTTL', `pause:${s.origin}:pause`)).slice(1))
+    const pttl = async () => Number((await redisCommand(redis.port, 'PTTL', `{pause:${s.origin}}:pause`)).slice(1))
     for (let i = 0; (await pttl()) <= 0; i++) {
       if (i > 200) throw new Error('the pause never reached Redis')
       await sleep(5)

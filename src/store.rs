@@ -10,16 +10,31 @@
 //! Redis down or slow never holds a call: every round trip has a short deadline; a failure
 //! marks the store down (logged once per outage, counted), calls use the local limiter, and
 //! after a second the store is tried again and, answering, is used again.
+//!
+//! Where the store is: one Redis (`redis://`, or `rediss://` over TLS, with an ACL user or a
+//! password in the URL) or a Redis Cluster (`cluster: true`, seed URLs). Connecting (TCP, the
+//! TLS handshake, AUTH, for a cluster its slot map) has its own deadline and starts when the
+//! client is built, so that a handshake never eats the first call's round-trip deadline. Every
+//! script's keys share one hash tag per scope (`{prefix:upstream}:rpm`): one slot, so that a
+//! cluster can run the script, while different upstreams spread over the cluster's nodes.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
+use redis::{ConnectionAddr, IntoConnectionInfo, RedisFuture};
+use tokio::sync::watch;
 use tokio::time::Instant;
+
+use crate::config::TlsTrust;
 
 /// Longest round trip before the store counts as down for this call.
 pub const ROUND_TRIP_DEADLINE: Duration = Duration::from_millis(250);
+/// Longest connect (TCP, TLS handshake, AUTH, a cluster's slot map): its own deadline, apart
+/// from the round trip's.
+pub const CONNECT_DEADLINE: Duration = Duration::from_millis(1500);
 /// How long a store found down is left alone before it is tried again.
 pub const RETRY_DOWN_AFTER: Duration = Duration::from_secs(1);
 
@@ -98,13 +113,293 @@ pub struct StoreStats {
     pub fallbacks: u64,
 }
 
+/// Where the store is (`store: { redis, cluster, tls }`), checked by [`StoreTarget::check`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoreTarget {
+    /// One URL, or a cluster's seed nodes.
+    pub urls: Vec<String>,
+    pub cluster: bool,
+    /// `rediss://`: the TLS settings (`store.tls`, or the defaults when absent).
+    pub tls: Option<TlsTrust>,
+}
+
+impl std::fmt::Debug for StoreTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A URL may hold a password: only how many there are.
+        f.debug_struct("StoreTarget")
+            .field("urls", &self.urls.len())
+            .field("cluster", &self.cluster)
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+impl StoreTarget {
+    /// A plain single Redis at `url`.
+    pub fn single(url: &str) -> StoreTarget {
+        StoreTarget {
+            urls: vec![url.to_owned()],
+            cluster: false,
+            tls: url.starts_with("rediss://").then(TlsTrust::verified),
+        }
+    }
+
+    /// Checks the shape without connecting; the error names the option it is about.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.urls.is_empty() {
+            return Err(("store.redis", "must list at least one seed URL".into()));
+        }
+        if self.urls.len() > 1 && !self.cluster {
+            return Err((
+                "store.redis",
+                "lists several URLs: that is a cluster's seed nodes, and needs cluster: true"
+                    .into(),
+            ));
+        }
+        for url in &self.urls {
+            check_url(url).map_err(|why| ("store.redis", why.to_owned()))?;
+        }
+        let secure = self.urls[0].starts_with("rediss://");
+        if self
+            .urls
+            .iter()
+            .any(|u| u.starts_with("rediss://") != secure)
+        {
+            return Err((
+                "store.redis",
+                "mixes redis:// and rediss:// URLs: a cluster is all TLS or none".into(),
+            ));
+        }
+        match &self.tls {
+            Some(_) if !secure => {
+                return Err((
+                    "store.tls",
+                    "needs rediss:// URLs (TLS is chosen by the scheme)".into(),
+                ))
+            }
+            Some(tls) if self.cluster && tls.servername.is_some() => {
+                return Err((
+                    "store.tls.servername",
+                    "cannot be used with cluster: true (each node is checked against the \
+                     address the cluster announces)"
+                        .into(),
+                ))
+            }
+            _ => {}
+        }
+        if self.cluster
+            && self.urls.iter().any(|u| {
+                u.split_once("://")
+                    .map(|(_, rest)| rest.split_once('/').is_some_and(|(_, db)| !db.is_empty()))
+                    .unwrap_or(false)
+            })
+        {
+            return Err((
+                "store.redis",
+                "names a database: a cluster has only database 0".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl TlsTrust {
+    /// The defaults of `store.tls`: the system's trust store, certificates checked.
+    pub fn verified() -> TlsTrust {
+        TlsTrust {
+            ca: Vec::new(),
+            reject_unauthorized: true,
+            cert: None,
+            key: None,
+            servername: None,
+        }
+    }
+}
+
+/// How to reach the store: redis-rs's client for one Redis or for a cluster.
+enum Connector {
+    Single {
+        client: redis::Client,
+        config: redis::AsyncConnectionConfig,
+    },
+    Cluster(redis::cluster::ClusterClient),
+}
+
+/// An open connection (both kinds multiplex: clones share it).
+#[derive(Clone)]
+enum Link {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Link {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> RedisFuture<'a, redis::Value> {
+        match self {
+            Link::Single(c) => c.req_packed_command(cmd),
+            Link::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Link::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Link::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Link::Single(c) => c.get_db(),
+            Link::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// `store.tls.servername`: the URL's host is replaced by the name (so that redis-rs sends it as
+/// SNI and checks the certificate against it), and this resolver sends that name to the
+/// URL's real host.
+struct ResolveServername {
+    servername: String,
+    host: String,
+}
+
+impl redis::io::AsyncDNSResolver for ResolveServername {
+    fn resolve<'a, 'b: 'a>(
+        &'a self,
+        host: &'b str,
+        port: u16,
+    ) -> RedisFuture<'a, Box<dyn Iterator<Item = std::net::SocketAddr> + Send + 'a>> {
+        let host = if host == self.servername {
+            self.host.clone()
+        } else {
+            host.to_owned()
+        };
+        Box::pin(async move {
+            let found: Vec<_> = tokio::net::lookup_host((host.as_str(), port))
+                .await?
+                .collect();
+            Ok(Box::new(found.into_iter()) as Box<dyn Iterator<Item = _> + Send>)
+        })
+    }
+}
+
+fn certificates(tls: &TlsTrust) -> Option<redis::TlsCertificates> {
+    if tls.ca.is_empty() && tls.cert.is_none() {
+        return None;
+    }
+    Some(redis::TlsCertificates {
+        client_tls: tls.cert.as_ref().zip(tls.key.as_ref()).map(|(cert, key)| {
+            redis::ClientTlsConfig {
+                client_cert: cert.clone().into_bytes(),
+                client_key: key.clone().into_bytes(),
+            }
+        }),
+        root_cert: (!tls.ca.is_empty()).then(|| tls.ca.concat().into_bytes()),
+    })
+}
+
+/// Errors of building a connector never carry a URL (it may hold a password).
+fn quiet(e: redis::RedisError) -> String {
+    format!("{:?}: {}", e.kind(), e.detail().unwrap_or("not usable"))
+}
+
+impl Connector {
+    fn new(target: &StoreTarget) -> Result<Connector, String> {
+        let certs = target.tls.as_ref().and_then(certificates);
+        let insecure = target.tls.as_ref().is_some_and(|t| !t.reject_unauthorized);
+        if target.cluster {
+            let mut builder =
+                redis::cluster::ClusterClient::builder(target.urls.iter().map(String::as_str))
+                    .connection_timeout(CONNECT_DEADLINE)
+                    .response_timeout(ROUND_TRIP_DEADLINE)
+                    // A redirection (MOVED/ASK) is followed at once; a node that does not answer is
+                    // the store being down for this call, not something to wait out.
+                    .retries(1)
+                    .min_retry_wait(10)
+                    .max_retry_wait(100);
+            if target.tls.is_some() {
+                builder = builder.tls(if insecure {
+                    redis::TlsMode::Insecure
+                } else {
+                    redis::TlsMode::Secure
+                });
+            }
+            if let Some(certs) = certs {
+                builder = builder.certs(certs);
+            }
+            return builder.build().map(Connector::Cluster).map_err(quiet);
+        }
+        let mut info = target.urls[0]
+            .as_str()
+            .into_connection_info()
+            .map_err(quiet)?;
+        let mut config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_DEADLINE))
+            .set_response_timeout(Some(ROUND_TRIP_DEADLINE));
+        if let ConnectionAddr::TcpTls {
+            host,
+            port,
+            tls_params,
+            ..
+        } = info.addr().clone()
+        {
+            let servername = target.tls.as_ref().and_then(|t| t.servername.clone());
+            if let Some(servername) = &servername {
+                config = config.set_dns_resolver(ResolveServername {
+                    servername: servername.clone(),
+                    host: host.trim_matches(['[', ']']).to_owned(),
+                });
+            }
+            info = info.set_addr(ConnectionAddr::TcpTls {
+                host: servername.unwrap_or(host),
+                port,
+                insecure,
+                tls_params,
+            });
+        }
+        let client = match certs {
+            Some(certs) => redis::Client::build_with_tls(info, certs),
+            None => redis::Client::open(info),
+        }
+        .map_err(quiet)?;
+        Ok(Connector::Single { client, config })
+    }
+
+    async fn connect(&self) -> redis::RedisResult<Link> {
+        match self {
+            Connector::Single { client, config } => client
+                .get_multiplexed_async_connection_with_config(config)
+                .await
+                .map(Link::Single),
+            Connector::Cluster(client) => client.get_async_connection().await.map(Link::Cluster),
+        }
+    }
+}
+
+/// The connection's state, watched by calls waiting for a connect in progress.
+#[derive(Clone)]
+enum LinkState {
+    /// Not connected (never, or dropped after a failure).
+    Idle,
+    Connecting,
+    Ready(Link),
+}
+
 /// A connection to the shared store (cheap to share: one per client).
 pub struct Store {
-    client: redis::Client,
+    connector: Connector,
     prefix: String,
-    /// Made on first use; dropped after a failed round trip, so that the next try connects
-    /// afresh at once instead of waiting out the old connection's reconnection backoff.
-    connection: Mutex<Option<ConnectionManager>>,
+    link: watch::Sender<LinkState>,
+    /// Whether a connect ever succeeded: until then a call waits for the connect (its own
+    /// deadline); afterwards reconnecting goes on in the background while calls stay local.
+    connected_once: AtomicBool,
+    /// Why the last connect failed, for the outage's log line.
+    connect_failure: Mutex<Option<String>>,
     up: AtomicBool,
     /// While down: when to try again.
     retry_at: Mutex<Option<Instant>>,
@@ -123,13 +418,15 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// A store at `url` (checked by [`check_url`]); nothing connects before the first call.
-    pub fn new(url: &str, prefix: &str) -> Result<Store, String> {
-        let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+    /// A store at `target` (checked by [`StoreTarget::check`]); nothing connects before
+    /// [`Store::connect_soon`] or the first call.
+    pub fn new(target: &StoreTarget, prefix: &str) -> Result<Store, String> {
         Ok(Store {
-            client,
+            connector: Connector::new(target)?,
             prefix: prefix.to_owned(),
-            connection: Mutex::new(None),
+            link: watch::Sender::new(LinkState::Idle),
+            connected_once: AtomicBool::new(false),
+            connect_failure: Mutex::new(None),
             up: AtomicBool::new(true),
             retry_at: Mutex::new(None),
             errors: AtomicU64::new(0),
@@ -140,13 +437,21 @@ impl Store {
         })
     }
 
-    /// The keys of `scope` (an upstream's name, or `*` for the whole client).
+    /// Starts connecting now when a runtime is at hand (the client is being built), so that
+    /// the first call finds the connection made.
+    pub fn connect_soon(self: &Arc<Self>) {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.start_connect();
+        }
+    }
+
+    /// The keys of `scope` (an upstream's name, or `*` for the whole client), in one hash slot.
     pub fn keys(&self, scope: &str) -> Keys {
-        let base = format!("{}:{scope}", self.prefix);
+        let tag = format!("{{{}:{scope}}}", self.prefix);
         Keys {
-            requests: format!("{base}:rpm"),
-            tokens: format!("{base}:tpm"),
-            pause: format!("{base}:pause"),
+            requests: format!("{tag}:rpm"),
+            tokens: format!("{tag}:tpm"),
+            pause: format!("{tag}:pause"),
         }
     }
 
@@ -174,64 +479,132 @@ impl Store {
         }
     }
 
-    fn connection(&self) -> redis::RedisResult<ConnectionManager> {
-        let mut slot = self.connection.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(connection) = &*slot {
-            return Ok(connection.clone());
+    /// Connects in the background unless connected or connecting.
+    fn start_connect(self: &Arc<Self>) {
+        let start = self.link.send_if_modified(|state| match state {
+            LinkState::Idle => {
+                *state = LinkState::Connecting;
+                true
+            }
+            _ => false,
+        });
+        if !start {
+            return;
         }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(ROUND_TRIP_DEADLINE))
-            .set_response_timeout(Some(ROUND_TRIP_DEADLINE))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        // Lazy: it connects on its first command, inside the round trip's deadline.
-        let connection = self.client.get_connection_manager_lazy(config)?;
-        *slot = Some(connection.clone());
-        Ok(connection)
+        let store = self.clone();
+        tokio::spawn(async move {
+            let outcome = tokio::time::timeout(CONNECT_DEADLINE, store.connector.connect()).await;
+            let state = match outcome {
+                Ok(Ok(link)) => {
+                    store.connected_once.store(true, Ordering::Relaxed);
+                    LinkState::Ready(link)
+                }
+                Ok(Err(e)) => {
+                    *store
+                        .connect_failure
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = Some(format!("{:?}", e.kind()));
+                    LinkState::Idle
+                }
+                Err(_) => {
+                    *store
+                        .connect_failure
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = Some(format!(
+                        "no connection within {} ms",
+                        CONNECT_DEADLINE.as_millis()
+                    ));
+                    LinkState::Idle
+                }
+            };
+            store.link.send_replace(state);
+        });
+    }
+
+    /// The open connection: at once when connected; else it starts a connect and waits for it,
+    /// the whole connect deadline before the first connection, a round trip's afterwards.
+    async fn ready_link(self: &Arc<Self>) -> Option<Link> {
+        if let LinkState::Ready(link) = &*self.link.borrow() {
+            return Some(link.clone());
+        }
+        self.start_connect();
+        let wait = if self.connected_once.load(Ordering::Relaxed) {
+            ROUND_TRIP_DEADLINE
+        } else {
+            CONNECT_DEADLINE
+        };
+        let mut states = self.link.subscribe();
+        let settled = tokio::time::timeout(
+            wait,
+            states.wait_for(|s| !matches!(s, LinkState::Connecting)),
+        )
+        .await;
+        match settled {
+            Ok(Ok(state)) => match &*state {
+                LinkState::Ready(link) => Some(link.clone()),
+                _ => None,
+            },
+            _ => None,
+        }
     }
 
     /// Runs `invocation` within the deadline, keeping the up/down state.
-    async fn round_trip(&self, invocation: redis::ScriptInvocation<'_>) -> Option<i64> {
-        let result = tokio::time::timeout(ROUND_TRIP_DEADLINE, async {
-            let mut connection = self.connection()?;
-            invocation.invoke_async::<i64>(&mut connection).await
-        })
-        .await;
-        match result {
-            Ok(Ok(value)) => {
-                if !self.up.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        prefix = self.prefix.as_str(),
-                        "the limiter store (Redis) answers again: limits are shared again"
-                    );
+    async fn round_trip(self: &Arc<Self>, invocation: redis::ScriptInvocation<'_>) -> Option<i64> {
+        let failure = match self.ready_link().await {
+            None => self
+                .connect_failure
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+                .unwrap_or_else(|| "still connecting".to_owned()),
+            Some(mut link) => {
+                match tokio::time::timeout(ROUND_TRIP_DEADLINE, invocation.invoke_async(&mut link))
+                    .await
+                {
+                    Ok(Ok(value)) => {
+                        if !self.up.swap(true, Ordering::Relaxed) {
+                            tracing::warn!(
+                                prefix = self.prefix.as_str(),
+                                "the limiter store (Redis) answers again: limits are shared again"
+                            );
+                        }
+                        return Some(value);
+                    }
+                    Ok(Err(e)) => format!("{:?}", e.kind()),
+                    Err(_) => "no answer within 250 ms".to_owned(),
                 }
-                Some(value)
             }
-            failure => {
-                self.errors.fetch_add(1, Ordering::Relaxed);
-                *self.connection.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                *self.retry_at.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Some(Instant::now() + RETRY_DOWN_AFTER);
-                if self.up.swap(false, Ordering::Relaxed) {
-                    let why = match failure {
-                        Err(_) => "no answer within 250 ms".to_owned(),
-                        Ok(Err(e)) => format!("{:?}", e.kind()),
-                        Ok(Ok(_)) => unreachable!("matched above"),
-                    };
-                    tracing::warn!(
-                        prefix = self.prefix.as_str(),
-                        why = why.as_str(),
-                        "the limiter store (Redis) is unreachable: using local limits until it is back"
-                    );
-                }
-                None
+        };
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        // The next try connects afresh instead of reusing a connection that failed.
+        self.link.send_if_modified(|state| match state {
+            LinkState::Ready(_) => {
+                *state = LinkState::Idle;
+                true
             }
+            _ => false,
+        });
+        *self.retry_at.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(Instant::now() + RETRY_DOWN_AFTER);
+        if self.up.swap(false, Ordering::Relaxed) {
+            tracing::warn!(
+                prefix = self.prefix.as_str(),
+                why = failure.as_str(),
+                "the limiter store (Redis) is unreachable: using local limits until it is back"
+            );
         }
+        None
     }
 
     /// Asks the store whether a call costing one request and `tokens` may go now, taking both
     /// if so.
-    pub async fn acquire(&self, keys: &Keys, requests: Rate, tokens: Rate, units: u64) -> Verdict {
+    pub async fn acquire(
+        self: &Arc<Self>,
+        keys: &Keys,
+        requests: Rate,
+        tokens: Rate,
+        units: u64,
+    ) -> Verdict {
         if !self.usable() {
             self.fallbacks.fetch_add(1, Ordering::Relaxed);
             return Verdict::Unavailable;
@@ -289,14 +662,13 @@ impl Store {
 
 /// Checks a `store.redis` URL's shape without connecting.
 pub fn check_url(url: &str) -> Result<(), &'static str> {
-    if url.starts_with("rediss://") {
-        // redis-rs speaks TLS only with a feature that brings a second TLS stack's glue; not
-        // built in yet.
-        return Err("must be a redis:// URL (rediss://, Redis over TLS, is not supported yet)");
-    }
     let rest = url
         .strip_prefix("redis://")
-        .ok_or("must be a redis:// URL")?;
+        .or_else(|| url.strip_prefix("rediss://"))
+        .ok_or("must be a redis:// or rediss:// (TLS) URL")?;
+    if rest.contains('#') {
+        return Err("has a #fragment: set TLS options in store.tls");
+    }
     let authority = rest.split('/').next().unwrap_or_default();
     let host = authority.rsplit('@').next().unwrap_or_default();
     if host.is_empty() || host.starts_with(':') {
@@ -331,9 +703,13 @@ mod tests {
             "redis://:secret@h:1/15",
             "redis://user:pw@h.example:6380",
             "redis://[::1]:6379/2",
+            "rediss://user:pw@h.example:6380/0",
         ] {
             assert_eq!(check_url(good), Ok(()), "{good}");
-            assert!(Store::new(good, "p").is_ok(), "{good}");
+            assert!(
+                Store::new(&StoreTarget::single(good), "p").is_ok(),
+                "{good}"
+            );
         }
         for bad in [
             "http://h",
@@ -342,7 +718,7 @@ mod tests {
             "redis://h:0",
             "redis://h:70000",
             "redis://h/db",
-            "rediss://h:6380",
+            "rediss://h:6380/#insecure",
         ] {
             assert!(check_url(bad).is_err(), "{bad}");
         }
@@ -350,22 +726,25 @@ mod tests {
 
     #[test]
     fn keys_are_scoped_and_debug_hides_the_url() {
-        let store = Store::new("redis://:hunter2@h:6379/0", "svc").unwrap();
+        let target = StoreTarget::single("redis://:hunter2@h:6379/0");
+        let store = Store::new(&target, "svc").unwrap();
         assert_eq!(
             store.keys("azure"),
             Keys {
-                requests: "svc:azure:rpm".into(),
-                tokens: "svc:azure:tpm".into(),
-                pause: "svc:azure:pause".into(),
+                requests: "{svc:azure}:rpm".into(),
+                tokens: "{svc:azure}:tpm".into(),
+                pause: "{svc:azure}:pause".into(),
             }
         );
         assert!(!format!("{store:?}").contains("hunter2"));
+        assert!(!format!("{target:?}").contains("hunter2"));
     }
 
     #[tokio::test]
     async fn a_store_that_is_down_answers_unavailable_within_the_deadline_then_is_left_alone() {
         // Nothing listens on port 1.
-        let store = Store::new("redis://127.0.0.1:1/0", "p").unwrap();
+        let store =
+            Arc::new(Store::new(&StoreTarget::single("redis://127.0.0.1:1/0"), "p").unwrap());
         let keys = store.keys("x");
         let started = std::time::Instant::now();
         let verdict = store

@@ -105,7 +105,9 @@ impl NativeClient {
             let value: serde_json::Value = serde_json::from_str(&options)
                 .map_err(|_| invalid_arg("options must be a plain object"))?;
             let config = RouterConfig::from_json(&value).map_err(|e| invalid_arg(e.to_string()))?;
-            let router = Router::new(config).map_err(|e| invalid_arg(e.to_string()))?;
+            // Inside the runtime: a shared store starts connecting now.
+            let router = napi::bindgen_prelude::within_runtime_if_available(|| Router::new(config))
+                .map_err(|e| invalid_arg(e.to_string()))?;
             Ok(NativeClient {
                 inner: Arc::new(router),
                 mailbox: Mailbox::new(deliver)?,

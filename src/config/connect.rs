@@ -59,6 +59,104 @@ impl Default for ConnectConfig {
     }
 }
 
+/// What a TLS client trusts and shows: the same five options under `connect` and `store.tls`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TlsTrust {
+    /// Extra trusted roots, PEM text.
+    pub ca: Vec<String>,
+    /// `false` accepts any server certificate.
+    pub reject_unauthorized: bool,
+    /// Client certificate chain and its private key (PEM), for mTLS.
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    /// The name sent as SNI and checked against the certificate, instead of the host.
+    pub servername: Option<String>,
+}
+
+impl std::fmt::Debug for TlsTrust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A private key is never printed; the rest only as whether it is set.
+        f.debug_struct("TlsTrust")
+            .field("ca", &self.ca.len())
+            .field("reject_unauthorized", &self.reject_unauthorized)
+            .field("cert", &self.cert.is_some())
+            .field("key", &self.key.is_some())
+            .field("servername", &self.servername)
+            .finish()
+    }
+}
+
+/// The options of `store.tls`.
+pub const KNOWN_STORE_TLS_OPTIONS: &[&str] =
+    &["ca", "rejectUnauthorized", "cert", "key", "servername"];
+
+/// Reads `store.tls` (an object, checked as `connect`'s trust options are).
+pub fn parse_store_tls(value: &Value) -> Result<TlsTrust> {
+    let o = Options::new(value, "store.tls.", "store.tls", &[KNOWN_STORE_TLS_OPTIONS])?;
+    parse_trust(&o)
+}
+
+/// The trust options of `o` (`ca`, `rejectUnauthorized`, `cert`, `key`, `servername`), each
+/// error named under `o`'s prefix.
+fn parse_trust(o: &Options) -> Result<TlsTrust> {
+    let reject_unauthorized = o.bool("rejectUnauthorized", true)?;
+    let pem = |key: &str, marker: &str| -> Result<Option<String>> {
+        match o.get(key) {
+            None => Ok(None),
+            Some(Value::String(text)) if text.contains(marker) => Ok(Some(text.clone())),
+            // Never echo the value: it may be a private key.
+            Some(_) => Err(rule(&o.name(key), "must be a PEM string or Buffer")),
+        }
+    };
+    let cert = pem("cert", "-----BEGIN CERTIFICATE-----")?;
+    let key = pem("key", "PRIVATE KEY-----")?;
+    if cert.is_some() != key.is_some() {
+        return Err(rule(
+            &o.name(if cert.is_some() { "key" } else { "cert" }),
+            "is required with the other: a client certificate needs both",
+        ));
+    }
+    let servername = match o.get("servername") {
+        None => None,
+        Some(Value::String(name))
+            if !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':')) =>
+        {
+            Some(name.clone())
+        }
+        Some(_) => return Err(rule(&o.name("servername"), "must be a host name")),
+    };
+    let ca_rule = "must be a PEM string or an array of PEM strings";
+    let ca: Vec<String> = match o.get("ca") {
+        None => Vec::new(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| rule(&o.name("ca"), ca_rule))
+            })
+            .collect::<Result<_>>()?,
+        Some(_) => return Err(rule(&o.name("ca"), ca_rule)),
+    };
+    if ca
+        .iter()
+        .any(|pem| !pem.contains("-----BEGIN CERTIFICATE-----"))
+    {
+        return Err(rule(&o.name("ca"), ca_rule));
+    }
+    Ok(TlsTrust {
+        ca,
+        reject_unauthorized,
+        cert,
+        key,
+        servername,
+    })
+}
+
 pub(super) const KNOWN_DNS_OPTIONS: &[&str] = &["maxTTL", "maxItems"];
 
 pub(super) const KNOWN_CONNECT_OPTIONS: &[&str] = &[
@@ -86,61 +184,13 @@ pub(super) fn parse_connect(
         DEFAULT_TCP_KEEP_ALIVE_INITIAL_DELAY_MS,
     )?;
     out.tcp_keep_alive = keep_alive.then_some(delay);
-    out.reject_unauthorized = o.bool("rejectUnauthorized", true)?;
+    let trust = parse_trust(&o)?;
     out.use_system_ca = o.bool("useSystemCA", false)?;
-    let pem = |key: &str, marker: &str| -> Result<Option<String>> {
-        match o.get(key) {
-            None => Ok(None),
-            Some(Value::String(text)) if text.contains(marker) => Ok(Some(text.clone())),
-            // Never echo the value: it may be a private key.
-            Some(_) => Err(rule(&o.name(key), "must be a PEM string or Buffer")),
-        }
-    };
-    out.cert = pem("cert", "-----BEGIN CERTIFICATE-----")?;
-    out.key = pem("key", "PRIVATE KEY-----")?;
-    if out.cert.is_some() != out.key.is_some() {
-        return Err(rule(
-            if out.cert.is_some() {
-                "connect.key"
-            } else {
-                "connect.cert"
-            },
-            "is required with the other: a client certificate needs both",
-        ));
-    }
-    out.servername = match o.get("servername") {
-        None => None,
-        Some(Value::String(name))
-            if !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':')) =>
-        {
-            Some(name.clone())
-        }
-        Some(_) => return Err(rule("connect.servername", "must be a host name")),
-    };
-    let ca_rule = "must be a PEM string or an array of PEM strings";
-    out.ca = match o.get("ca") {
-        None => Vec::new(),
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| {
-                v.as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| rule("connect.ca", ca_rule))
-            })
-            .collect::<Result<_>>()?,
-        Some(_) => return Err(rule("connect.ca", ca_rule)),
-    };
-    if out
-        .ca
-        .iter()
-        .any(|pem| !pem.contains("-----BEGIN CERTIFICATE-----"))
-    {
-        return Err(rule("connect.ca", ca_rule));
-    }
+    out.reject_unauthorized = trust.reject_unauthorized;
+    out.ca = trust.ca;
+    out.cert = trust.cert;
+    out.key = trust.key;
+    out.servername = trust.servername;
     Ok(out)
 }
 

@@ -22,7 +22,9 @@ mod retry;
 
 pub use call::{call_option_names, parse_headers, CallOptions};
 use connect::{parse_connect, parse_dns, KNOWN_CONNECT_OPTIONS, KNOWN_DNS_OPTIONS};
-pub use connect::{ConnectConfig, DnsConfig, ProxySetting};
+pub use connect::{
+    parse_store_tls, ConnectConfig, DnsConfig, ProxySetting, TlsTrust, KNOWN_STORE_TLS_OPTIONS,
+};
 pub use endpoint::{Endpoint, Scheme};
 pub use limits::{client_limits, LimitsConfig, DEFAULT_LIMIT_TIMEOUT_MS};
 use limits::{parse_limits, KNOWN_LIMITS_OPTIONS};
@@ -265,6 +267,8 @@ pub const ROUTER_OPTIONS: &[&str] = &[
     "contextWindowFallbacks",
     "store",
 ];
+/// The options of `store`.
+pub const STORE_OPTIONS: &[&str] = &["redis", "cluster", "tls", "prefix"];
 /// Options the JS layer takes and keeps (a `logger` object cannot cross as JSON): named here so
 /// that `optionNames()` lists every option, never passed to the validator.
 pub const JS_OPTIONS: &[&str] = &["logger"];
@@ -617,10 +621,11 @@ impl Config {
 /// Every option name the client accepts, nested ones as `parent.child`: the source of truth the
 /// typings and the README are checked against.
 pub fn option_names() -> Vec<String> {
-    let nested: [(&str, &[&str]); 8] = [
+    let nested: [(&str, &[&str]); 9] = [
         ("upstreams", UPSTREAM_OWN_OPTIONS),
         ("upstreams", POOL_OPTIONS),
-        ("store", &["redis", "prefix"]),
+        ("store", STORE_OPTIONS),
+        ("store.tls", KNOWN_STORE_TLS_OPTIONS),
         ("limits", KNOWN_LIMITS_OPTIONS),
         ("connect", KNOWN_CONNECT_OPTIONS),
         ("retry", KNOWN_RETRY_OPTIONS),

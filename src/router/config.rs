@@ -8,8 +8,10 @@
 use serde_json::{Map, Value};
 
 use crate::config::{
-    is_upstream_option, BreakerConfig, Config, ConfigError, LimitsConfig, ROUTER_OPTIONS,
+    is_upstream_option, BreakerConfig, Config, ConfigError, LimitsConfig, TlsTrust, ROUTER_OPTIONS,
+    STORE_OPTIONS,
 };
+use crate::store::StoreTarget;
 
 /// The key prefix of the shared store, so that services can share one Redis.
 pub const DEFAULT_STORE_PREFIX: &str = "llmpool";
@@ -26,6 +28,8 @@ pub fn option_defaults() -> Vec<(&'static str, Value)> {
         ("allowedFails", json!(DEFAULT_ALLOWED_FAILS)),
         ("cooldown", json!(DEFAULT_COOLDOWN_MS)),
         ("store.prefix", json!(DEFAULT_STORE_PREFIX)),
+        ("store.cluster", json!(false)),
+        ("store.tls.rejectUnauthorized", json!(true)),
         ("connections", json!(DEFAULT_CONNECTIONS)),
         ("pipelining", json!(1)),
         ("keepAliveTimeout", json!(DEFAULT_KEEP_ALIVE_TIMEOUT_MS)),
@@ -140,11 +144,11 @@ pub fn serves<'a>(
     }
 }
 
-/// The shared limiter store (`store: { redis, prefix }`).
+/// The shared limiter store (`store: { redis, cluster, tls, prefix }`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
-    /// `redis://[user:password@]host[:port][/db]`; kept whole for the Redis client, never printed.
-    pub redis_url: String,
+    /// Where it is; its URLs may hold a password and are never printed.
+    pub target: StoreTarget,
     /// Key prefix, so that several services may share one Redis.
     pub prefix: String,
 }
@@ -447,20 +451,35 @@ fn parse_store(value: Option<&Value>) -> Result<Option<StoreConfig>, ConfigError
             ))
         }
     };
-    if let Some(unknown) = map
-        .keys()
-        .find(|k| !["redis", "prefix"].contains(&k.as_str()))
-    {
+    if let Some(unknown) = map.keys().find(|k| !STORE_OPTIONS.contains(&k.as_str())) {
         return Err(ConfigError::new(
             format!("store.{unknown}"),
             "is not a known option",
         ));
     }
-    let url = match map.get("redis") {
-        Some(Value::String(s)) => s.clone(),
-        _ => return Err(rule("store.redis", "must be a redis:// URL string")),
+    let url_rule =
+        "must be a redis:// or rediss:// URL string (with cluster: true, a list of them)";
+    let urls = match map.get("redis") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| rule("store.redis", url_rule))?,
+        _ => return Err(rule("store.redis", url_rule)),
     };
-    crate::store::check_url(&url).map_err(|why| rule("store.redis", why))?;
+    let cluster = match map.get("cluster") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(rule("store.cluster", "must be a boolean")),
+    };
+    let secure = urls.first().is_some_and(|u| u.starts_with("rediss://"));
+    let tls = match map.get("tls") {
+        None | Some(Value::Null) => secure.then(TlsTrust::verified),
+        Some(value) => Some(crate::config::parse_store_tls(value)?),
+    };
+    let target = StoreTarget { urls, cluster, tls };
+    target.check().map_err(|(name, why)| rule(name, &why))?;
     let prefix = match map.get("prefix") {
         None | Some(Value::Null) => DEFAULT_STORE_PREFIX.to_owned(),
         Some(Value::String(s)) if !s.is_empty() && !s.contains(char::is_whitespace) => s.clone(),
@@ -471,10 +490,7 @@ fn parse_store(value: Option<&Value>) -> Result<Option<StoreConfig>, ConfigError
             ))
         }
     };
-    Ok(Some(StoreConfig {
-        redis_url: url,
-        prefix,
-    }))
+    Ok(Some(StoreConfig { target, prefix }))
 }
 
 fn uint(
@@ -513,7 +529,9 @@ mod tests {
             json!({ "baseUrl": "http://127.0.0.1:1/v1" })
         };
         if let Some((group, _)) = name.split_once('.') {
-            let empty = if group == "store" {
+            let empty = if name.starts_with("store.tls.") {
+                json!({ "redis": "rediss://127.0.0.1:1", "tls": {} })
+            } else if group == "store" {
                 json!({ "redis": "redis://127.0.0.1:1" })
             } else {
                 json!({})
@@ -537,10 +555,11 @@ mod tests {
         for (name, value) in defaults {
             let without = base(name);
             let mut with = without.clone();
-            match name.split_once('.') {
-                Some((group, field)) => with[group][field] = value.clone(),
-                None => with[name] = value.clone(),
+            let mut at = &mut with;
+            for part in name.split('.') {
+                at = &mut at[part];
             }
+            *at = value.clone();
             assert_eq!(
                 configured(&with),
                 configured(&without),

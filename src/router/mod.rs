@@ -138,9 +138,13 @@ where
             || config.upstreams[0].models.is_some();
         let store = match &config.store {
             None => None,
-            Some(s) => Some(Arc::new(Store::new(&s.redis_url, &s.prefix).map_err(
-                |why| ConfigError::new("store.redis", format!("is not usable: {why}")),
-            )?)),
+            Some(s) => {
+                let store = Arc::new(Store::new(&s.target, &s.prefix).map_err(|why| {
+                    ConfigError::new("store.redis", format!("is not usable: {why}"))
+                })?);
+                store.connect_soon();
+                Some(store)
+            }
         };
         let limiter = config.limits.as_ref().map(|limits| match &store {
             Some(store) => Limiter::shared(limits, store.clone(), "*"),
