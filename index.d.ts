@@ -206,6 +206,20 @@ export interface StoreTlsOptions {
   rejectUnauthorized?: boolean
 }
 
+/**
+ * The response cache: a call sent again with the same body (keys in any order), path, headers and
+ * client keys is answered from it without the network. Only complete successes are kept. A
+ * sampled request (`temperature > 0`) gets the same answer again, not a new sample.
+ */
+export interface CacheOptions {
+  /** How long an entry is kept, in ms. Default `3600000` (an hour). */
+  ttl?: number
+  /** Memory for entries, in bytes; least recently used out first. Default `67108864` (64 MiB). */
+  maxBytes?: number
+  /** Keep entries in the client's `store` (Redis) too, with their TTL, so that a fleet shares them. Default `false`. */
+  shared?: boolean
+}
+
 /** How a call picks among the healthy upstreams that serve its model. */
 export type Routing = 'least-busy' | 'latency' | 'weighted'
 
@@ -230,6 +244,8 @@ export interface ClientOptions extends PoolOptions {
   contextWindowFallbacks?: Record<string, string[]>
   /** Share limiter state and provider pauses across processes through Redis. */
   store?: StoreOptions | false
+  /** Opt-in response cache (`true`: the defaults); absent or `false` = none. */
+  cache?: boolean | CacheOptions
   /**
    * Where llmpool's events go (retries, failovers, cooldowns, the store going down and back,
    * failed calls) as structured fields: pino, or any object shaped like it. `LLMPOOL_LOG` still
@@ -282,6 +298,8 @@ export interface CallOptions {
   headers?: Record<string, string>
   /** Overrides `retry.maxRetries` for this call (0–100). */
   maxRetries?: number
+  /** With a client `cache`: `false` neither looks up nor keeps this call; `{ ttl }` keeps its answer that long. */
+  cache?: false | { ttl: number }
 }
 
 /** Per-call options of `chat()`, `request()` and `embeddings()`. */
@@ -298,8 +316,10 @@ export interface ResponseInfo {
   rateLimit: RateLimits | null
   /** The upstream that answered (with `upstreams`), else null. */
   upstream: string | null
-  /** Attempts the call made before this answer, on every upstream (1: no retry, no failover). */
+  /** Attempts the call made before this answer, on every upstream (1: no retry, no failover; 0: from the cache). */
   attempts: number
+  /** With a client `cache`: whether the answer came from it; null when the call was not cached. */
+  cache: 'hit' | 'miss' | null
 }
 
 export interface WithResponse<T> {
@@ -856,6 +876,8 @@ export interface PoolStats {
   upstreams?: UpstreamState[]
   /** With `store`: whether Redis answered last time, round trips that failed, and limit decisions made locally meanwhile. */
   store?: { up: boolean; errors: number; fallbacks: number }
+  /** With `cache`: calls answered from it, cached calls sent, and the entries and bytes in memory. */
+  cache?: { hits: number; misses: number; entries: number; bytes: number }
 }
 
 /** A logger in pino's shape: each method takes the event's fields, then its message. */

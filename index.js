@@ -111,6 +111,7 @@ class Client {
           if (trace !== null) {
             trace.attempts = answer.response.attempts
             trace.upstream = answer.response.upstream ?? undefined
+            if (answer.response.cache) trace.cache = answer.response.cache
           }
           resolve(withResponse ? withResponseOf(answer) : answer.data)
         } catch (e) {
@@ -338,6 +339,7 @@ function withResponseOf(envelope) {
       rateLimit: response.rateLimit ?? null,
       upstream: response.upstream ?? null,
       attempts: response.attempts,
+      cache: response.cache ?? null,
     },
   }
 }

@@ -154,6 +154,7 @@ class LlmpoolInstrumentation extends InstrumentationBase {
     const answer = ctx.error ? undefined : responseOf(ctx)
     if (typeof ctx.attempts === 'number') span.setAttribute('llmpool.attempts', ctx.attempts)
     if (ctx.upstream) span.setAttribute('llmpool.upstream', ctx.upstream)
+    if (ctx.cache) span.setAttribute('llmpool.cache', ctx.cache)
     if (answer) {
       if (answer.id) span.setAttribute('gen_ai.response.id', answer.id)
       if (answer.model) span.setAttribute('gen_ai.response.model', answer.model)

@@ -1,11 +1,11 @@
 // The shared limiter store against a real Redis (redis-server, started on a free port): a fleet
 // of processes obeys one rpm; a 429's Retry-After pauses the upstream for every process; Redis
 // down never holds a call (local limits, logged once, counted) and is rejoined when back.
-import { spawn } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { join } from 'node:path'
 import { Client } from '../index.js'
 import type { ClientOptions } from '../index.js'
-import { body, completion, rejection, sendJson, server, sleep } from './helpers'
+import { body, completion, eventually, rejection, sendJson, server, sleep } from './helpers'
 import { haveRedis, freePort, redisCommand, RedisServer } from './redis-helper'
 
 // CI installs redis-server (.ci/run); a developer machine without it skips with a notice.
@@ -104,6 +104,20 @@ suite('store: { redis }', () => {
     } finally {
       await down.stop()
     }
+  })
+
+  test('close() and destroy() close the connection to the store (no socket left until the client is collected)', async () => {
+    const s = await server()
+    // Clients connected to Redis, but the one redis-cli that asks.
+    const connected = () => spawnSync('redis-cli', ['-p', String(redis.port), 'CLIENT', 'LIST'], { encoding: 'utf8' }).stdout.trim().split('\n').length - 1
+    const before = connected()
+    const a = shared({ baseUrl: s.url, limits: { rpm: 6000 } }, 'conns')
+    const b = shared({ baseUrl: s.url, limits: { rpm: 6000 } }, 'conns')
+    await Promise.all([a.chat(body()), b.chat(body())])
+    expect(connected()).toBe(before + 2)
+    a.destroy()
+    await b.close()
+    await eventually(() => connected() === before)
   })
 
   test('the outage is logged once, however many calls it touches', async () => {

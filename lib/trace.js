@@ -12,7 +12,8 @@
 //   origin      the client's origin (a stand-in with `upstreams`)
 //   stream      true for streams; they end with their last chunk, not when the call returns
 //   result      (JSON calls) the answer, as the caller gets it; with it `attempts` (every
-//               attempt, on every upstream) and `upstream` (the one that answered, by name)
+//               attempt, on every upstream), `upstream` (the one that answered, by name) and,
+//               with a response cache, `cache` ('hit' or 'miss')
 //   error       the LlmpoolError, when the call failed (code, attempts, upstreams)
 //   cancelled   true when the caller aborted or left a stream early (not a failure)
 //   and, for streams, set as chunks arrive: firstChunkAt / lastChunkAt (performance.now() ms),

@@ -43,6 +43,9 @@ pub(crate) struct Stop<'r, K: Connect> {
     pub index: usize,
     pub client: &'r Client<K>,
     pub body: Bytes,
+    /// The call was moved to a model other than the one it asked for (`fallbacks`,
+    /// `contextWindowFallbacks`).
+    pub fallback: bool,
 }
 
 /// What a route says when a prompt did not fit a model's context window.
@@ -76,11 +79,37 @@ pub(crate) trait Route<'r, K: Connect>: Send {
 /// abort, `destroy()`, a consumer that left).
 #[derive(Default)]
 pub(crate) struct Whereabouts {
-    /// The index + 1 of the upstream the call is at (0: none yet). Two 32-bit counters: the
-    /// pair is one word in every open stream's reader.
-    pub upstream: AtomicU32,
+    /// The index + 1 of the upstream the call is at (0: none yet), its top bit set when that is
+    /// on a fallback model. Two 32-bit counters: the pair is one word in every open stream's
+    /// reader.
+    upstream: AtomicU32,
     /// Attempts made so far, on every upstream.
     pub attempts: AtomicU32,
+}
+
+const ON_FALLBACK: u32 = 1 << 31;
+
+impl Whereabouts {
+    fn visit(&self, index: usize, fallback: bool) {
+        let at = u32::try_from(index + 1)
+            .unwrap_or(ON_FALLBACK - 1)
+            .min(ON_FALLBACK - 1);
+        let flag = if fallback { ON_FALLBACK } else { 0 };
+        self.upstream.store(at | flag, Ordering::Relaxed);
+    }
+
+    /// The index of the upstream the call is (or was last) at.
+    pub(crate) fn upstream(&self) -> Option<usize> {
+        match self.upstream.load(Ordering::Relaxed) & !ON_FALLBACK {
+            0 => None,
+            at => Some(at as usize - 1),
+        }
+    }
+
+    /// Whether the call is (or ended) on a model other than the one it asked for.
+    pub(crate) fn on_fallback(&self) -> bool {
+        self.upstream.load(Ordering::Relaxed) & ON_FALLBACK != 0
+    }
 }
 
 /// One call's run through the loop: its options and the counters the caller reads.
@@ -125,8 +154,7 @@ impl<'a> Attempts<'a> {
                 if client.is_closing() {
                     return Err(client.closed_error());
                 }
-                let index = u32::try_from(stop.index + 1).unwrap_or(u32::MAX);
-                self.at.upstream.store(index, Ordering::Relaxed);
+                self.at.visit(stop.index, stop.fallback);
                 let visit = client.enter(&stop.body).await?;
                 // Attempts at this stop: the backoff's exponent.
                 let mut here = 0u32;

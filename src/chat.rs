@@ -23,6 +23,52 @@ pub struct Answer {
     pub used_tokens: Option<u64>,
     /// Attempts the call made, on every upstream (set by the router).
     pub attempts: u32,
+    /// With a response cache: whether the answer came from it.
+    pub cache: Option<CacheOutcome>,
+}
+
+/// What the response cache did for a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOutcome {
+    Hit,
+    Miss,
+}
+
+impl CacheOutcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            CacheOutcome::Hit => "hit",
+            CacheOutcome::Miss => "miss",
+        }
+    }
+}
+
+impl Answer {
+    /// The answer a cache entry holds; `None` for a stream's entry (never looked up as one).
+    pub fn cached(entry: &crate::cache::Entry, with_response: bool) -> Option<Answer> {
+        let crate::cache::Entry::Answer {
+            text,
+            status,
+            headers,
+            upstream,
+        } = entry
+        else {
+            return None;
+        };
+        Some(Answer {
+            text: text.clone(),
+            head: with_response.then(|| {
+                Box::new(AnswerHead {
+                    status: *status,
+                    headers: headers.clone(),
+                    upstream: upstream.clone(),
+                })
+            }),
+            used_tokens: None,
+            attempts: 0,
+            cache: Some(CacheOutcome::Hit),
+        })
+    }
 }
 
 /// The response behind an answer: status and headers, and which upstream answered.
@@ -80,6 +126,7 @@ where
             head,
             used_tokens,
             attempts: 1,
+            cache: None,
         })
     }
 

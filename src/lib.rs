@@ -7,14 +7,16 @@
 //! (checkout) → [`transport`] (new connections; HTTP/1.1 ours, HTTP/2 hyper's) → body or [`sse`]
 //! decoder →
 //! outcome, decided with [`payload`] (or, for a text stream, [`accumulate`]) → JS. [`limits`]
-//! keeps client-side limits, in [`store`] (Redis) when a fleet shares them. Only `binding` names napi, so `cargo test --no-default-features` tests the core without
-//! Node.
+//! keeps client-side limits, in [`store`] (Redis) when a fleet shares them; [`cache`] answers a
+//! call it has seen before without the network. Only `binding` names napi, so
+//! `cargo test --no-default-features` tests the core without Node.
 
 #![deny(unsafe_code)]
 
 pub mod accumulate;
 pub mod attempt;
 pub mod breaker;
+pub mod cache;
 pub mod cancel;
 pub mod chat;
 pub mod client;

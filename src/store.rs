@@ -381,6 +381,12 @@ impl Connector {
     }
 }
 
+/// One round trip's work: a script (loaded on first use), or plain commands.
+enum Ask<'a> {
+    Script(redis::ScriptInvocation<'a>),
+    Commands(redis::Pipeline),
+}
+
 /// The connection's state, watched by calls waiting for a connect in progress.
 #[derive(Clone)]
 enum LinkState {
@@ -400,6 +406,8 @@ pub struct Store {
     connected_once: AtomicBool,
     /// Why the last connect failed, for the outage's log line.
     connect_failure: Mutex<Option<String>>,
+    /// The client closed: the connection is dropped and never made again.
+    closed: AtomicBool,
     up: AtomicBool,
     /// While down: when to try again.
     retry_at: Mutex<Option<Instant>>,
@@ -427,6 +435,7 @@ impl Store {
             link: watch::Sender::new(LinkState::Idle),
             connected_once: AtomicBool::new(false),
             connect_failure: Mutex::new(None),
+            closed: AtomicBool::new(false),
             up: AtomicBool::new(true),
             retry_at: Mutex::new(None),
             errors: AtomicU64::new(0),
@@ -479,8 +488,19 @@ impl Store {
         }
     }
 
-    /// Connects in the background unless connected or connecting.
+    /// Closes the connection for good (the client's `close()` or `destroy()`): a connection
+    /// left open would hold a socket, and the server's client slot, until the client is
+    /// collected.
+    pub fn disconnect(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        self.link.send_replace(LinkState::Idle);
+    }
+
+    /// Connects in the background unless connected or connecting (or closed).
     fn start_connect(self: &Arc<Self>) {
+        if self.closed.load(Ordering::Relaxed) {
+            return;
+        }
         let start = self.link.send_if_modified(|state| match state {
             LinkState::Idle => {
                 *state = LinkState::Connecting;
@@ -548,8 +568,8 @@ impl Store {
         }
     }
 
-    /// Runs `invocation` within the deadline, keeping the up/down state.
-    async fn round_trip(self: &Arc<Self>, invocation: redis::ScriptInvocation<'_>) -> Option<i64> {
+    /// Runs `ask` within the deadline, keeping the up/down state.
+    async fn round_trip<T: redis::FromRedisValue>(self: &Arc<Self>, ask: Ask<'_>) -> Option<T> {
         let failure = match self.ready_link().await {
             None => self
                 .connect_failure
@@ -558,9 +578,13 @@ impl Store {
                 .take()
                 .unwrap_or_else(|| "still connecting".to_owned()),
             Some(mut link) => {
-                match tokio::time::timeout(ROUND_TRIP_DEADLINE, invocation.invoke_async(&mut link))
-                    .await
-                {
+                let asked = async {
+                    match ask {
+                        Ask::Script(invocation) => invocation.invoke_async::<T>(&mut link).await,
+                        Ask::Commands(pipeline) => pipeline.query_async::<T>(&mut link).await,
+                    }
+                };
+                match tokio::time::timeout(ROUND_TRIP_DEADLINE, asked).await {
                     Ok(Ok(value)) => {
                         if !self.up.swap(true, Ordering::Relaxed) {
                             tracing::warn!(
@@ -619,7 +643,7 @@ impl Store {
             .arg(tokens.interval_us)
             .arg(tokens.burst_us)
             .arg(units);
-        match self.round_trip(invocation).await {
+        match self.round_trip::<i64>(Ask::Script(invocation)).await {
             Some(wait) if wait > 0 => Verdict::Wait(Duration::from_micros(wait as u64)),
             Some(_) => Verdict::Go,
             None => {
@@ -639,7 +663,7 @@ impl Store {
         tokio::spawn(async move {
             let mut invocation = store.correct.prepare_invoke();
             invocation.key(&key).arg(delta_us);
-            store.round_trip(invocation).await;
+            store.round_trip::<i64>(Ask::Script(invocation)).await;
         });
     }
 
@@ -655,7 +679,43 @@ impl Store {
         tokio::spawn(async move {
             let mut invocation = store.pause.prepare_invoke();
             invocation.key(&key).arg(ms);
-            store.round_trip(invocation).await;
+            store.round_trip::<i64>(Ask::Script(invocation)).await;
+        });
+    }
+}
+
+impl Store {
+    /// The key of a response-cache entry (no hash tag: entries spread over a cluster's slots).
+    pub fn cache_key(&self, hex: &str) -> String {
+        format!("{}:cache:{hex}", self.prefix)
+    }
+
+    /// A value and what is left of its TTL; `None` when absent, expired, or the store is down
+    /// (a miss, never a wait past the round-trip deadline).
+    pub async fn get_with_ttl(self: &Arc<Self>, key: &str) -> Option<(String, Duration)> {
+        if !self.usable() {
+            return None;
+        }
+        let mut pipeline = redis::pipe();
+        pipeline.get(key).pttl(key);
+        let (value, left) = self
+            .round_trip::<(Option<String>, i64)>(Ask::Commands(pipeline))
+            .await?;
+        let left = u64::try_from(left).ok().filter(|&ms| ms > 0)?;
+        Some((value?, Duration::from_millis(left)))
+    }
+
+    /// Sets `key` to `value` for `ttl`, in the background.
+    pub fn set_with_ttl(self: &Arc<Self>, key: String, value: String, ttl: Duration) {
+        if !self.usable() {
+            return;
+        }
+        let store = self.clone();
+        let ms = ttl.as_millis().clamp(1, i64::MAX as u128) as i64;
+        tokio::spawn(async move {
+            let mut pipeline = redis::pipe();
+            pipeline.set(&key, value).arg("PX").arg(ms).ignore();
+            store.round_trip::<()>(Ask::Commands(pipeline)).await;
         });
     }
 }

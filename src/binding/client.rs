@@ -276,6 +276,7 @@ impl NativeClient {
             .and_then(|v| v.as_u64())
             .and_then(|id| u32::try_from(id).ok());
         let mut call = CallOptions::from_json(&value, self.inner.config(), stream)
+            .and_then(|call| self.inner.check_call(call))
             .map_err(|e| invalid_arg(e.to_string()))?;
         call.observer = observe.map(|id| {
             Arc::new(crate::observe::Observer(Box::new(
@@ -345,6 +346,7 @@ impl NativeClient {
                 stats.upstreams = Some(upstreams.into_iter().map(Into::into).collect());
             }
             stats.store = self.inner.store_stats().map(Into::into);
+            stats.cache = self.inner.cache_stats().map(Into::into);
             Ok(stats)
         })
     }
@@ -413,6 +415,7 @@ fn answered(result: std::result::Result<Answer, Error>) -> Post {
             text,
             head: Some(head),
             attempts,
+            cache,
             ..
         }) => {
             let now = std::time::SystemTime::now();
@@ -426,6 +429,7 @@ fn answered(result: std::result::Result<Answer, Error>) -> Post {
                 "upstream": head.upstream,
                 "rateLimit": rate_limit,
                 "attempts": attempts,
+                "cache": cache.map(|c| c.name()),
             });
             // The body is a JSON object already (checked): spliced in, not parsed again.
             Post::Body(format!("{{\"response\":{meta},\"data\":{text}}}"))

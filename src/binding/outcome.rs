@@ -213,6 +213,31 @@ pub struct ClientStatsObject {
     pub upstreams: Option<Vec<UpstreamState>>,
     /// The shared limiter store's state, with `store`.
     pub store: Option<StoreState>,
+    /// The response cache's counters, with `cache`.
+    pub cache: Option<CacheState>,
+}
+
+/// `stats().cache`.
+#[napi(object)]
+pub struct CacheState {
+    /// Calls answered from the cache (identical calls that waited for one in flight too).
+    pub hits: i64,
+    /// Cached calls that were sent.
+    pub misses: i64,
+    /// Entries and their bytes in this process's memory.
+    pub entries: i64,
+    pub bytes: i64,
+}
+
+impl From<crate::cache::CacheStats> for CacheState {
+    fn from(s: crate::cache::CacheStats) -> Self {
+        CacheState {
+            hits: count(s.hits),
+            misses: count(s.misses),
+            entries: count(s.entries),
+            bytes: count(s.bytes),
+        }
+    }
 }
 
 /// `stats().store`.
@@ -301,6 +326,7 @@ impl From<ClientStats> for ClientStatsObject {
             dns_hits: count(s.dns_hits),
             upstreams: None,
             store: None,
+            cache: None,
         }
     }
 }

@@ -21,10 +21,12 @@ pub struct CallOptions {
     pub with_response: bool,
     /// Who watches each HTTP request of the call (set by the binding, never from JSON).
     pub observer: Option<std::sync::Arc<crate::observe::Observer>>,
+    /// `cache: false | { ttl }`; by default as the client says.
+    pub cache: super::CallCache,
 }
 
 pub(super) const KNOWN_CALL_OPTIONS: &[&str] =
-    &["timeout", "headers", "maxRetries", "withResponse"];
+    &["timeout", "headers", "maxRetries", "withResponse", "cache"];
 
 pub(super) const KNOWN_STREAM_CALL_OPTIONS: &[&str] = &[
     "timeout",
@@ -32,6 +34,7 @@ pub(super) const KNOWN_STREAM_CALL_OPTIONS: &[&str] = &[
     "maxRetries",
     "firstTokenTimeout",
     "tokenTimeout",
+    "cache",
 ];
 
 impl CallOptions {
@@ -58,6 +61,7 @@ impl CallOptions {
             with_response: o.bool("withResponse", false)?,
             headers,
             observer: None,
+            cache: super::cache::parse_call_cache(o.get("cache"))?,
         })
     }
 }

@@ -14,12 +14,17 @@ use serde_json::{Map, Value};
 use crate::error::{Redactor, SECRET_HEADERS};
 use crate::proxy_url::ProxyUrl;
 
+mod cache;
 mod call;
 mod connect;
 mod endpoint;
 mod limits;
 mod retry;
 
+pub use cache::{
+    parse_cache, CacheConfig, CallCache, DEFAULT_CACHE_MAX_BYTES, DEFAULT_CACHE_TTL_MS,
+    KNOWN_CACHE_OPTIONS,
+};
 pub use call::{call_option_names, parse_headers, CallOptions};
 use connect::{parse_connect, parse_dns, KNOWN_CONNECT_OPTIONS, KNOWN_DNS_OPTIONS};
 pub use connect::{
@@ -266,6 +271,7 @@ pub const ROUTER_OPTIONS: &[&str] = &[
     "fallbacks",
     "contextWindowFallbacks",
     "store",
+    "cache",
 ];
 /// The options of `store`.
 pub const STORE_OPTIONS: &[&str] = &["redis", "cluster", "tls", "prefix"];
@@ -621,11 +627,12 @@ impl Config {
 /// Every option name the client accepts, nested ones as `parent.child`: the source of truth the
 /// typings and the README are checked against.
 pub fn option_names() -> Vec<String> {
-    let nested: [(&str, &[&str]); 9] = [
+    let nested: [(&str, &[&str]); 10] = [
         ("upstreams", UPSTREAM_OWN_OPTIONS),
         ("upstreams", POOL_OPTIONS),
         ("store", STORE_OPTIONS),
         ("store.tls", KNOWN_STORE_TLS_OPTIONS),
+        ("cache", KNOWN_CACHE_OPTIONS),
         ("limits", KNOWN_LIMITS_OPTIONS),
         ("connect", KNOWN_CONNECT_OPTIONS),
         ("retry", KNOWN_RETRY_OPTIONS),

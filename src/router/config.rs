@@ -29,6 +29,9 @@ pub fn option_defaults() -> Vec<(&'static str, Value)> {
         ("cooldown", json!(DEFAULT_COOLDOWN_MS)),
         ("store.prefix", json!(DEFAULT_STORE_PREFIX)),
         ("store.cluster", json!(false)),
+        ("cache.ttl", json!(DEFAULT_CACHE_TTL_MS)),
+        ("cache.maxBytes", json!(DEFAULT_CACHE_MAX_BYTES)),
+        ("cache.shared", json!(false)),
         ("store.tls.rejectUnauthorized", json!(true)),
         ("connections", json!(DEFAULT_CONNECTIONS)),
         ("pipelining", json!(1)),
@@ -169,6 +172,8 @@ pub struct RouterConfig {
     /// upstream's own limits are the client's).
     pub limits: Option<LimitsConfig>,
     pub store: Option<StoreConfig>,
+    /// The response cache (`cache`).
+    pub cache: Option<crate::config::CacheConfig>,
 }
 
 fn rule(name: &str, rule: &str) -> ConfigError {
@@ -197,6 +202,13 @@ impl RouterConfig {
         let context_window_fallbacks =
             model_lists(map.get("contextWindowFallbacks"), "contextWindowFallbacks")?;
         let store = parse_store(map.get("store"))?;
+        let cache = crate::config::parse_cache(map.get("cache"))?;
+        if cache.is_some_and(|c| c.shared) && store.is_none() {
+            return Err(rule(
+                "cache.shared",
+                "needs a store: { redis } to share the entries in",
+            ));
+        }
         let upstreams = match map.get("upstreams") {
             None | Some(Value::Null) => None,
             Some(Value::Array(items)) if !items.is_empty() => Some(items),
@@ -229,6 +241,7 @@ impl RouterConfig {
                 context_window_fallbacks,
                 limits: None,
                 store,
+                cache,
             });
         };
         for key in ["baseUrl", "circuitBreaker"] {
@@ -298,6 +311,7 @@ impl RouterConfig {
             context_window_fallbacks,
             limits,
             store,
+            cache,
         })
     }
 }

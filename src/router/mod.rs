@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::task_tracker::{TaskTracker, TaskTrackerToken};
 
 use crate::attempt::{Attempts, BoxedAttempt, CallKind, Whereabouts};
+use crate::cache::{Cache, CacheStats, Entry, Key, Turn};
 use crate::cancel::Abort;
 use crate::chat::Answer;
 pub use crate::client::Target;
@@ -103,6 +104,11 @@ pub struct Router<K: Connect = HttpConnector> {
     limiter: Option<Limiter>,
     /// The shared limiter store, when configured.
     store: Option<Arc<Store>>,
+    /// The response cache, when configured.
+    cache: Option<Cache>,
+    /// A hash of every upstream's endpoint, models, key and default headers: part of every
+    /// cache key, so that clients with different keys never share an answer.
+    identity: [u8; 32],
     requests: AtomicU64,
     errors: AtomicU64,
     aborted: AtomicU64,
@@ -146,6 +152,10 @@ where
                 Some(store)
             }
         };
+        let identity = identity_of(&config.upstreams);
+        let cache = config
+            .cache
+            .map(|settings| Cache::new(settings, store.clone()));
         let limiter = config.limits.as_ref().map(|limits| match &store {
             Some(store) => Limiter::shared(limits, store.clone(), "*"),
             None => Limiter::new(limits),
@@ -192,6 +202,8 @@ where
             named: config.named,
             limiter,
             store,
+            cache,
+            identity,
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             aborted: AtomicU64::new(0),
@@ -232,17 +244,35 @@ where
         call: CallOptions,
         cancel: Abort,
     ) -> Result<Answer, Error> {
+        if let Some((cache, key, ttl)) = self.cache_for("json", &target, &body, &call) {
+            // Boxed: only calls of a client with a cache carry its steps.
+            return Box::pin(self.cached_json(cache, key, ttl, &target, &body, call, &cancel))
+                .await;
+        }
+        self.send_json(&target, &body, &call, &cancel)
+            .await
+            .map(|(answer, _)| answer)
+    }
+
+    /// A JSON call through the attempt loop; with its answer, whether that came from a
+    /// fallback model.
+    async fn send_json(
+        &self,
+        target: &Target,
+        body: &Bytes,
+        call: &CallOptions,
+        cancel: &Abort,
+    ) -> Result<(Answer, bool), Error> {
         let (committed, at) = (AtomicBool::new(false), Whereabouts::default());
-        let mut plan = Plan::new(self, &body);
-        let attempts = self.attempts(&call, CallKind::Chat, &committed, &at);
-        let (target, call_ref) = (&target, &call);
+        let mut plan = Plan::new(self, body);
+        let attempts = self.attempts(call, CallKind::Chat, &committed, &at);
         let work = attempts.run(
             &mut plan,
             move |stop| {
                 let (client, body) = (stop.client, stop.body.clone());
                 let one: BoxedAttempt<'_, Answer> = Box::pin(async move {
                     let uri = client.uri_of(target)?;
-                    client.json_attempt(&uri, body, call_ref).await
+                    client.json_attempt(&uri, body, call).await
                 });
                 one
             },
@@ -250,10 +280,103 @@ where
         );
         let used = |answer: &Answer| answer.used_tokens;
         let mut answer = self
-            .call(&body, &call, cancel.as_ref(), &at, work, used)
+            .call(body, call, cancel.as_ref(), &at, work, used)
             .await?;
         answer.attempts = at.attempts.load(Ordering::Relaxed);
+        Ok((answer, at.on_fallback()))
+    }
+
+    /// Checks what a call's options ask of the client: `cache: { ttl }` needs a cache.
+    pub fn check_call(&self, call: CallOptions) -> Result<CallOptions, ConfigError> {
+        if call.cache.ttl().is_some() && self.cache.is_none() {
+            return Err(ConfigError::new(
+                "cache",
+                "sets a ttl, but the client has no cache (set cache on the client)",
+            ));
+        }
+        Ok(call)
+    }
+
+    /// The cache's part of a call: `kind` (`json`, `stream`), the target and the body make the
+    /// key with the client's identity; `None` when the call is not cached (no cache,
+    /// `cache: false`, a body that is not JSON).
+    fn cache_for(
+        &self,
+        kind: &str,
+        target: &Target,
+        body: &Bytes,
+        call: &CallOptions,
+    ) -> Option<(&Cache, Key, std::time::Duration)> {
+        let cache = self.cache.as_ref()?;
+        if call.cache.is_off() {
+            return None;
+        }
+        let ttl = call.cache.ttl().unwrap_or(cache.ttl());
+        let path = match target {
+            Target::Chat => "/chat/completions",
+            Target::Api(path) | Target::Origin(path) => path,
+        };
+        let target = format!("{kind} {path}");
+        let key = crate::cache::key_of(&self.identity, &target, &call.headers, body)?;
+        Some((cache, key, ttl))
+    }
+
+    /// A cached JSON call: the answer kept for it, or (the first of identical calls) one sent
+    /// and kept when it is a complete success of the model asked for.
+    #[allow(clippy::too_many_arguments, reason = "one call's parts, borrowed")]
+    async fn cached_json(
+        &self,
+        cache: &Cache,
+        key: Key,
+        ttl: std::time::Duration,
+        target: &Target,
+        body: &Bytes,
+        call: CallOptions,
+        cancel: &Abort,
+    ) -> Result<Answer, Error> {
+        let flight = match self.until_ended(cancel, cache.turn(&key, false)).await? {
+            Turn::Hit(entry) => {
+                if let Some(answer) = Answer::cached(&entry, call.with_response) {
+                    return Ok(answer);
+                }
+                // Only answers are found for a JSON call (see `Cache::turn`).
+                return Err(Error::new(Kind::Internal, "the cache found no answer"));
+            }
+            Turn::Lead(flight) => flight,
+        };
+        // The head is kept with the answer, for a later `withResponse`.
+        let mut asked = call.clone();
+        asked.with_response = true;
+        let (mut answer, fallback) = self.send_json(target, body, &asked, cancel).await?;
+        if let (false, Some(head)) = (fallback, &answer.head) {
+            let entry = Entry::Answer {
+                text: answer.text.clone(),
+                status: head.status,
+                headers: head.headers.clone(),
+                upstream: head.upstream.clone(),
+            };
+            cache.keep(&key, entry, ttl);
+        }
+        drop(flight);
+        if !call.with_response {
+            answer.head = None;
+        }
+        answer.cache = Some(crate::chat::CacheOutcome::Miss);
         Ok(answer)
+    }
+
+    /// Runs `work` until it ends, the call is aborted, or `destroy()` ends every call.
+    async fn until_ended<T>(
+        &self,
+        cancel: &Abort,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T, Error> {
+        tokio::select! {
+            biased;
+            _ = crate::cancel::aborted(cancel.as_ref()) => Err(self.aborted_error()),
+            _ = crate::cancel::cancelled(&self.shutdown) => Err(self.closed_error()),
+            value = work => Ok(value),
+        }
     }
 
     /// A stream (chat, or any SSE endpoint); nothing is sent before [`StreamHandle::start`].
@@ -276,8 +399,13 @@ where
             call,
             cancel,
         };
+        let cached = self.cache.is_some() && !request.call.cache.is_off();
         Ok(StreamHandle::new(Box::new(move |reader, closed| {
-            Box::pin(router.read_stream(request, reader, closed))
+            if cached {
+                Box::pin(router.read_cached_stream(request, reader, closed))
+            } else {
+                Box::pin(router.read_stream(request, reader, closed))
+            }
         })))
     }
 
@@ -297,6 +425,71 @@ where
             let outcome = self.stream_outcome(&request, &reader, &closed).await;
             deliver_outcome(self.config(), outcome, &reader, &closed);
         }
+    }
+
+    /// The reader task of a stream of a client with a cache: the cache answers or keeps it,
+    /// unless it is not cached (`cache: false`, a body that is not JSON). A future of its own,
+    /// so that streams of a client without a cache carry none of its steps.
+    pub(crate) async fn read_cached_stream(
+        self: Arc<Self>,
+        request: StreamRequest,
+        reader: Arc<Reader>,
+        closed: CancellationToken,
+    ) {
+        let kind = match request.dialect {
+            Dialect::Chat => "stream",
+            Dialect::Events => "events",
+        };
+        let outcome = match self.cache_for(kind, &request.target, &request.body, &request.call) {
+            Some((cache, key, ttl)) => {
+                self.cached_stream(cache, key, ttl, &request, &reader, &closed)
+                    .await
+            }
+            None => self.stream_outcome(&request, &reader, &closed).await,
+        };
+        deliver_outcome(self.config(), outcome, &reader, &closed);
+    }
+
+    /// A cached stream: the events kept for it replayed, or (the first of identical streams)
+    /// one read from the network, its events kept when it ended complete, on the model asked
+    /// for, while its consumer read it to the end. Ends quietly when the consumer leaves.
+    async fn cached_stream(
+        &self,
+        cache: &Cache,
+        key: Key,
+        ttl: std::time::Duration,
+        request: &StreamRequest,
+        reader: &Reader,
+        closed: &CancellationToken,
+    ) -> Result<(), Error> {
+        let turn = tokio::select! {
+            biased;
+            _ = crate::cancel::cancelled(closed) => return Ok(()),
+            turn = self.until_ended(&request.cancel, cache.turn(&key, true)) => turn?,
+        };
+        let flight = match turn {
+            Turn::Hit(entry) => {
+                let Entry::Stream { events } = &*entry else {
+                    // Only streams are found for a stream (see `Cache::turn`).
+                    return Err(Error::new(Kind::Internal, "the cache found no stream"));
+                };
+                let client = &self.upstreams[0].client;
+                let replaying = crate::stream::replay(client, request.dialect, events, reader);
+                return tokio::select! {
+                    biased;
+                    _ = crate::cancel::cancelled(closed) => Ok(()),
+                    replayed = self.until_ended(&request.cancel, replaying) => replayed?,
+                };
+            }
+            Turn::Lead(flight) => flight,
+        };
+        reader.start_recording(cache.max_bytes());
+        self.stream_outcome(request, reader, closed).await?;
+        if let Some(events) = reader.take_recording() {
+            cache.keep(&key, Entry::Stream { events }, ttl);
+        }
+        drop(flight);
+        Ok(())
     }
 
     /// A stream's whole run: the attempt loop over the plan's upstreams, ended quietly (`Ok`)
@@ -323,6 +516,8 @@ where
             &mut plan,
             move |stop| {
                 let client = stop.client;
+                // A stream on a fallback model is not kept for the model asked for.
+                reader.note_fallback(stop.fallback);
                 let one: BoxedAttempt<'_, ()> = match client.uri_of(target) {
                     Ok(uri) => Box::pin(stream_attempt(
                         client,
@@ -502,10 +697,10 @@ where
             _ = crate::cancel::cancelled(&self.shutdown) => Err(self.closed_error()),
             result = limited => result,
         };
-        let visited = match at.upstream.load(Ordering::Relaxed) {
-            0 => None,
-            i => self.upstreams.get(i as usize - 1).map(|u| &*u.client),
-        };
+        let visited = at
+            .upstream()
+            .and_then(|i| self.upstreams.get(i))
+            .map(|u| &*u.client);
         if let Some(client) = visited {
             client.tally(started, result.as_ref().err());
         }
@@ -612,6 +807,11 @@ where
         self.store.as_ref().map(|s| s.stats())
     }
 
+    /// The response cache's counters, when there is one.
+    pub fn cache_stats(&self) -> Option<CacheStats> {
+        self.cache.as_ref().map(Cache::stats)
+    }
+
     /// Calls moved to another upstream or model.
     pub fn failovers(&self) -> u64 {
         self.failovers.load(Ordering::Relaxed)
@@ -669,6 +869,12 @@ where
                 store.fallbacks
             ));
         }
+        if let Some(cache) = self.cache_stats() {
+            texts.push(format!(
+                "# HELP llmpool_cache_hits_total Calls answered from the response cache.\n# TYPE llmpool_cache_hits_total counter\nllmpool_cache_hits_total {}\n# HELP llmpool_cache_misses_total Cached calls that were sent (no entry yet).\n# TYPE llmpool_cache_misses_total counter\nllmpool_cache_misses_total {}\n# HELP llmpool_cache_entries Entries in the response cache's memory.\n# TYPE llmpool_cache_entries gauge\nllmpool_cache_entries {}\n# HELP llmpool_cache_bytes Bytes of the response cache's memory.\n# TYPE llmpool_cache_bytes gauge\nllmpool_cache_bytes {}\n",
+                cache.hits, cache.misses, cache.entries, cache.bytes
+            ));
+        }
         if texts.len() == 1 {
             return texts.pop().unwrap_or_default();
         }
@@ -703,6 +909,9 @@ where
         self.admitted.close();
         self.admitted.wait().await;
         futures::future::join_all(self.upstreams.iter().map(|u| u.client.close())).await;
+        if let Some(store) = &self.store {
+            store.disconnect();
+        }
     }
 
     /// Abrupt: every in-flight call ends with `ERR_CLOSED`. Every pool closes before the calls
@@ -713,6 +922,9 @@ where
             u.client.destroy();
         }
         self.shutdown.cancel();
+        if let Some(store) = &self.store {
+            store.disconnect();
+        }
     }
 }
 
@@ -746,4 +958,39 @@ pub(crate) fn is_context_length_exceeded(error: &Error) -> bool {
             || body.contains("maximum context length")
             || body.contains("context window")
     }
+}
+
+/// The identity of a client's upstreams for cache keys: a hash of each one's name, endpoint,
+/// models, key and default headers (the key itself is in no cache key, only in this hash).
+fn identity_of(upstreams: &[UpstreamConfig]) -> [u8; 32] {
+    let mut hasher = crate::cache::Hasher::default();
+    for up in upstreams {
+        let config = &up.config;
+        hasher
+            .part(config.name.as_deref().unwrap_or_default().as_bytes())
+            .part(config.endpoint.origin.as_bytes())
+            .part(config.endpoint.path_prefix.as_bytes())
+            .part(
+                config
+                    .api_key
+                    .as_ref()
+                    .map(|k| k.expose())
+                    .unwrap_or_default()
+                    .as_bytes(),
+            );
+        let mut headers: Vec<_> = config
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes()))
+            .collect();
+        headers.sort();
+        for (name, value) in headers {
+            hasher.part(name.as_bytes()).part(value);
+        }
+        for (asked, own) in up.models.iter().flatten() {
+            hasher.part(asked.as_bytes()).part(own.as_bytes());
+        }
+        hasher.part(b"--");
+    }
+    hasher.finish()
 }

@@ -87,6 +87,7 @@ where
                 index,
                 client: &self.router.upstreams[index].client,
                 body: self.body.clone(),
+                fallback: false,
             });
         }
         while self.left.is_empty() {
@@ -119,6 +120,7 @@ where
             index,
             client: &up.client,
             body,
+            fallback: self.model != self.asked,
         })
     }
 }

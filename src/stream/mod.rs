@@ -57,7 +57,7 @@ pub(crate) use credit::Credit;
 pub use credit::{WINDOW_BYTES, WINDOW_EVENTS};
 use judge::*;
 use read::*;
-pub(crate) use read::{stream_attempt, StreamTarget};
+pub(crate) use read::{replay, stream_attempt, StreamTarget};
 
 /// What the reader pushes to the consumer's sink. Every outcome is decided here: the consumer
 /// only turns deliveries into values and errors.
@@ -166,6 +166,7 @@ impl StreamHandle {
                 delivered: Default::default(),
                 used_tokens: Default::default(),
                 text: self.text.clone(),
+                recording: Default::default(),
             });
             let reading = job(reader.clone(), self.closed.clone());
             tokio::spawn(async move {
@@ -214,9 +215,79 @@ pub(crate) struct Reader {
     used_tokens: std::sync::atomic::AtomicU64,
     /// Text mode: where the chunks are merged.
     text: Option<Arc<Mutex<crate::accumulate::Accumulator>>>,
+    /// A stream the response cache will keep: its decoded events (boxed: most streams have
+    /// none).
+    recording: std::sync::OnceLock<Box<Mutex<Recording>>>,
+}
+
+/// The events of the attempt in progress, for the response cache.
+#[derive(Default)]
+struct Recording {
+    events: Vec<crate::sse::SseEvent>,
+    bytes: usize,
+    /// Past this many bytes the stream is not kept.
+    limit: usize,
+    over: bool,
+    /// The attempt ended complete.
+    complete: bool,
+    /// The attempt runs on a fallback model: not kept for the model asked for.
+    fallback: bool,
 }
 
 impl Reader {
+    /// Keeps this stream's events (at most `limit` bytes) for the response cache.
+    pub(crate) fn start_recording(&self, limit: usize) {
+        let _ = self.recording.set(Box::new(Mutex::new(Recording {
+            limit,
+            ..Recording::default()
+        })));
+    }
+
+    fn recorded(&self, change: impl FnOnce(&mut Recording)) {
+        if let Some(recording) = self.recording.get() {
+            change(&mut recording.lock().unwrap_or_else(|e| e.into_inner()));
+        }
+    }
+
+    /// A new attempt: what an earlier one decoded is not this stream's.
+    pub(crate) fn record_from_start(&self) {
+        self.recorded(|r| {
+            r.events.clear();
+            (r.bytes, r.over, r.complete) = (0, false, false);
+        });
+    }
+
+    fn record(&self, events: &[crate::sse::SseEvent]) {
+        self.recorded(|r| {
+            if r.over {
+                return;
+            }
+            r.bytes += events.iter().map(|e| e.data.len() + 16).sum::<usize>();
+            if r.bytes > r.limit {
+                r.over = true;
+                r.events = Vec::new();
+            } else {
+                r.events.extend_from_slice(events);
+            }
+        });
+    }
+
+    fn record_complete(&self) {
+        self.recorded(|r| r.complete = true);
+    }
+
+    /// Where the next attempt goes: on a fallback model or not.
+    pub(crate) fn note_fallback(&self, fallback: bool) {
+        self.recorded(|r| r.fallback = fallback);
+    }
+
+    /// The events of a stream that ended complete within the limit.
+    pub(crate) fn take_recording(&self) -> Option<Vec<crate::sse::SseEvent>> {
+        let recording = self.recording.get()?;
+        let mut r = recording.lock().unwrap_or_else(|e| e.into_inner());
+        (r.complete && !r.over && !r.fallback).then(|| std::mem::take(&mut r.events))
+    }
+
     fn push(&self, events: Vec<String>) {
         self.delivered
             .fetch_add(events.len() as u64, Ordering::Relaxed);

@@ -92,6 +92,7 @@ where
             return Err(Box::pin(json_instead_of_events(client, incoming)).await);
         }
 
+        reader.record_from_start();
         let mut decoder = SseDecoder::new(config.max_event_size);
         let mut events = Vec::new();
         let mut delivered: u64 = 0;
@@ -148,6 +149,7 @@ where
                     if let Some(at) = first_token_at {
                         client.metrics.stream_rate(delivered, at.elapsed());
                     }
+                    reader.record_complete();
                     reader.end();
                     return Ok(());
                 }
@@ -169,6 +171,7 @@ where
                     ),
                 )
             })?;
+            reader.record(&events);
             let mut payloads = Vec::with_capacity(events.len());
             let outcome = judge_events(
                 client,
@@ -200,12 +203,42 @@ where
                 if let Some(at) = first_token_at {
                     client.metrics.stream_rate(delivered, at.elapsed());
                 }
+                reader.record_complete();
                 // Boxed: its two timers are needed once, at the end, not for the stream's life.
                 Box::pin(finish_after_done(incoming, lease, lifetime, reader)).await;
                 return Ok(());
             }
         }
     }
+}
+
+/// Events the response cache kept, replayed through the same judge (and, in text mode, the
+/// same merge) as a stream from the network: the same payloads in the same order, then the end.
+pub(crate) async fn replay<K: Connect>(
+    client: &Client<K>,
+    dialect: Dialect,
+    recorded: &[crate::sse::SseEvent],
+    reader: &Reader,
+) -> Result<(), Error> {
+    const BATCH: usize = 64;
+    let mut progress = Progress {
+        merge: reader.text.clone(),
+        ..Progress::default()
+    };
+    for batch in recorded.chunks(BATCH) {
+        reader.wait_for_credit().await;
+        let mut events = batch.to_vec();
+        let mut payloads = Vec::with_capacity(events.len());
+        let outcome = judge_events(client, dialect, &mut events, &mut payloads, &mut progress);
+        if !payloads.is_empty() {
+            reader.push(payloads);
+        }
+        if let Batch::Done = outcome? {
+            break;
+        }
+    }
+    reader.end();
+    Ok(())
 }
 
 /// After `[DONE]`: the body's end (normally at once) lets the connection go back to the pool; a

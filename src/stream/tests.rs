@@ -16,6 +16,7 @@ fn the_stream_attempt_future_stays_small() {
         delivered: Default::default(),
         used_tokens: Default::default(),
         text: None,
+        recording: Default::default(),
     };
     // The attempt is boxed, but lives as long as the stream: its sending, the send's deadline,
     // the JSON-answer path, the wait for credit and the drain after [DONE] are boxed apart,
@@ -41,6 +42,7 @@ pub(crate) fn quiet_reader() -> Arc<Reader> {
         delivered: Default::default(),
         used_tokens: Default::default(),
         text: None,
+        recording: Default::default(),
     })
 }
 

@@ -1,0 +1,598 @@
+//! The response cache (`cache: true | { ttl, maxBytes, shared }`): an exact-match cache of
+//! complete successful answers, so that the same request sent again (an evaluation run, a test
+//! suite, a retried pipeline) is answered without the network and without paying for it.
+//!
+//! - The key is a SHA-256 of the request's canonical form (object keys sorted, so that their
+//!   order does not matter), its path, the call's own headers, and the identity of the client's
+//!   upstreams: each one's endpoint, models and a hash of its key and default headers. Two
+//!   clients with different keys never share an answer; no key is in a cache key.
+//! - Only complete successes are kept: a JSON answer that was judged a completion, a stream that
+//!   ended complete (`[DONE]`, or a finish) while its consumer read it to the end, and neither
+//!   from a fallback model. Never an error, a truncated stream or a refused size.
+//! - Identical calls in flight at once send one request: the first leads, the others wait for
+//!   it and then find its answer (or, when it failed, one of them leads in turn).
+//! - Entries live in memory, bounded by `maxBytes` (least recently used out first), for `ttl`;
+//!   with `shared`, also in the client's store (Redis) with the same TTL, so that a fleet shares
+//!   them (a store that is down is a miss, never a wait past its round-trip deadline).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::sse::SseEvent;
+use crate::store::Store;
+
+pub use crate::config::CacheConfig;
+
+/// One cached answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// A JSON call's answer, with the head it came with.
+    Answer {
+        text: String,
+        status: u16,
+        headers: Vec<(String, String)>,
+        upstream: Option<String>,
+    },
+    /// A stream's events, in order, as they were decoded (replayed through the same judge).
+    Stream { events: Vec<SseEvent> },
+}
+
+/// Bytes an entry holds, about: what `maxBytes` counts.
+const ENTRY_OVERHEAD: usize = 64;
+
+impl Entry {
+    pub fn is_stream(&self) -> bool {
+        matches!(self, Entry::Stream { .. })
+    }
+
+    pub fn size(&self) -> usize {
+        ENTRY_OVERHEAD
+            + match self {
+                Entry::Answer { text, headers, .. } => {
+                    text.len()
+                        + headers
+                            .iter()
+                            .map(|(k, v)| k.len() + v.len())
+                            .sum::<usize>()
+                }
+                Entry::Stream { events } => events
+                    .iter()
+                    .map(|e| e.data.len() + e.event.as_ref().map_or(0, String::len) + 16)
+                    .sum(),
+            }
+    }
+
+    /// The form kept in the shared store.
+    fn encode(&self) -> String {
+        match self {
+            Entry::Answer {
+                text,
+                status,
+                headers,
+                upstream,
+            } => serde_json::json!({
+                "answer": text, "status": status, "headers": headers, "upstream": upstream,
+            }),
+            Entry::Stream { events } => serde_json::json!({
+                "events": events.iter().map(|e| serde_json::json!([e.event, e.data])).collect::<Vec<_>>(),
+            }),
+        }
+        .to_string()
+    }
+
+    /// Reads what [`Entry::encode`] wrote; anything else (another version, a stranger's key) is
+    /// no entry.
+    fn decode(text: &str) -> Option<Entry> {
+        let value: Value = serde_json::from_str(text).ok()?;
+        if let Some(answer) = value.get("answer").and_then(Value::as_str) {
+            let headers = value
+                .get("headers")?
+                .as_array()?
+                .iter()
+                .map(|pair| {
+                    Some((
+                        pair.get(0)?.as_str()?.to_owned(),
+                        pair.get(1)?.as_str()?.to_owned(),
+                    ))
+                })
+                .collect::<Option<Vec<_>>>()?;
+            return Some(Entry::Answer {
+                text: answer.to_owned(),
+                status: u16::try_from(value.get("status")?.as_u64()?).ok()?,
+                headers,
+                upstream: value
+                    .get("upstream")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+            });
+        }
+        let events = value
+            .get("events")?
+            .as_array()?
+            .iter()
+            .map(|pair| {
+                Some(SseEvent {
+                    event: match pair.get(0)? {
+                        Value::Null => None,
+                        v => Some(v.as_str()?.to_owned()),
+                    },
+                    data: pair.get(1)?.as_str()?.to_owned(),
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Entry::Stream { events })
+    }
+}
+
+/// A cache key: the SHA-256 of everything that makes two calls the same call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Key([u8; 32]);
+
+impl Key {
+    fn hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// Feeds the SHA-256 of a key or an identity; every part is length-prefixed, so that no two
+/// different sequences of parts hash the same bytes.
+pub struct Hasher(ring::digest::Context);
+
+impl Default for Hasher {
+    fn default() -> Self {
+        Hasher(ring::digest::Context::new(&ring::digest::SHA256))
+    }
+}
+
+impl Hasher {
+    pub fn part(&mut self, bytes: &[u8]) -> &mut Self {
+        self.0.update(&(bytes.len() as u64).to_le_bytes());
+        self.0.update(bytes);
+        self
+    }
+
+    pub fn finish(self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(self.0.finish().as_ref());
+        out
+    }
+}
+
+/// The key of a call: `identity` (the client's upstreams), the call's `target` path, its own
+/// headers, and the body in canonical form. `None`: the body is not JSON (not cacheable).
+pub fn key_of(
+    identity: &[u8; 32],
+    target: &str,
+    headers: &[(hyper::header::HeaderName, hyper::header::HeaderValue)],
+    body: &[u8],
+) -> Option<Key> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    let mut canonical = Vec::with_capacity(body.len());
+    write_canonical(&value, &mut canonical);
+    let mut hasher = Hasher::default();
+    hasher
+        .part(b"llmpool-cache-1")
+        .part(identity)
+        .part(target.as_bytes());
+    let mut sorted: Vec<_> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_bytes()))
+        .collect();
+    sorted.sort();
+    hasher.part(&(sorted.len() as u64).to_le_bytes());
+    for (name, value) in sorted {
+        hasher.part(name.as_bytes()).part(value);
+    }
+    hasher.part(&canonical);
+    Some(Key(hasher.finish()))
+}
+
+/// JSON with every object's keys in sorted order, no spaces: the same request however its
+/// keys were ordered.
+pub fn write_canonical(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push(b'{');
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(&Value::String(key.clone()), out);
+                out.push(b':');
+                write_canonical(&map[key], out);
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(b']');
+        }
+        scalar => out.extend_from_slice(scalar.to_string().as_bytes()),
+    }
+}
+
+/// The in-memory entries, least recently used first out.
+#[derive(Default)]
+struct Local {
+    slots: HashMap<Key, Slot>,
+    /// Use tick → key: the oldest first.
+    order: BTreeMap<u64, Key>,
+    tick: u64,
+    bytes: usize,
+}
+
+struct Slot {
+    entry: Arc<Entry>,
+    expires: Instant,
+    used: u64,
+    size: usize,
+}
+
+impl Local {
+    fn get(&mut self, key: &Key, now: Instant) -> Option<Arc<Entry>> {
+        let slot = self.slots.get(key)?;
+        if slot.expires <= now {
+            self.remove(key);
+            return None;
+        }
+        self.tick += 1;
+        let tick = self.tick;
+        let slot = self.slots.get_mut(key)?;
+        self.order.remove(&slot.used);
+        slot.used = tick;
+        self.order.insert(tick, *key);
+        Some(slot.entry.clone())
+    }
+
+    fn remove(&mut self, key: &Key) {
+        if let Some(slot) = self.slots.remove(key) {
+            self.order.remove(&slot.used);
+            self.bytes -= slot.size;
+        }
+    }
+
+    /// Keeps `entry` until `expires`, making room within `max` bytes; an entry larger than
+    /// `max` is not kept.
+    fn put(&mut self, key: Key, entry: Arc<Entry>, expires: Instant, max: usize) {
+        let size = entry.size();
+        self.remove(&key);
+        if size > max {
+            return;
+        }
+        while self.bytes + size > max {
+            let Some((_, oldest)) = self.order.pop_first() else {
+                break;
+            };
+            if let Some(slot) = self.slots.remove(&oldest) {
+                self.bytes -= slot.size;
+            }
+        }
+        self.tick += 1;
+        self.order.insert(self.tick, key);
+        self.slots.insert(
+            key,
+            Slot {
+                entry,
+                expires,
+                used: self.tick,
+                size,
+            },
+        );
+        self.bytes += size;
+    }
+}
+
+/// Counters of the cache, for stats and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    /// Entries and bytes held in this process's memory.
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+/// A call's turn at a key: its answer is there, or it leads (sends the one request).
+pub enum Turn {
+    Hit(Arc<Entry>),
+    Lead(Flight),
+}
+
+/// The leader's hold on a key: while it lives, identical calls wait; dropped (answered, failed
+/// or abandoned), they look again.
+pub struct Flight {
+    flights: Arc<Mutex<HashMap<Key, watch::Receiver<()>>>>,
+    key: Key,
+    _done: watch::Sender<()>,
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        self.flights
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+        // `_done` drops next: every waiter wakes.
+    }
+}
+
+/// The cache of one client.
+pub struct Cache {
+    config: CacheConfig,
+    local: Mutex<Local>,
+    flights: Arc<Mutex<HashMap<Key, watch::Receiver<()>>>>,
+    /// `shared`: the client's store.
+    store: Option<Arc<Store>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl Cache {
+    pub fn new(config: CacheConfig, store: Option<Arc<Store>>) -> Cache {
+        Cache {
+            config,
+            local: Mutex::default(),
+            flights: Arc::default(),
+            store: store.filter(|_| config.shared),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.config.ttl
+    }
+
+    /// The largest entry kept.
+    pub fn max_bytes(&self) -> usize {
+        self.config.max_bytes
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        let local = self.local.lock().unwrap_or_else(|e| e.into_inner());
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            entries: local.slots.len() as u64,
+            bytes: local.bytes as u64,
+        }
+    }
+
+    /// The entry under `key`: in memory, else (shared) in the store, then kept in memory for
+    /// what is left of its TTL there. An entry of the other kind (a stream's where an answer is
+    /// looked for: a store written by something else) is no entry.
+    async fn find(&self, key: &Key, stream: bool) -> Option<Arc<Entry>> {
+        self.find_any(key)
+            .await
+            .filter(|entry| entry.is_stream() == stream)
+    }
+
+    async fn find_any(&self, key: &Key) -> Option<Arc<Entry>> {
+        let now = Instant::now();
+        if let Some(entry) = self
+            .local
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key, now)
+        {
+            return Some(entry);
+        }
+        let store = self.store.as_ref()?;
+        let (text, left) = store.get_with_ttl(&store.cache_key(&key.hex())).await?;
+        let entry = Arc::new(Entry::decode(&text)?);
+        self.local.lock().unwrap_or_else(|e| e.into_inner()).put(
+            *key,
+            entry.clone(),
+            now + left,
+            self.config.max_bytes,
+        );
+        Some(entry)
+    }
+
+    /// The call's turn at `key`: a hit, the lead, or (another identical call leading) a wait
+    /// for it and another look. Abandoned with its future (an abort ends the wait).
+    pub async fn turn(&self, key: &Key, stream: bool) -> Turn {
+        loop {
+            if let Some(entry) = self.find(key, stream).await {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return Turn::Hit(entry);
+            }
+            let mut leader = {
+                let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+                match flights.get(key) {
+                    Some(leader) => leader.clone(),
+                    None => {
+                        let (done, waiting) = watch::channel(());
+                        flights.insert(*key, waiting);
+                        self.misses.fetch_add(1, Ordering::Relaxed);
+                        return Turn::Lead(Flight {
+                            flights: self.flights.clone(),
+                            key: *key,
+                            _done: done,
+                        });
+                    }
+                }
+            };
+            // Ends when the leader's flight is dropped; then look again.
+            while leader.changed().await.is_ok() {}
+        }
+    }
+
+    /// Keeps a complete success under `key` for `ttl` (in memory at once; in the shared store
+    /// in the background).
+    pub fn keep(&self, key: &Key, entry: Entry, ttl: Duration) {
+        if ttl.is_zero() {
+            return;
+        }
+        if let Some(store) = &self.store {
+            if entry.size() <= self.config.max_bytes {
+                store.set_with_ttl(store.cache_key(&key.hex()), entry.encode(), ttl);
+            }
+        }
+        self.local.lock().unwrap_or_else(|e| e.into_inner()).put(
+            *key,
+            Arc::new(entry),
+            Instant::now() + ttl,
+            self.config.max_bytes,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn answer(text: &str) -> Entry {
+        Entry::Answer {
+            text: text.to_owned(),
+            status: 200,
+            headers: vec![("x-request-id".into(), "r1".into())],
+            upstream: None,
+        }
+    }
+
+    #[test]
+    fn key_order_does_not_matter_but_every_value_does() {
+        let id = [7u8; 32];
+        let k = |body: &str| key_of(&id, "/chat/completions", &[], body.as_bytes());
+        assert_eq!(
+            k(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":0}"#),
+            k(
+                r#"{ "temperature": 0, "messages": [{"content":"hi","role":"user"}], "model": "m" }"#
+            )
+        );
+        assert_ne!(k(r#"{"model":"m","n":1}"#), k(r#"{"model":"m","n":2}"#));
+        assert_ne!(k(r#"{"a":[1,2]}"#), k(r#"{"a":[2,1]}"#));
+        assert_eq!(k("not json"), None);
+        // The identity, the path and the headers are part of the key.
+        let body = br#"{"model":"m"}"#;
+        let base = key_of(&id, "/chat/completions", &[], body);
+        assert_ne!(base, key_of(&[8u8; 32], "/chat/completions", &[], body));
+        assert_ne!(base, key_of(&id, "/embeddings", &[], body));
+        let header = (
+            hyper::header::HeaderName::from_static("x-tenant"),
+            hyper::header::HeaderValue::from_static("a"),
+        );
+        assert_ne!(base, key_of(&id, "/chat/completions", &[header], body));
+    }
+
+    #[test]
+    fn least_recently_used_goes_first_and_big_entries_are_not_kept() {
+        let mut local = Local::default();
+        let now = Instant::now();
+        let later = now + Duration::from_secs(60);
+        let size = answer("aaaa").size();
+        let (a, b, c) = (Key([1; 32]), Key([2; 32]), Key([3; 32]));
+        local.put(a, Arc::new(answer("aaaa")), later, size * 2);
+        local.put(b, Arc::new(answer("bbbb")), later, size * 2);
+        // a is used: b is now the least recent, and goes when c comes.
+        assert!(local.get(&a, now).is_some());
+        local.put(c, Arc::new(answer("cccc")), later, size * 2);
+        assert!(local.get(&b, now).is_none());
+        assert!(local.get(&a, now).is_some() && local.get(&c, now).is_some());
+        assert_eq!(local.bytes, size * 2);
+        // Larger than the whole budget: not kept, nothing evicted for it.
+        local.put(b, Arc::new(answer(&"x".repeat(size * 3))), later, size * 2);
+        assert_eq!((local.slots.len(), local.bytes), (2, size * 2));
+        // Expired: gone on the next look.
+        assert!(local.get(&a, later).is_none());
+        assert_eq!((local.slots.len(), local.bytes), (1, size));
+    }
+
+    #[test]
+    fn entries_survive_the_shared_form() {
+        let stream = Entry::Stream {
+            events: vec![
+                SseEvent {
+                    event: None,
+                    data: r#"{"choices":[]}"#.into(),
+                },
+                SseEvent {
+                    event: Some("response.completed".into()),
+                    data: "{}".into(),
+                },
+            ],
+        };
+        for entry in [answer(r#"{"id":"x"}"#), stream] {
+            assert_eq!(Entry::decode(&entry.encode()), Some(entry));
+        }
+        assert_eq!(Entry::decode("{}"), None);
+        assert_eq!(Entry::decode("not json"), None);
+    }
+
+    #[tokio::test]
+    async fn one_leader_at_a_time_and_waiters_find_its_answer() {
+        let cache = Arc::new(Cache::new(
+            CacheConfig {
+                ttl: Duration::from_secs(60),
+                max_bytes: 1 << 20,
+                shared: false,
+            },
+            None,
+        ));
+        let key = Key([9; 32]);
+        let Turn::Lead(flight) = cache.turn(&key, false).await else {
+            panic!("the first call leads")
+        };
+        let waiter = tokio::spawn({
+            let cache = cache.clone();
+            async move { matches!(cache.turn(&key, false).await, Turn::Hit(_)) }
+        });
+        tokio::task::yield_now().await;
+        cache.keep(&key, answer("{}"), Duration::from_secs(60));
+        drop(flight);
+        assert!(waiter.await.unwrap());
+        assert_eq!(
+            cache.stats(),
+            CacheStats {
+                hits: 1,
+                misses: 1,
+                entries: 1,
+                bytes: answer("{}").size() as u64
+            }
+        );
+        // A leader that fails (drops its flight without an answer) hands the lead on.
+        let other = Key([10; 32]);
+        let Turn::Lead(flight) = cache.turn(&other, false).await else {
+            panic!()
+        };
+        let waiter = tokio::spawn({
+            let cache = cache.clone();
+            async move { matches!(cache.turn(&other, false).await, Turn::Lead(_)) }
+        });
+        tokio::task::yield_now().await;
+        drop(flight);
+        assert!(waiter.await.unwrap());
+    }
+
+    proptest! {
+        #[test]
+        fn canonical_form_is_json_and_ignores_key_order(pairs in proptest::collection::vec(("[a-z]{1,6}", any::<i64>()), 0..12)) {
+            let mut forward = serde_json::Map::new();
+            for (k, v) in &pairs { forward.insert(k.clone(), Value::from(*v)); }
+            let mut backward = serde_json::Map::new();
+            for (k, _) in pairs.iter().rev() { backward.insert(k.clone(), forward[k].clone()); }
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            write_canonical(&Value::Object(forward.clone()), &mut a);
+            write_canonical(&Value::Object(backward), &mut b);
+            prop_assert_eq!(&a, &b);
+            let parsed: Value = serde_json::from_slice(&a).unwrap();
+            prop_assert_eq!(parsed, Value::Object(forward));
+        }
+    }
+}
