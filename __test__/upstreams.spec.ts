@@ -337,7 +337,7 @@ test('bad upstream configuration throws a TypeError naming the field', () => {
   bad({ upstreams: [{ baseUrl: 'http://a' }], routing: 'fastest' }, /^routing must be 'least-busy', 'latency' or 'weighted'/)
   bad({ upstreams: [{ baseUrl: 'http://a' }], allowedFails: 0 }, /^allowedFails must be an integer from 1/)
   bad({ baseUrl: 'http://a', allowedFails: 2 }, /^allowedFails applies to upstreams/)
-  bad({ baseUrl: 'http://a', store: { redis: 'http://nope' } }, /^store\.redis must be a redis:\/\/ URL/)
+  bad({ baseUrl: 'http://a', store: { redis: 'http://nope' } }, /^store\.redis must be a redis:\/\/ or rediss:\/\/ \(TLS\) URL/)
   bad({ baseUrl: 'http://a', store: { redis: 'redis://h:99999' } }, /^store\.redis has a port/)
   bad({ baseUrl: 'http://a', store: { redis: 'redis://h/x' } }, /^store\.redis has a database/)
   bad({ baseUrl: 'http://a', fallbacks: { m: 'n' } }, /^fallbacks must be an object mapping/)

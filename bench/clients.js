@@ -285,6 +285,22 @@ const tlsClients = {
   'undici-h2': (o) => undici(o, { allowH2: true, connect: { ca: benchCa() } }),
 }
 
+/** Every call's body made unique (its `user`), so that no two calls are the same call. */
+function uniqueBodies(make) {
+  return (options) => {
+    const client = make(options)
+    let n = 0
+    return { ...client, chat: (body) => client.chat({ ...body, user: `u${n++}` }) }
+  }
+}
+
+/** The response cache: every call a hit after the first (the bench sends one body), or every call a miss. */
+const cacheClients = {
+  'llmpool-cache-hit': (o) => llmpool(o, '..', { cache: true }),
+  'llmpool-unique': uniqueBodies(llmpool),
+  'llmpool-cache-miss': uniqueBodies((o) => llmpool(o, '..', { cache: true })),
+}
+
 module.exports = {
   llmpool,
   'llmpool-text': llmpoolText,
@@ -298,4 +314,5 @@ module.exports = {
   ...routedClients,
   'llmpool-otel': withOtel(llmpool),
   'undici-otel': withOtel(undici),
+  ...cacheClients,
 }
