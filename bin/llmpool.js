@@ -17,6 +17,7 @@ const USAGE = `usage: llmpool bench [options]
   --connections N      pool size (default: the concurrency)
   --max-tokens N       max_tokens per call (default 64)
   --stream             use chatStream() and measure time to first token
+  --report FILE        also write one self-contained HTML page of the run (charts inline)
   -h, --help           this text`
 
 function positiveInt(name, value, fallback) {
@@ -43,6 +44,7 @@ async function bench(argv) {
       connections: { type: 'string' },
       'max-tokens': { type: 'string' },
       stream: { type: 'boolean', default: false },
+      report: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   })
@@ -70,33 +72,48 @@ async function bench(argv) {
   console.log(`llmpool bench: ${requests} ${mode}() calls, ${concurrency} at once, ${connections} connections, ${url}${mock ? ' (embedded mock)' : ''}`)
 
   const latencies = []
+  // With --report: every request (start, latency, first token, outcome) and the pool over time.
+  const samples = []
+  const poolSamples = []
   const errors = new Map()
   let done = 0
   let tokens = 0
   const body = (i) => ({ model, max_tokens: maxTokens, messages: [{ role: 'user', content: `load test request ${i}` }] })
 
   async function one(i) {
-    const started = performance.now()
+    const began = performance.now()
+    let ttft
     try {
       if (values.stream) {
-        let first = true
         for await (const chunk of client.chatStream(body(i))) {
-          if (first) latencies.push(performance.now() - started)
-          first = false
+          if (ttft === undefined) {
+            ttft = performance.now() - began
+            latencies.push(ttft)
+          }
           if (chunk.choices?.[0]?.delta?.content) tokens += 1
         }
       } else {
         const completion = await client.chat(body(i))
-        latencies.push(performance.now() - started)
+        latencies.push(performance.now() - began)
         tokens += completion.usage?.completion_tokens ?? 0
       }
+      samples.push({ at: began - started, latency: performance.now() - began, ttft, ok: true })
     } catch (e) {
-      errors.set(e.code ?? 'ERR_UNKNOWN', (errors.get(e.code ?? 'ERR_UNKNOWN') ?? 0) + 1)
+      const code = e.code ?? 'ERR_UNKNOWN'
+      errors.set(code, (errors.get(code) ?? 0) + 1)
+      samples.push({ at: began - started, latency: performance.now() - began, ttft, ok: false, code })
     }
     done += 1
   }
 
+  const startedAt = new Date()
   const started = performance.now()
+  const samplePool = () => {
+    const s = client.stats()
+    poolSamples.push({ at: performance.now() - started, connected: s.connected, running: s.running, queued: s.queued })
+  }
+  const sampler = values.report ? setInterval(samplePool, 100) : null
+  if (values.report) samplePool()
   const tty = process.stdout.isTTY
   const progress = () => {
     const s = client.stats()
@@ -112,6 +129,10 @@ async function bench(argv) {
     }),
   )
   clearInterval(ticker)
+  if (sampler) {
+    clearInterval(sampler)
+    samplePool()
+  }
   console.log(tty ? `\r${progress()}` : progress())
   const wall = (performance.now() - started) / 1000
   latencies.sort((a, b) => a - b)
@@ -130,6 +151,27 @@ async function bench(argv) {
   ]
   console.log('')
   for (const [name, value] of rows) console.log(`  ${name.padEnd(14)}${value}`)
+  if (values.report) {
+    const { renderReport } = require('./report.js')
+    // The URL as shown: never credentials (the API key is not in it either).
+    const shown = new URL(url)
+    shown.username = ''
+    shown.password = ''
+    const settings = [
+      ['endpoint', `${shown.href}${mock ? ' (embedded mock: 10–30 ms before the answer, a chunk every 2 ms)' : ''}`],
+      ['model', model],
+      ['mode', values.stream ? 'chatStream() (time to first token)' : 'chat()'],
+      ['requests', String(requests)],
+      ['concurrency', String(concurrency)],
+      ['connections', String(connections)],
+      ['max tokens', String(maxTokens)],
+      ['llmpool', require('../package.json').version],
+      ['runtime', `node ${process.versions.node} on ${process.platform}-${process.arch}`],
+    ]
+    const html = renderReport({ settings, startedAt, wallSeconds: wall, samples, pool: poolSamples, summary: rows.filter(([name]) => name !== 'errors') })
+    require('node:fs').writeFileSync(values.report, html)
+    console.log(`  report        ${values.report}`)
+  }
   await client.close()
   if (mock) await mock.close()
   if (failed > 0) process.exitCode = 1

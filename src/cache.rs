@@ -173,8 +173,6 @@ pub fn key_of(
     body: &[u8],
 ) -> Option<Key> {
     let value: Value = serde_json::from_slice(body).ok()?;
-    let mut canonical = Vec::with_capacity(body.len());
-    write_canonical(&value, &mut canonical);
     let mut hasher = Hasher::default();
     hasher
         .part(b"llmpool-cache-1")
@@ -184,13 +182,27 @@ pub fn key_of(
         .iter()
         .map(|(n, v)| (n.as_str(), v.as_bytes()))
         .collect();
-    sorted.sort();
+    sorted.sort_unstable();
     hasher.part(&(sorted.len() as u64).to_le_bytes());
     for (name, value) in sorted {
         hasher.part(name.as_bytes()).part(value);
     }
-    hasher.part(&canonical);
+    CANONICAL.with(|buffer| {
+        let mut canonical = buffer.borrow_mut();
+        canonical.clear();
+        write_canonical(&value, &mut canonical);
+        hasher.part(&canonical);
+        // A body far larger than usual does not keep its buffer for the thread's life.
+        if canonical.capacity() > 1 << 20 {
+            *canonical = Vec::new();
+        }
+    });
     Some(Key(hasher.finish()))
+}
+
+thread_local! {
+    /// The canonical form is written here and hashed: one buffer per thread, not one per call.
+    static CANONICAL: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// JSON with every object's keys in sorted order, no spaces: the same request however its
@@ -198,16 +210,17 @@ pub fn key_of(
 pub fn write_canonical(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
+            let mut members: Vec<(&String, &Value)> = map.iter().collect();
+            members.sort_unstable_by(|a, b| a.0.cmp(b.0));
             out.push(b'{');
-            for (i, key) in keys.into_iter().enumerate() {
+            for (i, (key, member)) in members.into_iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_canonical(&Value::String(key.clone()), out);
+                // Writing to a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut *out, key);
                 out.push(b':');
-                write_canonical(&map[key], out);
+                write_canonical(member, out);
             }
             out.push(b'}');
         }
@@ -221,7 +234,9 @@ pub fn write_canonical(value: &Value, out: &mut Vec<u8>) {
             }
             out.push(b']');
         }
-        scalar => out.extend_from_slice(scalar.to_string().as_bytes()),
+        scalar => {
+            let _ = serde_json::to_writer(&mut *out, scalar);
+        }
     }
 }
 

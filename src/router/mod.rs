@@ -348,19 +348,22 @@ where
         let mut asked = call.clone();
         asked.with_response = true;
         let (mut answer, fallback) = self.send_json(target, body, &asked, cancel).await?;
-        if let (false, Some(head)) = (fallback, &answer.head) {
+        // The caller did not ask for the head: it moves into the entry instead of a copy.
+        let head = if call.with_response {
+            answer.head.clone()
+        } else {
+            answer.head.take()
+        };
+        if let (false, Some(head)) = (fallback, head) {
             let entry = Entry::Answer {
                 text: answer.text.clone(),
                 status: head.status,
-                headers: head.headers.clone(),
-                upstream: head.upstream.clone(),
+                headers: head.headers,
+                upstream: head.upstream,
             };
             cache.keep(&key, entry, ttl);
         }
         drop(flight);
-        if !call.with_response {
-            answer.head = None;
-        }
         answer.cache = Some(crate::chat::CacheOutcome::Miss);
         Ok(answer)
     }
