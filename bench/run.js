@@ -3,7 +3,9 @@
 // for every client in its own child process, alternating clients (A,B,C,D,A,B,C,D,…) over 3
 // rounds, and prints medians with min–max and ratios to undici. Writes RESULTS.md.
 //
-// Options: ROUNDS (default 3), SCENARIOS (comma list, default all), CLIENTS (default all).
+// Options: ROUNDS (default 3), SCENARIOS (comma list, default all), CLIENTS (default all),
+// PIN=0 to run unpinned (by default, with taskset and two or more cores, the mock server runs on
+// core 0 and each client on core 1).
 
 const { execFileSync, spawn } = require('node:child_process')
 const { readFileSync, writeFileSync } = require('node:fs')
@@ -12,13 +14,25 @@ const path = require('node:path')
 
 const ROUNDS = Number(process.env.ROUNDS ?? 3)
 const CLIENTS = (process.env.CLIENTS ?? 'raw,undici,openai,llmpool').split(',')
-const SCENARIOS = (process.env.SCENARIOS ?? 'S1,S2,S2d,S3,S4c,S4s,S5').split(',')
+const SCENARIOS = (process.env.SCENARIOS ?? 'S1,S2,S2d,S3,S3c64,S4c,S4s,S5').split(',')
+
+const PIN = process.env.PIN !== '0' && os.cpus().length >= 2 && (() => {
+  try {
+    execFileSync('taskset', ['-c', '0', 'true'])
+    return true
+  } catch {
+    return false
+  }
+})()
+/** The command and arguments that run `argv` on `core` (pinned) or anywhere. */
+const onCore = (core, argv) => (PIN ? ['taskset', ['-c', String(core), ...argv]] : [argv[0], argv.slice(1)])
 
 const DESCRIPTIONS = {
   S1: 'non-streaming, 64 concurrent, 20,000 requests',
   S2: 'streaming, 256 concurrent × 100 chunks, 2,000 streams, no delay',
   S2d: 'streaming, 256 concurrent × 100 chunks, 2,000 streams, 1 ms per chunk',
-  S3: 'sequential latency, 2,000 requests',
+  S3: 'sequential latency, 2,000 requests, connections: 1',
+  S3c64: 'sequential latency, 2,000 requests, connections: 64 (the lone call with a pool)',
   S4c: '1,000 requests at concurrency 200, connections: 20',
   S4s: '1,000 sequential requests',
   S5: '1,000 concurrent streams held open (~2 s each)',
@@ -50,7 +64,8 @@ const TLS = CLIENTS.some((c) => /-(tls|h2)$/.test(c)) ? makeCertificates() : nul
 function startServer(binary) {
   return new Promise((resolve, reject) => {
     const env = TLS ? { ...process.env, TLS_CERT: TLS.cert, TLS_KEY: TLS.key } : process.env
-    const child = spawn(binary, [], { stdio: ['ignore', 'pipe', 'inherit'], env })
+    const [command, args] = onCore(0, [binary])
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'inherit'], env })
     child.stdout.setEncoding('utf8')
     let out = ''
     const onData = (text) => {
@@ -69,7 +84,8 @@ function startServer(binary) {
 
 function runClient(client, scenario, url) {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--expose-gc', path.join(__dirname, 'client.js'), client, scenario, url], {
+    const [command, args] = onCore(1, [process.execPath, '--expose-gc', path.join(__dirname, 'client.js'), client, scenario, url])
+    const child = spawn(command, args, {
       stdio: ['ignore', 'pipe', 'inherit'],
       env: TLS ? { ...process.env, BENCH_CA: TLS.ca, BENCH_ADMIN: ADMIN_URL } : process.env,
     })
@@ -92,10 +108,11 @@ function fmt(n, digits = 1) {
 }
 
 const METRICS = {
-  S1: [['perSecond', 'req/s'], ['cpuUsPerUnit', 'CPU µs/req'], ['p50', 'p50 ms'], ['p99', 'p99 ms'], ['rssPeakMiB', 'peak RSS MiB']],
+  S1: [['perSecond', 'req/s'], ['cpuUsPerUnit', 'CPU µs/req'], ['p50', 'p50 ms'], ['p99', 'p99 ms'], ['rssPeakMiB', 'peak RSS MiB'], ['warmed', 'warm-up calls']],
   S2: [['perSecond', 'chunks/s'], ['cpuUsPerUnit', 'CPU µs/chunk'], ['rssPeakMiB', 'peak RSS MiB']],
   S2d: [['perSecond', 'chunks/s'], ['cpuUsPerUnit', 'CPU µs/chunk'], ['rssPeakMiB', 'peak RSS MiB']],
-  S3: [['p50', 'p50 ms'], ['p99', 'p99 ms'], ['cpuUsPerUnit', 'CPU µs/req']],
+  S3: [['p50', 'p50 ms'], ['p99', 'p99 ms'], ['cpuUsPerUnit', 'CPU µs/req'], ['warmed', 'warm-up calls']],
+  S3c64: [['p50', 'p50 ms'], ['p99', 'p99 ms'], ['cpuUsPerUnit', 'CPU µs/req'], ['warmed', 'warm-up calls']],
   S4c: [['sockets', 'sockets opened']],
   S4s: [['sockets', 'sockets opened']],
   S5: [['rssPeakMiB', 'peak RSS MiB'], ['rssGrowthMiB', 'RSS growth MiB'], ['cpuUsPerUnit', 'CPU µs/chunk']],
@@ -122,6 +139,19 @@ function table(results) {
       const ratios = metrics.map(([key]) => fmt(median(runs.map((r) => r[key])) / base[key], 2))
       lines.push(`| ${client} | ${cells.join(' | ')} | ${ratios.join(' | ')} |`)
     }
+    // At concurrency 1, the latency each client adds over the raw node:net floor (what gateway
+    // benchmarks publish), from the medians of this run.
+    if (/^S3/.test(scenario) && results[scenario].raw) {
+      const floor = (key) => median(results[scenario].raw.map((r) => r[key]))
+      lines.push('', '| client | p50 over the raw floor, µs | p99 over the raw floor, µs |', '| --- | --- | --- |')
+      for (const client of CLIENTS.filter((c) => c !== 'raw')) {
+        const runs = results[scenario][client] ?? []
+        const over = (key) => fmt((median(runs.map((r) => r[key])) - floor(key)) * 1000, 0)
+        lines.push(`| ${client} | ${over('p50')} | ${over('p99')} |`)
+      }
+    }
+    const unsteady = CLIENTS.flatMap((c) => (results[scenario][c] ?? []).filter((r) => r.steady === false).map(() => c))
+    if (unsteady.length) lines.push('', `Not steady after 40 warm-up windows (measured anyway): ${[...new Set(unsteady)].join(', ')}.`)
   }
   return lines.join('\n')
 }
@@ -134,7 +164,7 @@ function report(versions, results) {
     `Date: ${versions.date}  `,
     `Machine: ${cpus.length} × ${cpus[0]?.model ?? 'unknown CPU'}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, ${os.type()} ${os.release()}  `,
     `Versions: ${Object.entries(versions).filter(([k]) => k !== 'date').map(([k, v]) => `${k} ${v}`).join(', ')}  `,
-    `Rounds: ${ROUNDS}, clients alternating ${CLIENTS.join(', ')}; each run is its own process, warmed up first. ` +
+    `Rounds: ${ROUNDS}, clients alternating ${CLIENTS.join(', ')}; each run is its own process, warmed to steady state first (windows of calls until two in a row agree on CPU per unit within 5%, and at least 3,000 calls for S1 and S3). ${PIN ? 'Pinned: the mock on core 0, each client on core 1.' : 'Not pinned.'} ` +
       'The mock server is Rust on one thread (bench/mock-server). CPU is process.cpuUsage() of the client process (all its threads). ' +
       "Ratios are medians ÷ undici's median from this same run.",
   ].join('\n')

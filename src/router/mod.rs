@@ -236,22 +236,55 @@ where
         self.upstreams[0].client.api_uri(path).map(|_| ())
     }
 
-    /// A non-stream JSON call: chat, or any JSON endpoint.
+    /// A non-stream JSON call: chat, or any JSON endpoint. With a cache: the answer kept for
+    /// it, or (the first of identical calls) one sent and kept when it is a complete success of
+    /// the model asked for.
     pub async fn post_json(
         &self,
         target: Target,
         body: Bytes,
-        call: CallOptions,
+        mut call: CallOptions,
         cancel: Abort,
     ) -> Result<Answer, Error> {
+        // The call leads identical ones: where its answer goes, and whether its caller asked
+        // for the head.
+        let mut leading = None;
         if let Some((cache, key, ttl)) = self.cache_for("json", &target, &body, &call) {
-            // Boxed: only calls of a client with a cache carry its steps.
-            return Box::pin(self.cached_json(cache, key, ttl, &target, &body, call, &cancel))
-                .await;
+            // Boxed: only calls of a client with a cache look (and rarely wait) here.
+            match Box::pin(self.until_ended(&cancel, cache.turn(&key, false))).await? {
+                Turn::Hit(entry) => {
+                    return Answer::cached(&entry, call.with_response)
+                        // Only answers are found for a JSON call (see `Cache::turn`).
+                        .ok_or_else(|| Error::new(Kind::Internal, "the cache found no answer"));
+                }
+                Turn::Lead(flight) => {
+                    leading = Some((cache, key, ttl, flight, call.with_response));
+                    // The head is kept with the answer, for a later `withResponse`.
+                    call.with_response = true;
+                }
+            }
         }
-        self.send_json(&target, &body, &call, &cancel)
-            .await
-            .map(|(answer, _)| answer)
+        let (mut answer, fallback) = self.send_json(&target, &body, &call, &cancel).await?;
+        if let Some((cache, key, ttl, flight, asked_head)) = leading {
+            // A head the caller did not ask for moves into the entry instead of a copy.
+            let head = if asked_head {
+                answer.head.clone()
+            } else {
+                answer.head.take()
+            };
+            if let (false, Some(head)) = (fallback, head) {
+                let entry = Entry::Answer {
+                    text: answer.text.clone(),
+                    status: head.status,
+                    headers: head.headers,
+                    upstream: head.upstream,
+                };
+                cache.keep(&key, entry, ttl);
+            }
+            drop(flight);
+            answer.cache = Some(crate::chat::CacheOutcome::Miss);
+        }
+        Ok(answer)
     }
 
     /// A JSON call through the attempt loop; with its answer, whether that came from a
@@ -319,53 +352,6 @@ where
         let target = format!("{kind} {path}");
         let key = crate::cache::key_of(&self.identity, &target, &call.headers, body)?;
         Some((cache, key, ttl))
-    }
-
-    /// A cached JSON call: the answer kept for it, or (the first of identical calls) one sent
-    /// and kept when it is a complete success of the model asked for.
-    #[allow(clippy::too_many_arguments, reason = "one call's parts, borrowed")]
-    async fn cached_json(
-        &self,
-        cache: &Cache,
-        key: Key,
-        ttl: std::time::Duration,
-        target: &Target,
-        body: &Bytes,
-        call: CallOptions,
-        cancel: &Abort,
-    ) -> Result<Answer, Error> {
-        let flight = match self.until_ended(cancel, cache.turn(&key, false)).await? {
-            Turn::Hit(entry) => {
-                if let Some(answer) = Answer::cached(&entry, call.with_response) {
-                    return Ok(answer);
-                }
-                // Only answers are found for a JSON call (see `Cache::turn`).
-                return Err(Error::new(Kind::Internal, "the cache found no answer"));
-            }
-            Turn::Lead(flight) => flight,
-        };
-        // The head is kept with the answer, for a later `withResponse`.
-        let mut asked = call.clone();
-        asked.with_response = true;
-        let (mut answer, fallback) = self.send_json(target, body, &asked, cancel).await?;
-        // The caller did not ask for the head: it moves into the entry instead of a copy.
-        let head = if call.with_response {
-            answer.head.clone()
-        } else {
-            answer.head.take()
-        };
-        if let (false, Some(head)) = (fallback, head) {
-            let entry = Entry::Answer {
-                text: answer.text.clone(),
-                status: head.status,
-                headers: head.headers,
-                upstream: head.upstream,
-            };
-            cache.keep(&key, entry, ttl);
-        }
-        drop(flight);
-        answer.cache = Some(crate::chat::CacheOutcome::Miss);
-        Ok(answer)
     }
 
     /// Runs `work` until it ends, the call is aborted, or `destroy()` ends every call.
