@@ -32,11 +32,11 @@ pub use crate::config::CacheConfig;
 /// One cached answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entry {
-    /// A JSON call's answer, with the head it came with.
+    /// A JSON call's answer (a 2xx completion), and the upstream that gave it. Its response
+    /// headers are not kept: they described that request (its id, the rate limits left then),
+    /// and a hit is not that request.
     Answer {
         text: String,
-        status: u16,
-        headers: Vec<(String, String)>,
         upstream: Option<String>,
     },
     /// A stream's events, in order, as they were decoded (replayed through the same judge).
@@ -54,12 +54,8 @@ impl Entry {
     pub fn size(&self) -> usize {
         ENTRY_OVERHEAD
             + match self {
-                Entry::Answer { text, headers, .. } => {
-                    text.len()
-                        + headers
-                            .iter()
-                            .map(|(k, v)| k.len() + v.len())
-                            .sum::<usize>()
+                Entry::Answer { text, upstream } => {
+                    text.len() + upstream.as_ref().map_or(0, String::len)
                 }
                 Entry::Stream { events } => events
                     .iter()
@@ -71,13 +67,8 @@ impl Entry {
     /// The form kept in the shared store.
     fn encode(&self) -> String {
         match self {
-            Entry::Answer {
-                text,
-                status,
-                headers,
-                upstream,
-            } => serde_json::json!({
-                "answer": text, "status": status, "headers": headers, "upstream": upstream,
+            Entry::Answer { text, upstream } => serde_json::json!({
+                "answer": text, "upstream": upstream,
             }),
             Entry::Stream { events } => serde_json::json!({
                 "events": events.iter().map(|e| serde_json::json!([e.event, e.data])).collect::<Vec<_>>(),
@@ -91,21 +82,8 @@ impl Entry {
     fn decode(text: &str) -> Option<Entry> {
         let value: Value = serde_json::from_str(text).ok()?;
         if let Some(answer) = value.get("answer").and_then(Value::as_str) {
-            let headers = value
-                .get("headers")?
-                .as_array()?
-                .iter()
-                .map(|pair| {
-                    Some((
-                        pair.get(0)?.as_str()?.to_owned(),
-                        pair.get(1)?.as_str()?.to_owned(),
-                    ))
-                })
-                .collect::<Option<Vec<_>>>()?;
             return Some(Entry::Answer {
                 text: answer.to_owned(),
-                status: u16::try_from(value.get("status")?.as_u64()?).ok()?,
-                headers,
                 upstream: value
                     .get("upstream")
                     .and_then(Value::as_str)
@@ -172,7 +150,6 @@ pub fn key_of(
     headers: &[(hyper::header::HeaderName, hyper::header::HeaderValue)],
     body: &[u8],
 ) -> Option<Key> {
-    let value: Value = serde_json::from_slice(body).ok()?;
     let mut hasher = Hasher::default();
     hasher
         .part(b"llmpool-cache-1")
@@ -190,13 +167,16 @@ pub fn key_of(
     CANONICAL.with(|buffer| {
         let mut canonical = buffer.borrow_mut();
         canonical.clear();
-        write_canonical(&value, &mut canonical);
-        hasher.part(&canonical);
+        let written = canonical_of(body, &mut canonical);
+        if written.is_some() {
+            hasher.part(&canonical);
+        }
         // A body far larger than usual does not keep its buffer for the thread's life.
         if canonical.capacity() > 1 << 20 {
             *canonical = Vec::new();
         }
-    });
+        written
+    })?;
     Some(Key(hasher.finish()))
 }
 
@@ -205,9 +185,114 @@ thread_local! {
     static CANONICAL: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// JSON with every object's keys in sorted order, no spaces: the same request however its
-/// keys were ordered.
-pub fn write_canonical(value: &Value, out: &mut Vec<u8>) {
+/// Writes `body` (JSON) to `out` in canonical form: every object's keys in sorted order, no
+/// spaces, the same request however its keys were ordered. One pass over the text with no tree
+/// built: each object's members are written as they come and then put in order in place.
+/// `None` when the body is not JSON.
+pub fn canonical_of(body: &[u8], out: &mut Vec<u8>) -> Option<()> {
+    use serde::de::DeserializeSeed;
+    let mut reader = serde_json::Deserializer::from_slice(body);
+    Canonical(out).deserialize(&mut reader).ok()?;
+    reader.end().ok()
+}
+
+/// Writes one JSON value in canonical form (see [`canonical_of`]).
+struct Canonical<'a>(&'a mut Vec<u8>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Canonical<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Canonical<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        self.0.extend_from_slice(if v { b"true" } else { b"false" });
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        let _ = serde_json::to_writer(&mut *self.0, &v);
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        let _ = serde_json::to_writer(&mut *self.0, &v);
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        // As serde_json writes a parsed float (a Value would hold the same f64).
+        let _ = serde_json::to_writer(&mut *self.0, &serde_json::Number::from_f64(v));
+        Ok(())
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        let _ = serde_json::to_writer(&mut *self.0, v);
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.0.extend_from_slice(b"null");
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.0.push(b'[');
+        let mut first = true;
+        loop {
+            let mark = self.0.len();
+            if !first {
+                self.0.push(b',');
+            }
+            if seq.next_element_seed(Canonical(&mut *self.0))?.is_none() {
+                self.0.truncate(mark);
+                break;
+            }
+            first = false;
+        }
+        self.0.push(b']');
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let start = self.0.len();
+        // Each member as `"key":value`, where it was written, with its key to sort by.
+        let mut members: Vec<(crate::payload::Str<'de>, std::ops::Range<usize>)> = Vec::new();
+        while let Some(key) = map.next_key::<crate::payload::Str<'de>>()? {
+            let at = self.0.len();
+            let _ = serde_json::to_writer(&mut *self.0, &*key.0);
+            self.0.push(b':');
+            map.next_value_seed(Canonical(&mut *self.0))?;
+            members.push((key, at..self.0.len()));
+        }
+        members.sort_by(|a, b| a.0 .0.cmp(&b.0 .0));
+        let written = self.0.split_off(start);
+        self.0.push(b'{');
+        for (i, (_, range)) in members.into_iter().enumerate() {
+            if i > 0 {
+                self.0.push(b',');
+            }
+            self.0
+                .extend_from_slice(&written[range.start - start..range.end - start]);
+        }
+        self.0.push(b'}');
+        Ok(())
+    }
+}
+
+/// JSON with every object's keys in sorted order, from a parsed value: the oracle of
+/// [`canonical_of`]'s property test.
+#[cfg(test)]
+fn write_canonical(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Object(map) => {
             let mut members: Vec<(&String, &Value)> = map.iter().collect();
@@ -475,9 +560,7 @@ mod tests {
     fn answer(text: &str) -> Entry {
         Entry::Answer {
             text: text.to_owned(),
-            status: 200,
-            headers: vec![("x-request-id".into(), "r1".into())],
-            upstream: None,
+            upstream: Some("primary".into()),
         }
     }
 
@@ -595,7 +678,40 @@ mod tests {
         assert!(waiter.await.unwrap());
     }
 
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            (-1e9f64..1e9).prop_map(Value::from),
+            "\\PC{0,8}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+                proptest::collection::vec(("\\PC{0,6}", inner), 0..6)
+                    .prop_map(|pairs| Value::Object(pairs.into_iter().collect())),
+            ]
+        })
+    }
+
     proptest! {
+        /// The one-pass writer agrees with the tree it stands for, on any JSON, and never
+        /// panics on any bytes.
+        #[test]
+        fn the_one_pass_canonical_form_agrees_with_a_full_parse(value in json(), junk in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let text = serde_json::to_string(&value).unwrap();
+            let (mut fast, mut oracle) = (Vec::new(), Vec::new());
+            prop_assert_eq!(canonical_of(text.as_bytes(), &mut fast), Some(()));
+            // The tree parsed from the same text (a float's text may not round-trip exactly).
+            let parsed: Value = serde_json::from_str(&text).unwrap();
+            write_canonical(&parsed, &mut oracle);
+            prop_assert_eq!(String::from_utf8_lossy(&fast), String::from_utf8_lossy(&oracle));
+            let mut ignored = Vec::new();
+            let _ = canonical_of(&junk, &mut ignored);
+        }
+
         #[test]
         fn canonical_form_is_json_and_ignores_key_order(pairs in proptest::collection::vec(("[a-z]{1,6}", any::<i64>()), 0..12)) {
             let mut forward = serde_json::Map::new();

@@ -45,22 +45,18 @@ impl CacheOutcome {
 
 impl Answer {
     /// The answer a cache entry holds; `None` for a stream's entry (never looked up as one).
+    /// Its head (`withResponse`) is a 200 from the upstream that gave it, with no headers: the
+    /// original ones described another request (its id, the rate limits left then).
     pub fn cached(entry: &crate::cache::Entry, with_response: bool) -> Option<Answer> {
-        let crate::cache::Entry::Answer {
-            text,
-            status,
-            headers,
-            upstream,
-        } = entry
-        else {
+        let crate::cache::Entry::Answer { text, upstream } = entry else {
             return None;
         };
         Some(Answer {
             text: text.clone(),
             head: with_response.then(|| {
                 Box::new(AnswerHead {
-                    status: *status,
-                    headers: headers.clone(),
+                    status: 200,
+                    headers: Vec::new(),
                     upstream: upstream.clone(),
                 })
             }),

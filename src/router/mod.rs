@@ -65,6 +65,12 @@ impl<K: Connect> Upstream<K> {
     }
 }
 
+/// Where a JSON call's answer came from: the upstream, and whether on a fallback model.
+struct AnsweredAt {
+    upstream: Option<usize>,
+    fallback: bool,
+}
+
 /// One stream's request, kept by its reader for the stream's life.
 pub(crate) struct StreamRequest {
     pub target: Target,
@@ -243,11 +249,10 @@ where
         &self,
         target: Target,
         body: Bytes,
-        mut call: CallOptions,
+        call: CallOptions,
         cancel: Abort,
     ) -> Result<Answer, Error> {
-        // The call leads identical ones: where its answer goes, and whether its caller asked
-        // for the head.
+        // The call leads identical ones: where its answer goes.
         let mut leading = None;
         if let Some((cache, key, ttl)) = self.cache_for("json", &target, &body, &call) {
             // Boxed: only calls of a client with a cache look (and rarely wait) here.
@@ -257,29 +262,18 @@ where
                         // Only answers are found for a JSON call (see `Cache::turn`).
                         .ok_or_else(|| Error::new(Kind::Internal, "the cache found no answer"));
                 }
-                Turn::Lead(flight) => {
-                    leading = Some((cache, key, ttl, flight, call.with_response));
-                    // The head is kept with the answer, for a later `withResponse`.
-                    call.with_response = true;
-                }
+                Turn::Lead(flight) => leading = Some((cache, key, ttl, flight)),
             }
         }
-        let (mut answer, fallback) = self.send_json(&target, &body, &call, &cancel).await?;
-        if let Some((cache, key, ttl, flight, asked_head)) = leading {
-            // A head the caller did not ask for moves into the entry instead of a copy.
-            let head = if asked_head {
-                answer.head.clone()
-            } else {
-                answer.head.take()
-            };
-            if let (false, Some(head)) = (fallback, head) {
-                let entry = Entry::Answer {
-                    text: answer.text.clone(),
-                    status: head.status,
-                    headers: head.headers,
-                    upstream: head.upstream,
-                };
-                cache.keep(&key, entry, ttl);
+        let (mut answer, at) = self.send_json(&target, &body, &call, &cancel).await?;
+        if let Some((cache, key, ttl, flight)) = leading {
+            if !at.fallback {
+                let upstream = at
+                    .upstream
+                    .and_then(|i| self.upstreams.get(i))
+                    .and_then(|u| u.client.config().name.clone());
+                let text = answer.text.clone();
+                cache.keep(&key, Entry::Answer { text, upstream }, ttl);
             }
             drop(flight);
             answer.cache = Some(crate::chat::CacheOutcome::Miss);
@@ -295,7 +289,7 @@ where
         body: &Bytes,
         call: &CallOptions,
         cancel: &Abort,
-    ) -> Result<(Answer, bool), Error> {
+    ) -> Result<(Answer, AnsweredAt), Error> {
         let (committed, at) = (AtomicBool::new(false), Whereabouts::default());
         let mut plan = Plan::new(self, body);
         let attempts = self.attempts(call, CallKind::Chat, &committed, &at);
@@ -316,7 +310,11 @@ where
             .call(body, call, cancel.as_ref(), &at, work, used)
             .await?;
         answer.attempts = at.attempts.load(Ordering::Relaxed);
-        Ok((answer, at.on_fallback()))
+        let from = AnsweredAt {
+            upstream: at.upstream(),
+            fallback: at.on_fallback(),
+        };
+        Ok((answer, from))
     }
 
     /// Checks what a call's options ask of the client: `cache: { ttl }` needs a cache.
