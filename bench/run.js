@@ -126,8 +126,10 @@ function table(results) {
   for (const scenario of SCENARIOS) {
     lines.push(`\n### ${scenario}: ${DESCRIPTIONS[scenario]}\n`)
     const metrics = METRICS[scenario]
-    lines.push(`| client | ${metrics.map(([, label]) => `${label} (median, min–max)`).join(' | ')} | ${metrics.map(([, label]) => `${label} ÷ undici`).join(' | ')} |`)
-    lines.push(`| --- | ${metrics.map(() => '---').join(' | ')} | ${metrics.map(() => '---').join(' | ')} |`)
+    // Warm-up calls are shown, not compared.
+    const compared = metrics.filter(([key]) => key !== 'warmed')
+    lines.push(`| client | ${metrics.map(([, label]) => `${label} (median, min–max)`).join(' | ')} | ${compared.map(([, label]) => `${label} ÷ undici`).join(' | ')} |`)
+    lines.push(`| --- | ${metrics.map(() => '---').join(' | ')} | ${compared.map(() => '---').join(' | ')} |`)
     const base = {}
     for (const [key] of metrics) base[key] = median(results[scenario].undici?.map((r) => r[key]) ?? [NaN])
     for (const client of CLIENTS) {
@@ -136,7 +138,7 @@ function table(results) {
         const xs = runs.map((r) => r[key])
         return `${fmt(median(xs))} (${fmt(Math.min(...xs))}–${fmt(Math.max(...xs))})`
       })
-      const ratios = metrics.map(([key]) => fmt(median(runs.map((r) => r[key])) / base[key], 2))
+      const ratios = compared.map(([key]) => fmt(median(runs.map((r) => r[key])) / base[key], 2))
       lines.push(`| ${client} | ${cells.join(' | ')} | ${ratios.join(' | ')} |`)
     }
     // At concurrency 1, the latency each client adds over the raw node:net floor (what gateway

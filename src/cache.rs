@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::sse::SseEvent;
@@ -109,8 +109,41 @@ impl Entry {
 }
 
 /// A cache key: the SHA-256 of everything that makes two calls the same call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Key([u8; 32]);
+
+/// A key is already a uniform hash: its first eight bytes are its hash in the maps (no SipHash
+/// over it on every look).
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&self.0[..8]);
+        state.write_u64(u64::from_le_bytes(first));
+    }
+}
+
+/// Passes a key's own hash through (see `impl Hash for Key`).
+#[derive(Default, Clone, Copy)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used by `Key`; anything else still hashes, slowly.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type KeyMap<V> = HashMap<Key, V, std::hash::BuildHasherDefault<KeyHasher>>;
 
 impl Key {
     fn hex(&self) -> String {
@@ -146,7 +179,7 @@ impl Hasher {
 /// headers, and the body in canonical form. `None`: the body is not JSON (not cacheable).
 pub fn key_of(
     identity: &[u8; 32],
-    target: &str,
+    target: (&str, &str),
     headers: &[(hyper::header::HeaderName, hyper::header::HeaderValue)],
     body: &[u8],
 ) -> Option<Key> {
@@ -154,7 +187,8 @@ pub fn key_of(
     hasher
         .part(b"llmpool-cache-1")
         .part(identity)
-        .part(target.as_bytes());
+        .part(target.0.as_bytes())
+        .part(target.1.as_bytes());
     let mut sorted: Vec<_> = headers
         .iter()
         .map(|(n, v)| (n.as_str(), v.as_bytes()))
@@ -328,7 +362,7 @@ fn write_canonical(value: &Value, out: &mut Vec<u8>) {
 /// The in-memory entries, least recently used first out.
 #[derive(Default)]
 struct Local {
-    slots: HashMap<Key, Slot>,
+    slots: KeyMap<Slot>,
     /// Use tick → key: the oldest first.
     order: BTreeMap<u64, Key>,
     tick: u64,
@@ -415,10 +449,13 @@ pub enum Turn {
 /// The leader's hold on a key: while it lives, identical calls wait; dropped (answered, failed
 /// or abandoned), they look again.
 pub struct Flight {
-    flights: Arc<Mutex<HashMap<Key, watch::Receiver<()>>>>,
+    flights: Flights,
     key: Key,
-    _done: watch::Sender<()>,
+    done: Arc<Notify>,
 }
+
+/// The calls leading, by key: what their followers wait on.
+type Flights = Arc<Mutex<KeyMap<Arc<Notify>>>>;
 
 impl Drop for Flight {
     fn drop(&mut self) {
@@ -426,7 +463,8 @@ impl Drop for Flight {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.key);
-        // `_done` drops next: every waiter wakes.
+        // Every follower that was waiting wakes and looks again.
+        self.done.notify_waiters();
     }
 }
 
@@ -434,7 +472,7 @@ impl Drop for Flight {
 pub struct Cache {
     config: CacheConfig,
     local: Mutex<Local>,
-    flights: Arc<Mutex<HashMap<Key, watch::Receiver<()>>>>,
+    flights: Flights,
     /// `shared`: the client's store.
     store: Option<Arc<Store>>,
     hits: AtomicU64,
@@ -511,24 +549,36 @@ impl Cache {
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 return Turn::Hit(entry);
             }
-            let mut leader = {
+            let leader = {
                 let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
                 match flights.get(key) {
                     Some(leader) => leader.clone(),
                     None => {
-                        let (done, waiting) = watch::channel(());
-                        flights.insert(*key, waiting);
+                        let done = Arc::new(Notify::new());
+                        flights.insert(*key, done.clone());
                         self.misses.fetch_add(1, Ordering::Relaxed);
                         return Turn::Lead(Flight {
                             flights: self.flights.clone(),
                             key: *key,
-                            _done: done,
+                            done,
                         });
                     }
                 }
             };
-            // Ends when the leader's flight is dropped; then look again.
-            while leader.changed().await.is_ok() {}
+            // Waits for the leader's flight to end, then looks again. Registered before the
+            // flight is checked once more, so that an end in between is not missed.
+            let ended = leader.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            let still_leading = self
+                .flights
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(key)
+                .is_some_and(|flying| Arc::ptr_eq(flying, &leader));
+            if still_leading {
+                ended.await;
+            }
         }
     }
 
@@ -567,7 +617,7 @@ mod tests {
     #[test]
     fn key_order_does_not_matter_but_every_value_does() {
         let id = [7u8; 32];
-        let k = |body: &str| key_of(&id, "/chat/completions", &[], body.as_bytes());
+        let k = |body: &str| key_of(&id, ("json", "/chat/completions"), &[], body.as_bytes());
         assert_eq!(
             k(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":0}"#),
             k(
@@ -579,14 +629,24 @@ mod tests {
         assert_eq!(k("not json"), None);
         // The identity, the path and the headers are part of the key.
         let body = br#"{"model":"m"}"#;
-        let base = key_of(&id, "/chat/completions", &[], body);
-        assert_ne!(base, key_of(&[8u8; 32], "/chat/completions", &[], body));
-        assert_ne!(base, key_of(&id, "/embeddings", &[], body));
+        let base = key_of(&id, ("json", "/chat/completions"), &[], body);
+        assert_ne!(
+            base,
+            key_of(&[8u8; 32], ("json", "/chat/completions"), &[], body)
+        );
+        assert_ne!(base, key_of(&id, ("json", "/embeddings"), &[], body));
+        assert_ne!(
+            base,
+            key_of(&id, ("stream", "/chat/completions"), &[], body)
+        );
         let header = (
             hyper::header::HeaderName::from_static("x-tenant"),
             hyper::header::HeaderValue::from_static("a"),
         );
-        assert_ne!(base, key_of(&id, "/chat/completions", &[header], body));
+        assert_ne!(
+            base,
+            key_of(&id, ("json", "/chat/completions"), &[header], body)
+        );
     }
 
     #[test]

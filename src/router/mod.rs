@@ -255,8 +255,14 @@ where
         // The call leads identical ones: where its answer goes.
         let mut leading = None;
         if let Some((cache, key, ttl)) = self.cache_for("json", &target, &body, &call) {
-            // Boxed: only calls of a client with a cache look (and rarely wait) here.
-            match Box::pin(self.until_ended(&cancel, cache.turn(&key, false))).await? {
+            // Boxed: only calls of a client with a cache look (and rarely wait) here. A look
+            // that answers at once (memory) needs no watch for an abort or `destroy()`.
+            let mut turn = Box::pin(cache.turn(&key, false));
+            let turn = match futures::FutureExt::now_or_never(&mut turn) {
+                Some(turn) => turn,
+                None => self.until_ended(&cancel, turn).await?,
+            };
+            match turn {
                 Turn::Hit(entry) => {
                     return Answer::cached(&entry, call.with_response)
                         // Only answers are found for a JSON call (see `Cache::turn`).
@@ -347,8 +353,7 @@ where
             Target::Chat => "/chat/completions",
             Target::Api(path) | Target::Origin(path) => path,
         };
-        let target = format!("{kind} {path}");
-        let key = crate::cache::key_of(&self.identity, &target, &call.headers, body)?;
+        let key = crate::cache::key_of(&self.identity, (kind, path), &call.headers, body)?;
         Some((cache, key, ttl))
     }
 
