@@ -294,11 +294,17 @@ function uniqueBodies(make) {
   }
 }
 
-/** The response cache: every call a hit after the first (the bench sends one body), or every call a miss. */
+/**
+ * The response cache: every call a hit after the first (the bench sends one body), or every call
+ * a miss, while the cache fills (64 MiB: every answer of a run is kept, the heap grows) or full
+ * (1 MiB, reached during the warm-up: each answer kept evicts the oldest, a long-running
+ * service's steady state).
+ */
 const cacheClients = {
   'llmpool-cache-hit': (o) => llmpool(o, '..', { cache: true }),
   'llmpool-unique': uniqueBodies(llmpool),
   'llmpool-cache-miss': uniqueBodies((o) => llmpool(o, '..', { cache: true })),
+  'llmpool-cache-full': uniqueBodies((o) => llmpool(o, '..', { cache: { maxBytes: 1 << 20 } })),
 }
 
 module.exports = {
