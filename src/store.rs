@@ -140,7 +140,7 @@ impl StoreTarget {
         StoreTarget {
             urls: vec![url.to_owned()],
             cluster: false,
-            tls: url.starts_with("rediss://").then(TlsTrust::verified),
+            tls: url.starts_with("rediss://").then(TlsTrust::default),
         }
     }
 
@@ -200,19 +200,6 @@ impl StoreTarget {
             ));
         }
         Ok(())
-    }
-}
-
-impl TlsTrust {
-    /// The defaults of `store.tls`: the system's trust store, certificates checked.
-    pub fn verified() -> TlsTrust {
-        TlsTrust {
-            ca: Vec::new(),
-            reject_unauthorized: true,
-            cert: None,
-            key: None,
-            servername: None,
-        }
     }
 }
 

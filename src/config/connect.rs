@@ -10,15 +10,8 @@ pub struct ConnectConfig {
     pub auto_select_family_attempt_timeout: Duration,
     /// TCP keep-alive probes; `None` = off.
     pub tcp_keep_alive: Option<Duration>,
-    /// Extra trusted roots, PEM text, added to the webpki roots.
-    pub ca: Vec<String>,
-    /// `false` accepts any server certificate. Dangerous: for tests and private networks only.
-    pub reject_unauthorized: bool,
-    /// Client certificate chain and its private key (PEM), for mTLS.
-    pub cert: Option<String>,
-    pub key: Option<String>,
-    /// The name sent as SNI and checked against the server's certificate, instead of the host.
-    pub servername: Option<String>,
+    /// `ca` (added to the webpki roots), `rejectUnauthorized`, `cert`/`key`, `servername`.
+    pub trust: TlsTrust,
     /// Trust the operating system's store too (Node's `--use-system-ca`).
     pub use_system_ca: bool,
 }
@@ -49,11 +42,7 @@ impl Default for ConnectConfig {
             auto_select_family: DEFAULT_AUTO_SELECT_FAMILY,
             auto_select_family_attempt_timeout: ms(DEFAULT_AUTO_SELECT_FAMILY_ATTEMPT_TIMEOUT_MS),
             tcp_keep_alive: Some(ms(DEFAULT_TCP_KEEP_ALIVE_INITIAL_DELAY_MS)),
-            ca: Vec::new(),
-            reject_unauthorized: true,
-            cert: None,
-            key: None,
-            servername: None,
+            trust: TlsTrust::default(),
             use_system_ca: false,
         }
     }
@@ -62,7 +51,8 @@ impl Default for ConnectConfig {
 /// What a TLS client trusts and shows: the same five options under `connect` and `store.tls`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct TlsTrust {
-    /// Extra trusted roots, PEM text.
+    /// Extra trusted roots, PEM text (`connect.ca` adds them to the webpki roots; `store.tls.ca`
+    /// replaces the system's).
     pub ca: Vec<String>,
     /// `false` accepts any server certificate.
     pub reject_unauthorized: bool,
@@ -71,6 +61,19 @@ pub struct TlsTrust {
     pub key: Option<String>,
     /// The name sent as SNI and checked against the certificate, instead of the host.
     pub servername: Option<String>,
+}
+
+impl Default for TlsTrust {
+    /// No roots of its own, certificates checked, no client certificate, the host's name.
+    fn default() -> Self {
+        TlsTrust {
+            ca: Vec::new(),
+            reject_unauthorized: true,
+            cert: None,
+            key: None,
+            servername: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for TlsTrust {
@@ -184,13 +187,8 @@ pub(super) fn parse_connect(
         DEFAULT_TCP_KEEP_ALIVE_INITIAL_DELAY_MS,
     )?;
     out.tcp_keep_alive = keep_alive.then_some(delay);
-    let trust = parse_trust(&o)?;
+    out.trust = parse_trust(&o)?;
     out.use_system_ca = o.bool("useSystemCA", false)?;
-    out.reject_unauthorized = trust.reject_unauthorized;
-    out.ca = trust.ca;
-    out.cert = trust.cert;
-    out.key = trust.key;
-    out.servername = trust.servername;
     Ok(out)
 }
 

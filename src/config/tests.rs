@@ -16,7 +16,7 @@ fn defaults_fill_in() {
     assert_eq!(c.headers_timeout, Some(ms(DEFAULT_HEADERS_TIMEOUT_MS)));
     assert_eq!(c.pool_timeout, Some(ms(DEFAULT_POOL_TIMEOUT_MS)));
     assert_eq!(c.connect.tcp_keep_alive, Some(ms(60_000)));
-    assert!(c.connect.reject_unauthorized);
+    assert!(c.connect.trust.reject_unauthorized);
     assert_eq!(c.retry, RetryConfig::default());
     assert_eq!(c.endpoint.path("/chat/completions"), "/v1/chat/completions");
     assert_eq!(c.endpoint.origin, "http://127.0.0.1:8080");

@@ -489,7 +489,7 @@ fn parse_store(value: Option<&Value>) -> Result<Option<StoreConfig>, ConfigError
     };
     let secure = urls.first().is_some_and(|u| u.starts_with("rediss://"));
     let tls = match map.get("tls") {
-        None | Some(Value::Null) => secure.then(TlsTrust::verified),
+        None | Some(Value::Null) => secure.then(TlsTrust::default),
         Some(value) => Some(crate::config::parse_store_tls(value)?),
     };
     let target = StoreTarget { urls, cluster, tls };

@@ -132,9 +132,10 @@ impl HttpConnector {
         let origin_name = match endpoint.scheme {
             Scheme::Http => None,
             Scheme::Https => Some(
-                tls::server_name(&endpoint.host, config.connect.servername.as_deref()).ok_or_else(
-                    || ConfigError::new("baseUrl", "has a host name that TLS cannot verify"),
-                )?,
+                tls::server_name(&endpoint.host, config.connect.trust.servername.as_deref())
+                    .ok_or_else(|| {
+                        ConfigError::new("baseUrl", "has a host name that TLS cannot verify")
+                    })?,
             ),
         };
         let (forwarding, secrets) = match &route {

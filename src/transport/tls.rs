@@ -30,11 +30,12 @@ pub fn client_config(
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| ConfigError::plain(format!("TLS setup failed: {e}")))?;
-    let builder = if settings.reject_unauthorized {
+    let trust = &settings.trust;
+    let builder = if trust.reject_unauthorized {
         let mut roots = RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
         };
-        for pem in &settings.ca {
+        for pem in &trust.ca {
             add_pem_roots(&mut roots, pem.as_bytes()).map_err(|why| {
                 ConfigError::new("connect.ca", format!("holds a certificate that is {why}"))
             })?;
@@ -68,7 +69,7 @@ pub fn client_config(
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
     };
-    let mut config = match (&settings.cert, &settings.key) {
+    let mut config = match (&trust.cert, &trust.key) {
         (None, None) => builder.with_no_client_auth(),
         (Some(cert), Some(key)) => {
             let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
@@ -190,27 +191,20 @@ mod tests {
 
     #[test]
     fn bad_ca_pem_is_a_config_error() {
-        let s = ConnectConfig {
-            ca: vec![
-                "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n".into(),
-            ],
-            ..settings()
-        };
+        let mut s = settings();
+        s.trust.ca =
+            vec!["-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n".into()];
         assert!(error(&s, None).starts_with("connect.ca"));
     }
 
     #[test]
     fn cert_and_key_go_together_and_must_parse() {
-        let only_cert = ConnectConfig {
-            cert: Some("x".into()),
-            ..settings()
-        };
+        let mut only_cert = settings();
+        only_cert.trust.cert = Some("x".into());
         assert!(error(&only_cert, None).contains("together"));
-        let junk = ConnectConfig {
-            cert: Some("junk".into()),
-            key: Some("junk".into()),
-            ..settings()
-        };
+        let mut junk = settings();
+        junk.trust.cert = Some("junk".into());
+        junk.trust.key = Some("junk".into());
         assert!(error(&junk, None).starts_with("connect.cert"));
     }
 
