@@ -6,6 +6,7 @@
 const { parseArgs } = require('node:util')
 const { Client } = require('..')
 const { startMockServer, openaiHandler } = require('../mock/server.js')
+const { percentile, renderReport } = require('./report.js')
 
 const USAGE = `usage: llmpool bench [options]
 
@@ -25,11 +26,6 @@ function positiveInt(name, value, fallback) {
   const n = Number(value)
   if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer`)
   return n
-}
-
-function percentile(sorted, p) {
-  if (sorted.length === 0) return NaN
-  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]
 }
 
 async function bench(argv) {
@@ -152,7 +148,6 @@ async function bench(argv) {
   console.log('')
   for (const [name, value] of rows) console.log(`  ${name.padEnd(14)}${value}`)
   if (values.report) {
-    const { renderReport } = require('./report.js')
     // The URL as shown: never credentials (the API key is not in it either).
     const shown = new URL(url)
     shown.username = ''

@@ -12,10 +12,11 @@ const COLORS = ['#2563eb', '#d97706', '#dc2626', '#059669', '#7c3aed']
 const esc = (text) =>
   String(text).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c])
 
-/** The value below which a share `p` of `sorted` lies (nearest rank). */
+/** The `p` percentile of `sorted` (the value at index ⌊n·p⌋): the CLI's table and the report's
+ * charts use this one rule, so the same run shows the same figures in both. */
 function percentile(sorted, p) {
   if (sorted.length === 0) return NaN
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(sorted.length * p) - 1))]
+  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]
 }
 
 /** Round tick values covering [0, max]. */
