@@ -58,6 +58,31 @@ async function expectLocalFallback(c: Client, lines: string[], secret: string): 
   for (const text of [lines.join(''), JSON.stringify(c.stats()), c.metrics()]) expect(text).not.toContain(secret)
 }
 
+/**
+ * One client's 429 with `Retry-After: 1` pauses the upstream for another client of the same
+ * store: the pause reaches Redis (read on the plain port of the node `portOf` names for its key),
+ * and the other client, which never saw the 429, waits it out.
+ */
+async function expectSharedPause(store: StoreOptions & { prefix: string }, portOf: (key: string) => number): Promise<void> {
+  const s = await server()
+  let paused = true
+  s.setHandler(({ res, body: b }: any) =>
+    paused ? ((paused = false), sendJson(res, 429, { error: { message: 'slow down' } }, { 'retry-after': '1' })) : sendJson(res, 200, completion(b, 'ok')),
+  )
+  const a = storeClient(store, { baseUrl: s.url })
+  const b = storeClient(store, { baseUrl: s.url })
+  expect((await rejection(a.chat(body()))).status).toBe(429)
+  const key = `{${store.prefix}:${s.origin}}:pause`
+  const port = portOf(key)
+  for (let i = 0; Number((await redisCommand(port, 'PTTL', key)).slice(1)) <= 0; i++) {
+    if (i > 200) throw new Error('the pause never reached Redis')
+    await sleep(5)
+  }
+  const asked = Date.now()
+  await b.chat(body())
+  expect(Date.now() - asked).toBeGreaterThan(700)
+}
+
 suite('store over TLS (rediss://)', () => {
   const ca = new TestCA()
   const other = new TestCA()
@@ -105,23 +130,8 @@ suite('store over TLS (rediss://)', () => {
   })
 
   test("a 429's Retry-After pauses the upstream for every process over TLS", async () => {
-    const s = await server()
-    let paused = true
-    s.setHandler(({ res, body: b }: any) =>
-      paused ? ((paused = false), sendJson(res, 429, { error: { message: 'slow down' } }, { 'retry-after': '1' })) : sendJson(res, 200, completion(b, 'ok')),
-    )
-    const store = { redis: `rediss://127.0.0.1:${tlsPort}`, tls: { ca: ca.pem }, prefix: `tlspause-${process.pid}` }
-    const a = storeClient(store, { baseUrl: s.url })
-    const b = storeClient(store, { baseUrl: s.url })
-    expect((await rejection(a.chat(body()))).status).toBe(429)
-    const key = `{tlspause-${process.pid}:${s.origin}}:pause`
-    for (let i = 0; Number((await redisCommand(redis.port, 'PTTL', key)).slice(1)) <= 0; i++) {
-      if (i > 200) throw new Error('the pause never reached Redis')
-      await sleep(5)
-    }
-    const asked = Date.now()
-    await b.chat(body())
-    expect(Date.now() - asked).toBeGreaterThan(700)
+    const prefix = `tlspause-${process.pid}`
+    await expectSharedPause({ redis: `rediss://127.0.0.1:${tlsPort}`, tls: { ca: ca.pem }, prefix }, () => redis.port)
   })
 
   test("a slow handshake (400 ms, past the 250 ms round-trip deadline) does not make the first call local: connecting has its own deadline", async () => {
@@ -280,24 +290,8 @@ clusterSuite('store on a Redis Cluster (three masters)', () => {
   })
 
   test("a 429's pause is shared through the cluster", async () => {
-    const s = await server()
-    let paused = true
-    s.setHandler(({ res, body: b }: any) =>
-      paused ? ((paused = false), sendJson(res, 429, { error: { message: 'slow down' } }, { 'retry-after': '1' })) : sendJson(res, 200, completion(b, 'ok')),
-    )
     const prefix = `clpause-${process.pid}`
-    const a = storeClient({ redis: cluster.seeds, cluster: true, prefix }, { baseUrl: s.url })
-    const b = storeClient({ redis: cluster.seeds, cluster: true, prefix }, { baseUrl: s.url })
-    expect((await rejection(a.chat(body()))).status).toBe(429)
-    const key = `{${prefix}:${s.origin}}:pause`
-    const port = cluster.nodeOf(key)
-    for (let i = 0; Number((await redisCommand(port, 'PTTL', key)).slice(1)) <= 0; i++) {
-      if (i > 200) throw new Error('the pause never reached the cluster')
-      await sleep(5)
-    }
-    const asked = Date.now()
-    await b.chat(body())
-    expect(Date.now() - asked).toBeGreaterThan(700)
+    await expectSharedPause({ redis: cluster.seeds, cluster: true, prefix }, (key) => cluster.nodeOf(key))
   })
 
   test('a cluster that is gone: calls go local at once, nothing hangs, the password shows nowhere', async () => {
