@@ -243,6 +243,24 @@ describe('response cache', () => {
     expect(JSON.stringify(a.stats())).not.toContain('sk-tenant')
   })
 
+  test('an answer that quotes the key (a server echoing what it was sent) is never kept', async () => {
+    const s = await server()
+    s.setHandler(({ req, res, body: b }: any) => sendJson(res, 200, completion(b, `you sent ${req.headers.authorization}`)))
+    const c = client(s, { cache: true, apiKey: 'sk-echoed-secret-key' })
+    await c.chat(question)
+    await c.chat(question)
+    // Streams too.
+    s.setHandler(({ req, res, body: b }: any) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' })
+      res.write(`data: ${JSON.stringify(chunk(b, { content: `you sent ${req.headers.authorization}` }, 'stop'))}\n\n`)
+      res.end('data: [DONE]\n\n')
+    })
+    await chunksOf(c.chatStream(question))
+    await chunksOf(c.chatStream(question))
+    expect(s.requests).toHaveLength(4)
+    expect(c.stats().cache).toMatchObject({ hits: 0, misses: 4, entries: 0 })
+  })
+
   test('an answer from a fallback model is not kept for the model asked for', async () => {
     const big = await server()
     const small = await server()

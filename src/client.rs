@@ -423,6 +423,11 @@ impl<K: Connect> Client<K> {
         }
     }
 
+    /// Whether `text` quotes this upstream's secrets or the call's (a server that echoes them).
+    pub(crate) fn quotes_a_secret(&self, text: &str, call: &CallOptions) -> bool {
+        self.redactor.appears_in(text) || call.secrets.iter().any(|s| text.contains(s.as_str()))
+    }
+
     /// The Prometheus text exposition of this client's metrics.
     pub fn metrics_text(&self) -> String {
         let stats = self.stats();

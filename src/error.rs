@@ -446,6 +446,13 @@ impl Redactor {
         redactor
     }
 
+    /// Whether `text` holds any of the secrets.
+    pub fn appears_in(&self, text: &str) -> bool {
+        self.secrets
+            .iter()
+            .any(|secret| text.contains(secret.as_str()))
+    }
+
     pub fn redact(&self, text: &str) -> String {
         let mut out = text.to_owned();
         self.redact_in_place(&mut out);

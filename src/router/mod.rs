@@ -273,7 +273,7 @@ where
         }
         let (mut answer, at) = self.send_json(&target, &body, &call, &cancel).await?;
         if let Some((cache, key, ttl, flight)) = leading {
-            if !at.fallback {
+            if !at.fallback && !self.quotes_a_secret(&answer.text, &call) {
                 let upstream = at
                     .upstream
                     .and_then(|i| self.upstreams.get(i))
@@ -355,6 +355,15 @@ where
         };
         let key = crate::cache::key_of(&self.identity, (kind, path), &call.headers, body)?;
         Some((cache, key, ttl))
+    }
+
+    /// Whether an answer quotes a key or secret header of any upstream or of the call: a server
+    /// that echoes what it was sent. Such an answer is not kept (a shared cache would put the
+    /// key in Redis).
+    fn quotes_a_secret(&self, text: &str, call: &CallOptions) -> bool {
+        self.upstreams
+            .iter()
+            .any(|u| u.client.quotes_a_secret(text, call))
     }
 
     /// Runs `work` until it ends, the call is aborted, or `destroy()` ends every call.
@@ -478,7 +487,12 @@ where
         reader.start_recording(cache.max_bytes());
         self.stream_outcome(request, reader, closed).await?;
         if let Some(events) = reader.take_recording() {
-            cache.keep(&key, Entry::Stream { events }, ttl);
+            if !events
+                .iter()
+                .any(|e| self.quotes_a_secret(&e.data, &request.call))
+            {
+                cache.keep(&key, Entry::Stream { events }, ttl);
+            }
         }
         drop(flight);
         Ok(())
