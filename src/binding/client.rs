@@ -13,6 +13,7 @@ use napi::{Env, Result};
 use napi_derive::napi;
 use tokio_util::sync::CancellationToken;
 
+use super::eager::spawn_eager;
 use super::mailbox::{DeliverFn, Mailbox, Post, Signal, PAYLOAD_SEPARATOR};
 use super::outcome::{ClientStatsObject, ErrorInfo, FetchHead, RateLimitInfo};
 use super::{guard, invalid_arg};
@@ -74,13 +75,14 @@ impl NativeClient {
     }
 }
 
-/// Runs `work` on the runtime and posts its result to the mailbox under `id`; a panic inside
-/// posts an `ERR_INTERNAL` error instead, so no JS caller ever waits forever.
+/// Runs `work` (started on this thread, see [`spawn_eager`]) and posts its result to the mailbox
+/// under `id`; a panic inside posts an `ERR_INTERNAL` error instead, so no JS caller ever waits
+/// forever.
 fn spawn_delivery<F>(mailbox: Arc<Mailbox>, id: u32, work: F)
 where
     F: Future<Output = Post> + Send + 'static,
 {
-    napi::bindgen_prelude::spawn(async move {
+    spawn_eager(async move {
         let delivery = AssertUnwindSafe(work)
             .catch_unwind()
             .await

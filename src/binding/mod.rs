@@ -6,6 +6,7 @@
 //! into Node (sync entry points go through [`guard`], futures through `catch_unwind`).
 
 mod client;
+mod eager;
 mod logging;
 mod mailbox;
 mod observe;
