@@ -22,6 +22,7 @@ pub mod chat;
 pub mod client;
 pub mod config;
 pub mod conn;
+pub mod eager;
 pub mod error;
 pub mod exchange;
 pub mod fetch;

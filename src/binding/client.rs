@@ -13,7 +13,6 @@ use napi::{Env, Result};
 use napi_derive::napi;
 use tokio_util::sync::CancellationToken;
 
-use super::eager::spawn_eager;
 use super::mailbox::{DeliverFn, Mailbox, Post, Signal, PAYLOAD_SEPARATOR};
 use super::outcome::{ClientStatsObject, ErrorInfo, FetchHead, RateLimitInfo};
 use super::{guard, invalid_arg};
@@ -75,14 +74,22 @@ impl NativeClient {
     }
 }
 
-/// Runs `work` (started on this thread, see [`spawn_eager`]) and posts its result to the mailbox
+/// The runtime napi runs futures on.
+fn runtime() -> &'static tokio::runtime::Handle {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Handle> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        napi::bindgen_prelude::within_runtime_if_available(tokio::runtime::Handle::current)
+    })
+}
+
+/// Runs `work` (started on this thread, see [`crate::eager`]) and posts its result to the mailbox
 /// under `id`; a panic inside posts an `ERR_INTERNAL` error instead, so no JS caller ever waits
 /// forever.
 fn spawn_delivery<F>(mailbox: Arc<Mailbox>, id: u32, work: F)
 where
     F: Future<Output = Post> + Send + 'static,
 {
-    spawn_eager(async move {
+    crate::eager::spawn(runtime(), async move {
         let delivery = AssertUnwindSafe(work)
             .catch_unwind()
             .await

@@ -6,7 +6,6 @@
 //! into Node (sync entry points go through [`guard`], futures through `catch_unwind`).
 
 mod client;
-mod eager;
 mod logging;
 mod mailbox;
 mod observe;
