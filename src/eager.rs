@@ -14,6 +14,7 @@
 //! Measured with `bench/` (S3, one call at a time): about a fifth less CPU per call; see the
 //! README's performance section.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -69,6 +70,43 @@ impl Wake for Trampoline {
     }
 }
 
+thread_local! {
+    /// While a first poll runs on this thread: what it deferred to its end ([`defer`]).
+    static FIRST_POLL: RefCell<Option<Vec<Deferred>>> = const { RefCell::new(None) };
+}
+
+type Deferred = Box<dyn FnOnce()>;
+
+/// Inside a first poll on the caller's thread, keeps `then` until that poll ends and returns
+/// true; anywhere else returns false (and drops `then`).
+///
+/// For wakers of work that the first poll would otherwise hand to a worker at once: an HTTP/2
+/// connection, woken when a stream's headers are queued, should not be polled on the worker
+/// before the same poll has queued the body too, nor wake the worker at all when this thread can
+/// flush both at the end of the poll.
+pub fn defer(then: impl FnOnce() + 'static) -> bool {
+    FIRST_POLL.with(|deferred| match deferred.borrow_mut().as_mut() {
+        Some(list) => {
+            list.push(Box::new(then));
+            true
+        }
+        None => false,
+    })
+}
+
+/// Ends the first poll when dropped (after it, or if it unwound): runs what it deferred, still
+/// inside the runtime's context.
+struct FirstPollEnds;
+
+impl Drop for FirstPollEnds {
+    fn drop(&mut self) {
+        let deferred = FIRST_POLL.with(|deferred| deferred.borrow_mut().take());
+        for then in deferred.into_iter().flatten() {
+            then();
+        }
+    }
+}
+
 /// Runs `work` to completion: polled once now, on this thread and inside `runtime`'s context,
 /// then on `runtime` from its first wake. `work` must not panic (callers catch unwinds inside
 /// it).
@@ -88,6 +126,8 @@ where
     let waker = Waker::from(trampoline.clone());
     let polled = {
         let _context = runtime.enter();
+        FIRST_POLL.with(|deferred| *deferred.borrow_mut() = Some(Vec::new()));
+        let _ends = FirstPollEnds;
         work.as_mut().poll(&mut Context::from_waker(&waker))
     };
     if polled.is_ready() {

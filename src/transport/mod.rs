@@ -1,15 +1,16 @@
 //! How bytes reach an origin: TCP ([`tcp`], addresses from the [`dns`] cache), TLS ([`tls`]),
 //! and proxies ([`proxy`]: `CONNECT` tunnels for https targets, absolute-form forwarding for http
-//! ones), ending in an HTTP/1.1 connection of our own ([`h1`]) or, when TLS negotiated it, a hyper
-//! HTTP/2 connection whose connection task runs on its own.
+//! ones), ending in an HTTP/1.1 connection of our own ([`h1`]) or, when TLS negotiated it, an
+//! HTTP/2 connection on the `h2` crate ([`http2`]) whose connection task runs on its own.
 //!
-//! The pool holds an [`h1::H1Conn`] (the socket between requests) or hyper's HTTP/2 `SendRequest`;
-//! hyper's HTTP/2 connection future is driven by a spawned task that ends when the socket closes
-//! or when every `SendRequest` is dropped.
+//! The pool holds an [`h1::H1Conn`] (the socket between requests) or an [`H2Conn`] (h2's
+//! `SendRequest`); the HTTP/2 connection future is driven by a spawned task that ends when the
+//! socket closes or when every `SendRequest` is dropped.
 
 pub mod dns;
 pub mod h1;
 pub mod h2;
+mod http2;
 pub mod proxy;
 pub mod tcp;
 pub mod tls;
@@ -21,10 +22,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::Either;
 use futures::FutureExt;
-use http_body_util::Full;
 use hyper::body::{Body, Frame, SizeHint};
-use hyper::client::conn::http2;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsConnector;
@@ -45,12 +43,7 @@ pub enum HttpConn {
     H2(H2Conn),
 }
 
-/// An HTTP/2 connection's sender and what its server's `SETTINGS` say (its stream limit).
-#[derive(Clone)]
-pub struct H2Conn {
-    sender: http2::SendRequest<Full<Bytes>>,
-    settings: Arc<h2::ServerSettings>,
-}
+pub use self::http2::H2Conn;
 
 /// PING keep-alive of HTTP/2 connections: a PING every this long, even while idle, so that a dead
 /// connection is found before a stream is put on it…
@@ -350,7 +343,7 @@ impl Connect for HttpConnector {
     fn is_closed(conn: &HttpConn) -> bool {
         match conn {
             HttpConn::H1(conn) => conn.is_closed(),
-            HttpConn::H2(h2) => h2.sender.is_closed(),
+            HttpConn::H2(h2) => h2.is_closed(),
         }
     }
 
@@ -390,31 +383,12 @@ impl Connection for HttpConn {
                 conn.send(request)
                     .map(|sent| sent.map(|response| response.map(HttpBody::H1))),
             ),
-            // Boxed: hyper's HTTP/2 send is as large as all of HTTP/1.1's, and inline it would
-            // be laid out in every HTTP/1.1 request's future too.
-            HttpConn::H2(h2) => Either::Right(Box::pin(send_h2(h2, request))),
-        }
-    }
-}
-
-async fn send_h2(
-    h2: &mut H2Conn,
-    request: hyper::Request<Bytes>,
-) -> Result<hyper::Response<HttpBody>, SendError> {
-    if let Err(e) = h2.sender.ready().await {
-        return Err(SendError::NotSent(Box::new(e)));
-    }
-    match h2.sender.try_send_request(request.map(Full::new)).await {
-        Ok(response) => Ok(response.map(HttpBody::H2)),
-        // hyper hands the request back only when it never wrote it.
-        Err(e) if e.message().is_some() => Err(SendError::NotSent(Box::new(e.into_error()))),
-        Err(e) => {
-            let e = e.into_error();
-            match unprocessed(&e) {
-                Some(Unprocessed::Refused) => Err(SendError::Refused(Box::new(e))),
-                Some(Unprocessed::GoingAway) => Err(SendError::NotSent(Box::new(e))),
-                None => Err(SendError::Failed(Box::new(e))),
-            }
+            // Boxed: inline, HTTP/2's send would be laid out in every HTTP/1.1 request's future
+            // too.
+            HttpConn::H2(h2) => Either::Right(Box::pin(
+                h2.send(request)
+                    .map(|sent| sent.map(|response| response.map(HttpBody::H2))),
+            )),
         }
     }
 }
@@ -422,14 +396,14 @@ async fn send_h2(
 /// A response body of either protocol.
 pub enum HttpBody {
     H1(h1::H1Body),
-    H2(hyper::body::Incoming),
+    H2(http2::H2Body),
 }
 
-/// Why reading a body failed: the socket (HTTP/1.1) or hyper's HTTP/2 stream.
+/// Why reading a body failed: the socket (HTTP/1.1) or the HTTP/2 stream.
 #[derive(Debug)]
 pub enum BodyError {
     Io(std::io::Error),
-    H2(hyper::Error),
+    H2(::h2::Error),
 }
 
 impl std::fmt::Display for BodyError {
@@ -484,32 +458,7 @@ impl Body for HttpBody {
     }
 }
 
-/// An HTTP/2 stream the server promises it did not process: refused (`REFUSED_STREAM`), or above
-/// the last stream id of its `GOAWAY` (or opened after it).
-/// Why the server did not process an HTTP/2 stream (RFC 9113 §8.7: either way it did no work).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Unprocessed {
-    /// `REFUSED_STREAM`: the connection goes on.
-    Refused,
-    /// Above the last stream id of the server's GOAWAY: the connection is going away.
-    GoingAway,
-}
-
-fn unprocessed(e: &hyper::Error) -> Option<Unprocessed> {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = source {
-        if let Some(h2) = err.downcast_ref::<::h2::Error>() {
-            if h2.reason() == Some(::h2::Reason::REFUSED_STREAM) {
-                return Some(Unprocessed::Refused);
-            }
-            return (h2.is_go_away() && h2.is_remote()).then_some(Unprocessed::GoingAway);
-        }
-        source = err.source();
-    }
-    None
-}
-
-fn handshake_failed(protocol: &str, origin: &str, e: &hyper::Error) -> Error {
+fn handshake_failed(protocol: &str, origin: &str, e: &(dyn std::error::Error + 'static)) -> Error {
     Error::new(
         Kind::Socket,
         format!("{protocol} handshake with {origin} failed: {e}"),
@@ -535,24 +484,22 @@ where
     // holds back only that stream, never its neighbours (an adaptive window starts the connection
     // at 64 KiB, which one stalled stream fills). Memory stays bounded per stream.
     let connection_window = H2_STREAM_WINDOW.saturating_mul(max_streams.max(1) as u32);
-    let (sender, connection) = http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .initial_stream_window_size(H2_STREAM_WINDOW)
-        .initial_connection_window_size(connection_window.min(i32::MAX as u32))
-        .keep_alive_interval(H2_PING_INTERVAL)
-        .keep_alive_timeout(H2_PING_TIMEOUT)
-        .keep_alive_while_idle(true)
-        .handshake(TokioIo::new(stream))
+    let setup = http2::H2Settings {
+        stream_window: H2_STREAM_WINDOW,
+        connection_window: connection_window.min(i32::MAX as u32),
+        ping_interval: H2_PING_INTERVAL,
+        ping_timeout: H2_PING_TIMEOUT,
+    };
+    // The connection task ends when the server closes the connection or every stream and the
+    // pool's handle are gone; the pool learns through `H2Conn::is_closed`.
+    let conn = http2::handshake(stream, settings.clone(), &setup)
         .await
         .map_err(|e| handshake_failed("HTTP/2", origin, &e))?;
-    // Ends when the server closes the connection or every stream and the pool's handle are gone;
-    // the pool learns through `SendRequest::is_closed`. Spawned as it is (see `handshake`).
-    drop(tokio::spawn(connection));
     // Until the server's first SETTINGS arrives its stream limit is unknown, and streams opened
     // past it would be refused: the connection is handed out once it has arrived (the connect
     // timeout bounds the wait).
     settings.preface().await;
-    Ok(HttpConn::H2(H2Conn { sender, settings }))
+    Ok(HttpConn::H2(conn))
 }
 
 #[cfg(test)]
