@@ -329,3 +329,149 @@ impl Body for H2Body {
         self.stream.is_end_stream()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex as StdMutex;
+    use std::thread::ThreadId;
+    use tokio::io::{duplex, DuplexStream, ReadBuf};
+
+    /// A client socket that records each write: the thread it ran on and its size.
+    struct Recorded {
+        inner: DuplexStream,
+        writes: Arc<StdMutex<Vec<(ThreadId, usize)>>>,
+    }
+
+    impl AsyncRead for Recorded {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Recorded {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+            if let Poll::Ready(Ok(n)) = polled {
+                let thread = std::thread::current().id();
+                self.writes.lock().unwrap().push((thread, n));
+            }
+            polled
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    fn setup(ping_interval: Duration) -> H2Settings {
+        H2Settings {
+            stream_window: 65_535,
+            connection_window: 1 << 20,
+            ping_interval,
+            ping_timeout: Duration::from_millis(100),
+        }
+    }
+
+    /// A connection to an h2 server on `rt` that answers every request with "ok".
+    fn connect(
+        rt: &tokio::runtime::Runtime,
+        setup: &H2Settings,
+        answer: bool,
+    ) -> (H2Conn, Arc<StdMutex<Vec<(ThreadId, usize)>>>) {
+        let (client, server) = duplex(1 << 16);
+        let writes = Arc::new(StdMutex::new(Vec::new()));
+        let recorded = Recorded {
+            inner: client,
+            writes: writes.clone(),
+        };
+        rt.spawn(async move {
+            let mut server = h2::server::handshake(server).await.unwrap();
+            if !answer {
+                // Holds the connection without reading: no PING is answered.
+                std::future::pending::<()>().await;
+            }
+            while let Some(Ok((request, mut respond))) = server.accept().await {
+                let mut body = request.into_body();
+                while let Some(Ok(_)) = body.data().await {}
+                let mut sending = respond.send_response(Response::new(()), false).unwrap();
+                sending.send_data(Bytes::from_static(b"ok"), true).unwrap();
+            }
+        });
+        let settings = super::super::h2::Watch::new(tokio::io::empty()).1;
+        let conn = rt
+            .block_on(handshake(recorded, settings, setup))
+            .expect("handshake");
+        (conn, writes)
+    }
+
+    fn post() -> Request<Bytes> {
+        let mut request = Request::new(Bytes::from_static(b"{\"model\":\"m\"}"));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = "/v1/chat/completions".parse().unwrap();
+        request
+    }
+
+    #[test]
+    fn a_lone_call_writes_its_headers_and_body_at_once_from_the_calling_thread() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (mut conn, writes) = connect(&rt, &setup(Duration::from_secs(60)), true);
+        // Let the handshake's own writes (preface, SETTINGS, their ACKs) settle.
+        std::thread::sleep(Duration::from_millis(100));
+        let before = writes.lock().unwrap().len();
+        let (done, answered) = tokio::sync::oneshot::channel();
+        let sending = conn.send(post());
+        crate::eager::spawn(rt.handle(), async move {
+            let response = sending.await.map(|r| r.status());
+            let _ = done.send(response.is_ok());
+        });
+        // The first poll has returned: the request's frames are already written, here.
+        let after: Vec<_> = writes.lock().unwrap()[before..].to_vec();
+        assert_eq!(
+            after.len(),
+            1,
+            "HEADERS and DATA in one write, before any worker ran: {after:?}"
+        );
+        assert_eq!(after[0].0, std::thread::current().id());
+        assert!(rt.block_on(answered).unwrap(), "the response arrived");
+    }
+
+    #[test]
+    fn an_unanswered_ping_closes_the_connection() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (conn, _) = connect(&rt, &setup(Duration::from_millis(50)), false);
+        assert!(!conn.is_closed());
+        rt.block_on(async {
+            for _ in 0..100 {
+                if conn.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("a connection whose PING went unanswered is still open after 1 s");
+        });
+    }
+}
