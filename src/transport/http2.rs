@@ -337,10 +337,13 @@ mod tests {
     use std::thread::ThreadId;
     use tokio::io::{duplex, DuplexStream, ReadBuf};
 
+    /// Each write on the client socket: the thread it ran on and its size.
+    type Writes = Arc<StdMutex<Vec<(ThreadId, usize)>>>;
+
     /// A client socket that records each write: the thread it ran on and its size.
     struct Recorded {
         inner: DuplexStream,
-        writes: Arc<StdMutex<Vec<(ThreadId, usize)>>>,
+        writes: Writes,
     }
 
     impl AsyncRead for Recorded {
@@ -389,11 +392,7 @@ mod tests {
     }
 
     /// A connection to an h2 server on `rt` that answers every request with "ok".
-    fn connect(
-        rt: &tokio::runtime::Runtime,
-        setup: &H2Settings,
-        answer: bool,
-    ) -> (H2Conn, Arc<StdMutex<Vec<(ThreadId, usize)>>>) {
+    fn connect(rt: &tokio::runtime::Runtime, setup: &H2Settings, answer: bool) -> (H2Conn, Writes) {
         let (client, server) = duplex(1 << 16);
         let writes = Arc::new(StdMutex::new(Vec::new()));
         let recorded = Recorded {
