@@ -281,6 +281,8 @@ function withOtel(make) {
 const tlsClients = {
   'llmpool-tls': (o) => llmpool(o, '..', { connect: { ca: benchCa() } }),
   'llmpool-h2': (o) => llmpool(o, '..', { allowH2: true, connect: { ca: benchCa() } }),
+  'baseline-tls': (o) => llmpool(o, baselinePath(), { connect: { ca: benchCa() } }),
+  'baseline-h2': (o) => llmpool(o, baselinePath(), { allowH2: true, connect: { ca: benchCa() } }),
   'undici-tls': (o) => undici(o, { connect: { ca: benchCa() } }),
   'undici-h2': (o) => undici(o, { allowH2: true, connect: { ca: benchCa() } }),
 }
