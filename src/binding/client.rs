@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -58,6 +59,8 @@ pub struct NativeClient {
     logger: std::sync::Mutex<Option<u64>>,
     /// Watched calls' requests waiting for JS to say which headers to add.
     replies: Arc<std::sync::Mutex<super::observe::Replies>>,
+    /// This client's calls and streams in flight (see [`Running`]).
+    running: Arc<AtomicUsize>,
 }
 
 impl Drop for NativeClient {
@@ -82,20 +85,49 @@ fn runtime() -> &'static tokio::runtime::Handle {
     })
 }
 
-/// Runs `work` (started on this thread, see [`crate::eager`]) and posts its result to the mailbox
-/// under `id`; a panic inside posts an `ERR_INTERNAL` error instead, so no JS caller ever waits
-/// forever.
-fn spawn_delivery<F>(mailbox: Arc<Mailbox>, id: u32, work: F)
+/// One call or stream in flight, counted while it lives.
+///
+/// A lone call (none other in flight) starts on the JS thread ([`crate::eager`]): its request is
+/// written there and the worker wakes only for the answer. Under load the worker is awake anyway
+/// and a call is spawned onto it as it is: it writes many calls' requests in one turn, while
+/// starting each on the JS thread would have both threads take the pool's and the connections'
+/// locks by turns (measured: S1 at 64 concurrent cost a third more CPU per call that way).
+struct Running(Arc<AtomicUsize>);
+
+impl Running {
+    /// Counts one more; true when it is the only one.
+    fn start(count: &Arc<AtomicUsize>) -> (Running, bool) {
+        let before = count.fetch_add(1, Ordering::AcqRel);
+        (Running(count.clone()), before == 0)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Runs `work` and posts its result to the mailbox under `id`; a panic inside posts an
+/// `ERR_INTERNAL` error instead, so no JS caller ever waits forever.
+fn spawn_delivery<F>(mailbox: Arc<Mailbox>, id: u32, running: &Arc<AtomicUsize>, work: F)
 where
     F: Future<Output = Post> + Send + 'static,
 {
-    crate::eager::spawn(runtime(), async move {
+    let (running, lone) = Running::start(running);
+    let delivery = async move {
         let delivery = AssertUnwindSafe(work)
             .catch_unwind()
             .await
             .unwrap_or_else(|_| Post::Error(Box::new(ErrorInfo::internal())));
+        drop(running);
         mailbox.post(id, delivery);
-    });
+    };
+    if lone {
+        crate::eager::spawn(runtime(), delivery);
+    } else {
+        drop(runtime().spawn(delivery));
+    }
 }
 
 #[napi]
@@ -122,6 +154,7 @@ impl NativeClient {
                 mailbox: Mailbox::new(deliver)?,
                 logger: std::sync::Mutex::new(None),
                 replies: Arc::default(),
+                running: Arc::default(),
             })
         })
     }
@@ -250,7 +283,7 @@ impl NativeClient {
         let cancel = cancel.map(|c| c.token.clone());
         let client = self.inner.clone();
         let admitted = client.admit();
-        spawn_delivery(self.mailbox.clone(), id, async move {
+        spawn_delivery(self.mailbox.clone(), id, &self.running, async move {
             let Some(_admitted) = admitted else {
                 return answered(Err(client.closed_error()));
             };
@@ -268,6 +301,7 @@ impl NativeClient {
             closer: stream.closer(),
             inner: Mutex::new(stream),
             mailbox: self.mailbox.clone(),
+            running: self.running.clone(),
         }
     }
 
@@ -521,6 +555,8 @@ pub struct NativeStream {
     /// Closes the stream without taking the lock.
     closer: CancellationToken,
     mailbox: Arc<Mailbox>,
+    /// The client's count of calls and streams in flight.
+    running: Arc<AtomicUsize>,
 }
 
 #[napi]
@@ -530,7 +566,10 @@ impl NativeStream {
     pub fn start(&self, id: u32) -> Result<()> {
         guard(|| {
             let mailbox = self.mailbox.clone();
+            // Counted while the reader (which owns the sink) lives.
+            let (running, lone) = Running::start(&self.running);
             let sink = Box::new(move |delivery: stream::Delivery| {
+                let _running = &running;
                 let delivery = match delivery {
                     stream::Delivery::Events(events) => Post::Payloads(joined(events)),
                     stream::Delivery::Text(text) => Post::Text(text),
@@ -545,7 +584,7 @@ impl NativeStream {
                 mailbox.post(id, delivery)
             });
             let mut stream = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            napi::bindgen_prelude::within_runtime_if_available(|| stream.start(sink));
+            napi::bindgen_prelude::within_runtime_if_available(|| stream.start(sink, lone));
             Ok(())
         })
     }

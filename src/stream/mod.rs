@@ -158,7 +158,9 @@ impl StreamHandle {
         )
     }
 
-    pub fn start(&mut self, sink: Sink) {
+    /// `here`: the reader's first poll runs on this thread ([`crate::eager`]: for a lone stream,
+    /// whose request is then written here); otherwise it is spawned onto the runtime.
+    pub fn start(&mut self, sink: Sink, here: bool) {
         if let Some(job) = self.job.take() {
             let reader = Arc::new(Reader {
                 sink,
@@ -169,7 +171,7 @@ impl StreamHandle {
                 recording: Default::default(),
             });
             let reading = job(reader.clone(), self.closed.clone());
-            tokio::spawn(async move {
+            let reading = async move {
                 // A bug must still end the consumer's wait, never leave it hanging.
                 if AssertUnwindSafe(reading).catch_unwind().await.is_err() {
                     reader.fail(Error::new(
@@ -177,7 +179,12 @@ impl StreamHandle {
                         "llmpool internal error (a bug: please report it)",
                     ));
                 }
-            });
+            };
+            if here {
+                crate::eager::spawn(&tokio::runtime::Handle::current(), reading);
+            } else {
+                drop(tokio::spawn(reading));
+            }
         }
     }
 

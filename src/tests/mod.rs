@@ -454,10 +454,14 @@ async fn stream(
             None,
         )
         .unwrap();
-    s.start(Box::new(move |d| {
-        let _ = tx.send(d);
-        false
-    }));
+    // Started as a lone stream is (its first poll here); `drain` spawns as a loaded one is.
+    s.start(
+        Box::new(move |d| {
+            let _ = tx.send(d);
+            false
+        }),
+        true,
+    );
     let mut payloads = Vec::new();
     loop {
         match rx.recv().await.expect("a last delivery") {
@@ -476,10 +480,13 @@ async fn stream(
 /// Everything a started handle delivers, the sink acknowledging every item at once.
 async fn drain(mut handle: crate::stream::StreamHandle) -> Vec<Delivery> {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    handle.start(Box::new(move |d| {
-        let _ = tx.send(d);
-        false
-    }));
+    handle.start(
+        Box::new(move |d| {
+            let _ = tx.send(d);
+            false
+        }),
+        false,
+    );
     let mut out = Vec::new();
     while let Some(d) = rx.recv().await {
         match &d {

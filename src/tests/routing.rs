@@ -235,10 +235,13 @@ async fn a_stream_moves_before_its_first_chunk_only() {
             )
             .unwrap();
         let (tx, mut rx) = mpsc::unbounded_channel();
-        handle.start(Box::new(move |d| {
-            let _ = tx.send(d);
-            false
-        }));
+        handle.start(
+            Box::new(move |d| {
+                let _ = tx.send(d);
+                false
+            }),
+            false,
+        );
         let mut payloads = 0;
         loop {
             match rx.recv().await.unwrap() {
