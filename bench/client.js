@@ -44,6 +44,9 @@ async function resetSockets() {
 // within 5%, and at least `warmup[0]` calls (V8 keeps tiering a client's code up for thousands of
 // requests; a comparison must see every client at its steady state).
 const scenarios = {
+  // S0: a cold start: require() and the client's construction (inside `clients[name]`) and one
+  // call, in a fresh process; measured as the whole process's CPU and time since it started.
+  S0: { connections: 1, warmup: [0, 1], run: [1, 1], kind: 'chat', cold: true },
   // S1: non-streaming throughput.
   S1: { connections: 64, warmup: [3000, 64], run: [20_000, 64], kind: 'chat', steady: 1000 },
   // S2: streaming throughput, 100 chunks per stream.
@@ -86,6 +89,19 @@ async function main() {
             errors++
           }
         }
+  if (s.cold) {
+    await task()
+    const cpu = process.cpuUsage() // since the process started
+    const wallMs = performance.now() // since the process started
+    const cpuUs = cpu.user + cpu.system
+    const rss = process.memoryUsage().rss / 1048576
+    await client.close()
+    console.log(JSON.stringify({
+      client: name, scenario, requests: 1, chunks: 0, wallMs, perSecond: 0, cpuUsPerUnit: cpuUs,
+      userShare: cpu.user / cpuUs, p50: wallMs, p99: wallMs, rssPeakMiB: rss, rssGrowthMiB: 0, errors: 0, warmed: 0,
+    }))
+    process.exit(0)
+  }
   let warmed = 0
   let steady
   if (s.steady) {

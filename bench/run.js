@@ -28,6 +28,7 @@ const PIN = process.env.PIN !== '0' && os.cpus().length >= 2 && (() => {
 const onCore = (core, argv) => (PIN ? ['taskset', ['-c', String(core), ...argv]] : [argv[0], argv.slice(1)])
 
 const DESCRIPTIONS = {
+  S0: 'cold start: require(), a client and one call in a fresh process (whole-process CPU and time)',
   S1: 'non-streaming, 64 concurrent, 20,000 requests',
   S2: 'streaming, 256 concurrent × 100 chunks, 2,000 streams, no delay',
   S2d: 'streaming, 256 concurrent × 100 chunks, 2,000 streams, 1 ms per chunk',
@@ -108,6 +109,7 @@ function fmt(n, digits = 1) {
 }
 
 const METRICS = {
+  S0: [['cpuUsPerUnit', 'process CPU µs'], ['wallMs', 'ms since process start'], ['rssPeakMiB', 'RSS MiB']],
   S1: [['perSecond', 'req/s'], ['cpuUsPerUnit', 'CPU µs/req'], ['p50', 'p50 ms'], ['p99', 'p99 ms'], ['rssPeakMiB', 'peak RSS MiB'], ['warmed', 'warm-up calls']],
   S2: [['perSecond', 'chunks/s'], ['cpuUsPerUnit', 'CPU µs/chunk'], ['rssPeakMiB', 'peak RSS MiB']],
   S2d: [['perSecond', 'chunks/s'], ['cpuUsPerUnit', 'CPU µs/chunk'], ['rssPeakMiB', 'peak RSS MiB']],
