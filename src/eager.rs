@@ -11,8 +11,9 @@
 //! that cannot start at once (no free connection, a new connection to open) is moved the same
 //! way when the pool or the connect wakes it.
 //!
-//! Measured with `bench/` (S3, one call at a time): about a fifth less CPU per call; see the
-//! README's performance section.
+//! The binding starts a call this way only when none other of its client is in flight (under load
+//! the worker is awake anyway and writes many calls' requests in one turn). Measured with
+//! `bench/` (S3, one call at a time, `bench/RESULTS.md`): 135 → 114 µs of CPU per call.
 
 use std::cell::RefCell;
 use std::future::Future;
