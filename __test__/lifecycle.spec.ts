@@ -127,3 +127,38 @@ describe('process exit', () => {
     expect(stdout.trim()).toBe('destroyed')
   })
 })
+
+describe('worker threads', () => {
+  test('clients in worker threads one after another: every worker is answered', async () => {
+    // The last Node environment using the addon exiting (a worker's) shuts napi's runtime down,
+    // and the next one builds a new runtime: a call must be started on that one, not on a
+    // runtime remembered from before (which failed every call of the second worker).
+    const s = await server()
+    const index = JSON.stringify(join(__dirname, '..', 'index.js'))
+    const script = `
+      const { Worker } = require('node:worker_threads')
+      const inWorker = \`
+        const { workerData, parentPort } = require('node:worker_threads')
+        const { Client } = require(${index.replace(/\\/g, '\\\\')})
+        const c = new Client({ baseUrl: workerData, retry: false })
+        c.chat({ model: 'm', messages: [{ role: 'user', content: 'w' }] }).then(
+          async (r) => { parentPort.postMessage(r.choices[0].message.content); await c.close() },
+          (e) => parentPort.postMessage('failed: ' + e.code),
+        )
+      \`
+      ;(async () => {
+        for (let i = 0; i < 3; i++) {
+          const answer = await new Promise((resolve) => {
+            const w = new Worker(inWorker, { eval: true, workerData: process.argv[1] })
+            w.once('message', resolve)
+            w.once('error', (e) => resolve('error: ' + e.message))
+          })
+          console.log(answer)
+          await new Promise((r) => setTimeout(r, 100))
+        }
+      })()
+    `
+    const { stdout } = await runScript(script, s.url)
+    expect(stdout.trim().split('\n')).toEqual(Array(3).fill('Hello from the mock! You said: w'))
+  })
+})

@@ -77,12 +77,10 @@ impl NativeClient {
     }
 }
 
-/// The runtime napi runs futures on.
-fn runtime() -> &'static tokio::runtime::Handle {
-    static RUNTIME: std::sync::OnceLock<tokio::runtime::Handle> = std::sync::OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        napi::bindgen_prelude::within_runtime_if_available(tokio::runtime::Handle::current)
-    })
+/// The runtime napi runs futures on now. Not cached: napi shuts its runtime down when the last
+/// Node environment using the addon exits (a worker thread's), and builds a new one for the next.
+fn runtime() -> tokio::runtime::Handle {
+    napi::bindgen_prelude::within_runtime_if_available(tokio::runtime::Handle::current)
 }
 
 /// One call or stream in flight, counted while it lives.
@@ -124,9 +122,9 @@ where
         mailbox.post(id, delivery);
     };
     if lone {
-        crate::eager::spawn(runtime(), delivery);
+        crate::eager::spawn(&runtime(), delivery);
     } else {
-        drop(runtime().spawn(delivery));
+        drop(napi::bindgen_prelude::spawn(delivery));
     }
 }
 
