@@ -13,7 +13,9 @@
 //!
 //! The binding starts a call this way only when none other of its client is in flight (under load
 //! the worker is awake anyway and writes many calls' requests in one turn). Measured with
-//! `bench/` (S3, one call at a time, `bench/RESULTS.md`): 135 → 114 µs of CPU per call.
+//! `bench/` (S3, one call at a time, beside the build before): 135 → 114 µs of CPU per call in one
+//! full run, 95 → 95 in another, 105 → 97 over 7 rounds; this host's noise is that large, the
+//! syscalls saved (`strace`) are not.
 
 use std::cell::RefCell;
 use std::future::Future;
