@@ -61,20 +61,13 @@ pub fn parse_cache(value: Option<&Value>) -> Result<Option<CacheConfig>> {
     };
     let o = Options::new(value, "cache.", "cache", &[KNOWN_CACHE_OPTIONS])?;
     let ttl = o.positive_ms("ttl", DEFAULT_CACHE_TTL_MS)?;
-    let max_bytes = match o.uint(
-        "maxBytes",
-        "must be a positive integer number of bytes",
-        u32::MAX as u64 * 16,
-    )? {
-        Some(0) => {
-            return Err(rule(
-                "cache.maxBytes",
-                "must be a positive integer number of bytes",
-            ))
-        }
-        Some(n) => n as usize,
-        None => defaults.max_bytes,
-    };
+    let max_bytes = o
+        .positive_uint(
+            "maxBytes",
+            "must be a positive integer number of bytes",
+            u32::MAX as u64 * 16,
+        )?
+        .map_or(defaults.max_bytes, |n| n as usize);
     Ok(Some(CacheConfig {
         ttl,
         max_bytes,

@@ -350,6 +350,14 @@ impl<'a> Options<'a> {
         }
     }
 
+    /// A whole number in `1..=max` (0 is refused with the same message), or `None` when absent.
+    fn positive_uint(&self, key: &str, what: &str, max: u64) -> Result<Option<u64>> {
+        match self.uint(key, what, max)? {
+            Some(0) => Err(rule(&self.name(key), what)),
+            n => Ok(n),
+        }
+    }
+
     /// A duration in ms where 0 turns the limit off.
     fn limit_ms(&self, key: &str, default: u64) -> Result<Option<Duration>> {
         let n = self
@@ -376,18 +384,12 @@ impl<'a> Options<'a> {
 
     /// A duration in ms that must be positive.
     fn positive_ms(&self, key: &str, default: u64) -> Result<Duration> {
-        match self.uint(
+        let n = self.positive_uint(
             key,
             "must be a positive integer number of milliseconds",
             MAX_DURATION_MS,
-        )? {
-            Some(0) => Err(rule(
-                &self.name(key),
-                "must be a positive integer number of milliseconds",
-            )),
-            Some(n) => Ok(ms(n)),
-            None => Ok(ms(default)),
-        }
+        )?;
+        Ok(ms(n.unwrap_or(default)))
     }
 
     /// A duration in ms that may be zero.
@@ -503,20 +505,14 @@ impl Config {
 
         let max_response_size = match o.get("maxResponseSize") {
             Some(v) if v.as_i64() == Some(-1) => None,
-            _ => match o.uint(
-                "maxResponseSize",
-                "must be a positive integer number of bytes or -1 (unlimited)",
-                u32::MAX as u64,
-            )? {
-                Some(0) => {
-                    return Err(rule(
-                        "maxResponseSize",
-                        "must be a positive integer number of bytes or -1 (unlimited)",
-                    ))
-                }
-                Some(n) => Some(n as usize),
-                None => Some(DEFAULT_MAX_RESPONSE_SIZE),
-            },
+            _ => Some(
+                o.positive_uint(
+                    "maxResponseSize",
+                    "must be a positive integer number of bytes or -1 (unlimited)",
+                    u32::MAX as u64,
+                )?
+                .map_or(DEFAULT_MAX_RESPONSE_SIZE, |n| n as usize),
+            ),
         };
 
         let mut redact_headers: Vec<String> = SECRET_HEADERS.map(str::to_owned).to_vec();
@@ -538,20 +534,13 @@ impl Config {
             Some(_) => return Err(rule("redactHeaders", names_rule)),
         }
 
-        let max_event_size = match o.uint(
-            "maxEventSize",
-            "must be a positive integer number of bytes",
-            u32::MAX as u64,
-        )? {
-            Some(0) => {
-                return Err(rule(
-                    "maxEventSize",
-                    "must be a positive integer number of bytes",
-                ))
-            }
-            Some(n) => n as usize,
-            None => DEFAULT_MAX_EVENT_SIZE,
-        };
+        let max_event_size = o
+            .positive_uint(
+                "maxEventSize",
+                "must be a positive integer number of bytes",
+                u32::MAX as u64,
+            )?
+            .map_or(DEFAULT_MAX_EVENT_SIZE, |n| n as usize);
 
         let limit_timeout = o.limit_ms("limitTimeout", DEFAULT_LIMIT_TIMEOUT_MS)?;
 

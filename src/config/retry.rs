@@ -66,20 +66,13 @@ pub(super) fn parse_breaker(value: Option<&Value>) -> Result<Option<BreakerConfi
         "circuitBreaker",
         &[KNOWN_BREAKER_OPTIONS],
     )?;
-    let failure_threshold = match o.uint(
-        "failureThreshold",
-        "must be a positive integer",
-        u32::MAX as u64,
-    )? {
-        Some(0) => {
-            return Err(rule(
-                "circuitBreaker.failureThreshold",
-                "must be a positive integer",
-            ))
-        }
-        Some(n) => n as u32,
-        None => DEFAULT_BREAKER_FAILURE_THRESHOLD,
-    };
+    let failure_threshold = o
+        .positive_uint(
+            "failureThreshold",
+            "must be a positive integer",
+            u32::MAX as u64,
+        )?
+        .map_or(DEFAULT_BREAKER_FAILURE_THRESHOLD, |n| n as u32);
     Ok(Some(BreakerConfig {
         failure_threshold,
         reset_timeout: o.positive_ms("resetTimeout", DEFAULT_BREAKER_RESET_TIMEOUT_MS)?,

@@ -118,11 +118,12 @@ impl Driven {
     /// holds the connection right now.
     fn flush(self: &Arc<Self>) {
         self.flush_deferred.store(false, Ordering::Release);
-        let ended = match self.connection.try_lock() {
+        // The task must look: when the connection ended here, or when it is polling it now.
+        let task_must_look = match self.connection.try_lock() {
             Ok(mut connection) => self.poll_connection(&mut connection),
             Err(_) => true,
         };
-        if ended {
+        if task_must_look {
             self.driver.wake();
         }
     }
