@@ -6,6 +6,13 @@ import type { ClientOptions } from '../index.js'
 import { body, chunk, completion, eventually, rejection, sendJson, server, sleep } from './helpers'
 import type { MockServer } from './helpers'
 
+/**
+ * a's weight against b's 1 in the failover tests, which need the first call on a: weighted
+ * routing draws at random, and at 1000 (as these tests had) b came first about once in a thousand
+ * draws, failing a run; at the maximum weight, once in a million.
+ */
+const A_FIRST = 1_000_000
+
 const made: Client[] = []
 afterAll(() => made.forEach((c) => c.destroy()))
 
@@ -88,7 +95,7 @@ test('models: an upstream serves only its models, under its own names; a model n
 test('failover: a 5xx moves the call to the other upstream at once; when all fail the error lists the upstreams tried', async () => {
   const [a, b] = await pair()
   a.setHandler(failWith(503))
-  const c = routed({ routing: 'weighted', upstreams: [{ name: 'a', baseUrl: a.url, weight: 1000 }, { name: 'b', baseUrl: b.url, weight: 1 }] })
+  const c = routed({ routing: 'weighted', upstreams: [{ name: 'a', baseUrl: a.url, weight: A_FIRST }, { name: 'b', baseUrl: b.url, weight: 1 }] })
   const answer: any = await c.chat(body())
   expect(answer.choices[0].message.content).toContain('hi')
   expect(a.requests.length).toBe(1)
@@ -185,7 +192,7 @@ test('fallbacks: when every upstream of a model failed, the next model is tried;
 test('streams fail over before their first chunk, never after it', async () => {
   const [a, b] = await pair()
   a.setHandler(failWith(503))
-  const c = routed({ routing: 'weighted', upstreams: [{ name: 'a', baseUrl: a.url, weight: 1000 }, { name: 'b', baseUrl: b.url, weight: 1 }] })
+  const c = routed({ routing: 'weighted', upstreams: [{ name: 'a', baseUrl: a.url, weight: A_FIRST }, { name: 'b', baseUrl: b.url, weight: 1 }] })
   let text = ''
   for await (const ch of c.chatStream(body('streamed'))) text += ch.choices[0]?.delta?.content ?? ''
   expect(text).toContain('streamed')
@@ -198,7 +205,7 @@ test('streams fail over before their first chunk, never after it', async () => {
     res.write(`data: ${JSON.stringify(chunk(bb, { role: 'assistant', content: 'half' }))}\n\n`)
     setTimeout(() => res.destroy(), 20)
   })
-  const c2 = routed({ routing: 'weighted', upstreams: [{ name: 'a', baseUrl: a.url, weight: 1000 }, { name: 'b', baseUrl: b.url, weight: 1 }] })
+  const c2 = routed({ routing: 'weighted', upstreams: [{ name: 'a', baseUrl: a.url, weight: A_FIRST }, { name: 'b', baseUrl: b.url, weight: 1 }] })
   const seen: string[] = []
   const err = await rejection(
     (async () => {
@@ -219,7 +226,7 @@ test('pacing across upstreams: at remaining 0 calls go to the other upstream; th
       'x-ratelimit-reset-requests': '30s',
     }),
   )
-  const c = routed({ routing: 'weighted', upstreams: [{ name: 'a', baseUrl: a.url, weight: 1000 }, { name: 'b', baseUrl: b.url, weight: 1 }] })
+  const c = routed({ routing: 'weighted', upstreams: [{ name: 'a', baseUrl: a.url, weight: A_FIRST }, { name: 'b', baseUrl: b.url, weight: 1 }] })
   for (let i = 0; i < 6; i++) await c.chat(body())
   expect(a.requests.length).toBe(1)
   expect(b.requests.length).toBe(5)
@@ -273,7 +280,7 @@ test('client-wide limits hold across upstreams; an upstream has its own limits t
 test('metrics carry each upstream by name in one valid exposition, with failovers', async () => {
   const [a, b] = await pair()
   a.setHandler(failWith(500))
-  const c = routed({ routing: 'weighted', upstreams: [{ name: 'a', baseUrl: a.url, weight: 1000 }, { name: 'b', baseUrl: b.url, weight: 1 }] })
+  const c = routed({ routing: 'weighted', upstreams: [{ name: 'a', baseUrl: a.url, weight: A_FIRST }, { name: 'b', baseUrl: b.url, weight: 1 }] })
   await c.chat(body())
   const text = c.metrics()
   expect(text).toContain(`llmpool_requests_total{origin="${a.origin}",upstream="a"} 1`)
