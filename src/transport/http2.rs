@@ -8,6 +8,7 @@
 //! together (h2 buffers data beyond the window) and leave in one write, and the caller's own
 //! future awaits the response. Measured with `bench/` (S3 over TLS), see the README.
 
+use std::cell::Cell;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,8 +22,11 @@ use futures::task::AtomicWaker;
 use h2::client::{self, SendRequest};
 use h2::{Ping, RecvStream};
 use hyper::body::{Body, Frame};
-use hyper::header::{HeaderMap, CONNECTION, CONTENT_LENGTH, TE, TRANSFER_ENCODING, UPGRADE};
-use hyper::{Method, Request, Response};
+use hyper::header::{
+    HeaderMap, HeaderName, CONNECTION, CONTENT_LENGTH, HOST, TE, TRANSFER_ENCODING, UPGRADE,
+};
+use hyper::http::uri::{Authority, PathAndQuery, Scheme};
+use hyper::{Method, Request, Response, Uri};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::h2::ServerSettings;
@@ -31,10 +35,18 @@ use crate::conn::SendError;
 /// One HTTP/2 connection's sending side; every stream holds a clone.
 #[derive(Clone)]
 pub struct H2Conn {
-    sender: SendRequest<Bytes>,
+    handle: Arc<Handle>,
     pub(super) settings: Arc<ServerSettings>,
-    /// The connection, shared with its task.
-    driven: Arc<Driven>,
+}
+
+/// The pool's handle on h2's side of the connection.
+struct Handle {
+    sender: SendRequest<Bytes>,
+    /// The origin's `host[:port]`, each request's `:authority`.
+    authority: Authority,
+    /// After `sender` (fields drop in order): when the last handle goes, h2 asks for the
+    /// connection to be polled so that it closes.
+    settles: Settles,
 }
 
 /// How the connection is set up and kept alive.
@@ -52,6 +64,7 @@ pub struct H2Settings {
 /// Performs the HTTP/2 handshake over `stream` and spawns the task that drives the connection.
 pub async fn handshake<S>(
     stream: S,
+    authority: Authority,
     settings: Arc<ServerSettings>,
     setup: &H2Settings,
 ) -> Result<H2Conn, h2::Error>
@@ -69,6 +82,7 @@ where
         driver: AtomicWaker::new(),
         flush_deferred: AtomicBool::new(false),
         closed: AtomicBool::new(false),
+        owed: AtomicBool::new(false),
     });
     drop(tokio::spawn(drive(
         driven.clone(),
@@ -77,9 +91,12 @@ where
         setup.ping_timeout,
     )));
     Ok(H2Conn {
-        sender,
+        handle: Arc::new(Handle {
+            sender,
+            authority,
+            settles: Settles(driven),
+        }),
         settings,
-        driven,
     })
 }
 
@@ -98,11 +115,35 @@ struct Driven {
     flush_deferred: AtomicBool,
     /// Set when the connection ended (the socket closed, a PING went unanswered).
     closed: AtomicBool,
+    /// A wake was held back ([`quietly`]): h2 took the connection's waker for it, so until the
+    /// connection is polled again, what h2 queues wakes nobody. Whatever queues something (a
+    /// request, a window update, a reset, the last handle's drop) then wakes it ([`Driven::settle`]).
+    owed: AtomicBool,
+}
+
+thread_local! {
+    /// Set while a stream that ended cleanly is dropped on this thread ([`quietly`]).
+    static QUIET: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Drops `stream`, holding back the connection wake its drop makes.
+///
+/// Why: when the last handle to a stream that ended cleanly goes, h2 wakes the connection only so
+/// that it can check whether it should close (it frees the stream itself, in the drop). For a
+/// pooled connection that wake is a whole connection poll per call, on the worker, racing the JS
+/// thread's next call for the connection. Held back, the next poll (the next request, an answer,
+/// the PING timer, the pool dropping the connection) does that check.
+fn quietly<T>(stream: T) {
+    QUIET.with(|quiet| quiet.set(true));
+    drop(stream);
+    QUIET.with(|quiet| quiet.set(false));
 }
 
 impl Driven {
     /// Polls the connection here, with its own waker; returns true when it ended.
     fn poll_connection(self: &Arc<Self>, connection: &mut DynConnection) -> bool {
+        // This poll hands h2 the waker again.
+        self.owed.store(false, Ordering::Release);
         let waker = Waker::from(self.clone());
         let ended = connection
             .as_mut()
@@ -127,6 +168,14 @@ impl Driven {
             self.driver.wake();
         }
     }
+
+    /// Wakes the connection if a wake was held back since it was last polled: called after
+    /// anything that may have queued work for it.
+    fn settle(self: &Arc<Self>) {
+        if self.owed.load(Ordering::Acquire) && self.owed.swap(false, Ordering::AcqRel) {
+            self.wake_by_ref();
+        }
+    }
 }
 
 impl Wake for Driven {
@@ -135,6 +184,10 @@ impl Wake for Driven {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
+        if QUIET.with(Cell::get) {
+            self.owed.store(true, Ordering::Release);
+            return;
+        }
         if self.flush_deferred.swap(true, Ordering::AcqRel) {
             return; // a flush is already deferred to the end of this first poll
         }
@@ -196,7 +249,7 @@ async fn keep_alive(mut pings: h2::PingPong, interval: Duration, timeout: Durati
 
 impl H2Conn {
     pub fn is_closed(&self) -> bool {
-        self.driven.closed.load(Ordering::Acquire)
+        self.handle.settles.0.closed.load(Ordering::Acquire)
     }
 
     /// Sends `request` and awaits the response head.
@@ -204,14 +257,20 @@ impl H2Conn {
         &mut self,
         request: Request<Bytes>,
     ) -> impl Future<Output = Result<Response<H2Body>, SendError>> + Send + 'static {
-        let mut sender = self.sender.clone();
+        let sender = self.handle.sender.clone();
+        let authority = self.handle.authority.clone();
+        let driven = self.handle.settles.0.clone();
         async move {
+            // Declared first, dropped last: after the stream's handles and this handle on the
+            // connection (moved in below, so that it is dropped with them), however this ends.
+            let _settles = Settles(driven.clone());
+            let mut sender = sender;
             if let Err(e) = poll_fn(|cx| sender.poll_ready(cx)).await {
                 return Err(SendError::NotSent(Box::new(e)));
             }
             let (head, body) = request.into_parts();
             let mut head = Request::from_parts(head, ());
-            prepare(&mut head, body.len());
+            prepare(&mut head, body.len(), authority);
             let end_of_stream = body.is_empty();
             // An error here left nothing on the wire (the frame is queued only on success): the
             // connection's failure is sent elsewhere for free; a request h2 finds malformed is not.
@@ -229,22 +288,47 @@ impl H2Conn {
                     return Err(classify(e));
                 }
             }
+            driven.settle();
             match response.await {
-                Ok(response) => Ok(response.map(H2Body::new)),
+                Ok(response) => Ok(response.map(|stream| H2Body::new(stream, driven.clone()))),
                 Err(e) => Err(classify(e)),
             }
         }
     }
 }
 
-/// What HTTP/2 leaves out of a request (RFC 9113 §8.2.2), and the length of a body it has.
-fn prepare(request: &mut Request<()>, length: usize) {
+/// Settles the connection when dropped (see [`Driven::settle`]).
+struct Settles(Arc<Driven>);
+
+impl Drop for Settles {
+    fn drop(&mut self) {
+        self.0.settle();
+    }
+}
+
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// A request as HTTP/2 sends it: its target as `:scheme https` and `:authority` (RFC 9113 §8.3.1:
+/// from `Host`, which is not sent, or else the connection's origin), without what HTTP/2 leaves
+/// out (§8.2.2), and with the length of a body it has.
+fn prepare(request: &mut Request<()>, length: usize, origin: Authority) {
     let headers: &mut HeaderMap = request.headers_mut();
-    for name in [CONNECTION, TRANSFER_ENCODING, UPGRADE] {
+    let authority = match headers.remove(HOST) {
+        Some(host) if host.as_bytes() != origin.as_str().as_bytes() => {
+            Authority::try_from(host.as_bytes()).unwrap_or(origin)
+        }
+        _ => origin,
+    };
+    for name in [
+        CONNECTION,
+        TRANSFER_ENCODING,
+        UPGRADE,
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+    ] {
         headers.remove(name);
     }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
     if headers.get(TE).is_some_and(|te| te != "trailers") {
         headers.remove(TE);
     }
@@ -254,6 +338,15 @@ fn prepare(request: &mut Request<()>, length: usize) {
             .headers_mut()
             .entry(CONTENT_LENGTH)
             .or_insert_with(|| length.into());
+    }
+    let mut target = std::mem::take(request.uri_mut()).into_parts();
+    target.scheme = Some(Scheme::HTTPS);
+    target.authority = Some(authority);
+    if target.path_and_query.is_none() {
+        target.path_and_query = Some(PathAndQuery::from_static("/"));
+    }
+    if let Ok(uri) = Uri::from_parts(target) {
+        *request.uri_mut() = uri;
     }
 }
 
@@ -286,16 +379,35 @@ fn classify(e: h2::Error) -> SendError {
 /// A response body: DATA frames, then trailers. What is read is handed back to the flow-control
 /// window at once (the window bounds what is in flight, the reader's buffers what is kept).
 pub struct H2Body {
-    stream: RecvStream,
+    /// Taken only by the drop.
+    stream: Option<RecvStream>,
     /// The data frames are done; trailers (if any) next.
     data_done: bool,
+    /// The stream ended cleanly (its trailers, or their absence, were read).
+    ended: bool,
+    driven: Arc<Driven>,
 }
 
 impl H2Body {
-    fn new(stream: RecvStream) -> Self {
+    fn new(stream: RecvStream, driven: Arc<Driven>) -> Self {
         H2Body {
-            stream,
+            stream: Some(stream),
             data_done: false,
+            ended: false,
+            driven,
+        }
+    }
+}
+
+impl Drop for H2Body {
+    fn drop(&mut self) {
+        let stream = self.stream.take();
+        if self.ended {
+            quietly(stream);
+        } else {
+            // Dropped early: h2 resets the stream, which needs the connection polled.
+            drop(stream);
+            self.driven.settle();
         }
     }
 }
@@ -309,17 +421,23 @@ impl Body for H2Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
         let this = self.get_mut();
+        let Some(stream) = this.stream.as_mut() else {
+            return Poll::Ready(None);
+        };
         if !this.data_done {
-            match std::task::ready!(this.stream.poll_data(cx)) {
+            match std::task::ready!(stream.poll_data(cx)) {
                 Some(Ok(data)) => {
-                    let _ = this.stream.flow_control().release_capacity(data.len());
+                    let _ = stream.flow_control().release_capacity(data.len());
+                    this.driven.settle(); // a window update may be due
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Some(Err(e)) => return Poll::Ready(Some(Err(e))),
                 None => this.data_done = true,
             }
         }
-        match std::task::ready!(this.stream.poll_trailers(cx)) {
+        let trailers = std::task::ready!(stream.poll_trailers(cx));
+        this.ended = trailers.is_ok();
+        match trailers {
             Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
             Ok(None) => Poll::Ready(None),
             Err(e) => Poll::Ready(Some(Err(e))),
@@ -327,13 +445,15 @@ impl Body for H2Body {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.stream.is_end_stream()
+        self.stream.as_ref().is_none_or(RecvStream::is_end_stream)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::BodyExt;
+    use hyper::header::HeaderValue;
     use std::sync::Mutex as StdMutex;
     use std::thread::ThreadId;
     use tokio::io::{duplex, DuplexStream, ReadBuf};
@@ -407,15 +527,22 @@ mod tests {
                 std::future::pending::<()>().await;
             }
             while let Some(Ok((request, mut respond))) = server.accept().await {
+                // Answers with the target it saw and the Host header, if any.
+                let seen = format!("{} {:?}", request.uri(), request.headers().get(HOST));
                 let mut body = request.into_body();
                 while let Some(Ok(_)) = body.data().await {}
                 let mut sending = respond.send_response(Response::new(()), false).unwrap();
-                sending.send_data(Bytes::from_static(b"ok"), true).unwrap();
+                sending.send_data(Bytes::from(seen), true).unwrap();
             }
         });
         let settings = super::super::h2::Watch::new(tokio::io::empty()).1;
         let conn = rt
-            .block_on(handshake(recorded, settings, setup))
+            .block_on(handshake(
+                recorded,
+                Authority::from_static("example.test"),
+                settings,
+                setup,
+            ))
             .expect("handshake");
         (conn, writes)
     }
@@ -453,6 +580,89 @@ mod tests {
         );
         assert_eq!(after[0].0, std::thread::current().id());
         assert!(rt.block_on(answered).unwrap(), "the response arrived");
+    }
+
+    /// Sends `request` and reads the whole answer.
+    async fn call(conn: &mut H2Conn, request: Request<Bytes>) -> String {
+        let response = conn.send(request).await.expect("answered");
+        let body = response.into_body().collect().await.expect("read");
+        String::from_utf8(body.to_bytes().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn requests_name_their_target_in_pseudo_headers_not_host() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (mut conn, _) = connect(&rt, &setup(Duration::from_secs(60)), true);
+        let mut with_host = post();
+        let host = HeaderValue::from_static("example.test");
+        with_host.headers_mut().insert(HOST, host);
+        let mut other_host = post();
+        let other = HeaderValue::from_static("api.example.test:8443");
+        other_host.headers_mut().insert(HOST, other);
+        rt.block_on(async {
+            assert_eq!(
+                call(&mut conn, with_host).await,
+                "https://example.test/v1/chat/completions None"
+            );
+            // A Host set by the caller is the request's authority.
+            assert_eq!(
+                call(&mut conn, other_host).await,
+                "https://api.example.test:8443/v1/chat/completions None"
+            );
+            assert_eq!(
+                call(&mut conn, post()).await,
+                "https://example.test/v1/chat/completions None"
+            );
+        });
+    }
+
+    /// Each clean end holds back its connection wake; the next request, and the last handle's
+    /// drop, must still get the connection polled.
+    #[test]
+    fn calls_after_held_back_wakes_are_sent_and_the_last_handle_closes_the_connection() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (mut conn, _) = connect(&rt, &setup(Duration::from_secs(60)), true);
+        let driven = conn.handle.settles.0.clone();
+        rt.block_on(async {
+            for i in 0..200 {
+                let answer = tokio::time::timeout(Duration::from_secs(5), call(&mut conn, post()));
+                assert!(answer.await.is_ok(), "call {i} was not answered");
+            }
+        });
+        // Every call started on the calling thread too, as a lone call does.
+        for i in 0..50 {
+            let (done, answered) = tokio::sync::oneshot::channel();
+            let sending = conn.send(post());
+            crate::eager::spawn(rt.handle(), async move {
+                let answer = match sending.await {
+                    Ok(response) => response.into_body().collect().await.is_ok(),
+                    Err(_) => false,
+                };
+                let _ = done.send(answer);
+            });
+            let answered =
+                rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), answered).await });
+            assert!(matches!(answered, Ok(Ok(true))), "eager call {i}");
+        }
+        assert!(!driven.closed.load(Ordering::Acquire));
+        drop(conn);
+        rt.block_on(async {
+            for _ in 0..100 {
+                if driven.closed.load(Ordering::Acquire) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("the connection is still open 1 s after its last handle went");
+        });
     }
 
     #[test]

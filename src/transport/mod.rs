@@ -268,7 +268,8 @@ impl HttpConnector {
         // The server picked by ALPN (`h2` is only offered with allowH2).
         if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
             tracing::debug!(origin = origin.as_str(), "HTTP/2 negotiated");
-            Box::pin(handshake_h2(stream, origin, self.max_streams)).await
+            let authority = &self.endpoint.authority;
+            Box::pin(handshake_h2(stream, origin, authority, self.max_streams)).await
         } else {
             Ok(http1(stream))
         }
@@ -474,7 +475,12 @@ where
     HttpConn::H1(h1::H1Conn::new(stream))
 }
 
-async fn handshake_h2<S>(stream: S, origin: &str, max_streams: usize) -> Result<HttpConn, Error>
+async fn handshake_h2<S>(
+    stream: S,
+    origin: &str,
+    authority: &str,
+    max_streams: usize,
+) -> Result<HttpConn, Error>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -492,7 +498,9 @@ where
     };
     // The connection task ends when the server closes the connection or every stream and the
     // pool's handle are gone; the pool learns through `H2Conn::is_closed`.
-    let conn = http2::handshake(stream, settings.clone(), &setup)
+    let authority = hyper::http::uri::Authority::try_from(authority)
+        .map_err(|e| handshake_failed("HTTP/2", origin, &e))?;
+    let conn = http2::handshake(stream, authority, settings.clone(), &setup)
         .await
         .map_err(|e| handshake_failed("HTTP/2", origin, &e))?;
     // Until the server's first SETTINGS arrives its stream limit is unknown, and streams opened
