@@ -8,7 +8,6 @@
 //! together (h2 buffers data beyond the window) and leave in one write, and the caller's own
 //! future awaits the response. Measured with `bench/` (S3 over TLS), see the README.
 
-use std::cell::Cell;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,18 +34,12 @@ use crate::conn::SendError;
 /// One HTTP/2 connection's sending side; every stream holds a clone.
 #[derive(Clone)]
 pub struct H2Conn {
-    handle: Arc<Handle>,
-    pub(super) settings: Arc<ServerSettings>,
-}
-
-/// The pool's handle on h2's side of the connection.
-struct Handle {
     sender: SendRequest<Bytes>,
     /// The origin's `host[:port]`, each request's `:authority`.
     authority: Authority,
-    /// After `sender` (fields drop in order): when the last handle goes, h2 asks for the
-    /// connection to be polled so that it closes.
-    settles: Settles,
+    pub(super) settings: Arc<ServerSettings>,
+    /// The connection, shared with its task.
+    driven: Arc<Driven>,
 }
 
 /// How the connection is set up and kept alive.
@@ -82,7 +75,6 @@ where
         driver: AtomicWaker::new(),
         flush_deferred: AtomicBool::new(false),
         closed: AtomicBool::new(false),
-        owed: AtomicBool::new(false),
     });
     drop(tokio::spawn(drive(
         driven.clone(),
@@ -91,12 +83,10 @@ where
         setup.ping_timeout,
     )));
     Ok(H2Conn {
-        handle: Arc::new(Handle {
-            sender,
-            authority,
-            settles: Settles(driven),
-        }),
+        sender,
+        authority,
         settings,
+        driven,
     })
 }
 
@@ -115,35 +105,11 @@ struct Driven {
     flush_deferred: AtomicBool,
     /// Set when the connection ended (the socket closed, a PING went unanswered).
     closed: AtomicBool,
-    /// A wake was held back ([`quietly`]): h2 took the connection's waker for it, so until the
-    /// connection is polled again, what h2 queues wakes nobody. Whatever queues something (a
-    /// request, a window update, a reset, the last handle's drop) then wakes it ([`Driven::settle`]).
-    owed: AtomicBool,
-}
-
-thread_local! {
-    /// Set while a stream that ended cleanly is dropped on this thread ([`quietly`]).
-    static QUIET: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Drops `stream`, holding back the connection wake its drop makes.
-///
-/// Why: when the last handle to a stream that ended cleanly goes, h2 wakes the connection only so
-/// that it can check whether it should close (it frees the stream itself, in the drop). For a
-/// pooled connection that wake is a whole connection poll per call, on the worker, racing the JS
-/// thread's next call for the connection. Held back, the next poll (the next request, an answer,
-/// the PING timer, the pool dropping the connection) does that check.
-fn quietly<T>(stream: T) {
-    QUIET.with(|quiet| quiet.set(true));
-    drop(stream);
-    QUIET.with(|quiet| quiet.set(false));
 }
 
 impl Driven {
     /// Polls the connection here, with its own waker; returns true when it ended.
     fn poll_connection(self: &Arc<Self>, connection: &mut DynConnection) -> bool {
-        // This poll hands h2 the waker again.
-        self.owed.store(false, Ordering::Release);
         let waker = Waker::from(self.clone());
         let ended = connection
             .as_mut()
@@ -168,14 +134,6 @@ impl Driven {
             self.driver.wake();
         }
     }
-
-    /// Wakes the connection if a wake was held back since it was last polled: called after
-    /// anything that may have queued work for it.
-    fn settle(self: &Arc<Self>) {
-        if self.owed.load(Ordering::Acquire) && self.owed.swap(false, Ordering::AcqRel) {
-            self.wake_by_ref();
-        }
-    }
 }
 
 impl Wake for Driven {
@@ -184,10 +142,6 @@ impl Wake for Driven {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        if QUIET.with(Cell::get) {
-            self.owed.store(true, Ordering::Release);
-            return;
-        }
         if self.flush_deferred.swap(true, Ordering::AcqRel) {
             return; // a flush is already deferred to the end of this first poll
         }
@@ -249,7 +203,7 @@ async fn keep_alive(mut pings: h2::PingPong, interval: Duration, timeout: Durati
 
 impl H2Conn {
     pub fn is_closed(&self) -> bool {
-        self.handle.settles.0.closed.load(Ordering::Acquire)
+        self.driven.closed.load(Ordering::Acquire)
     }
 
     /// Sends `request` and awaits the response head.
@@ -257,14 +211,9 @@ impl H2Conn {
         &mut self,
         request: Request<Bytes>,
     ) -> impl Future<Output = Result<Response<H2Body>, SendError>> + Send + 'static {
-        let sender = self.handle.sender.clone();
-        let authority = self.handle.authority.clone();
-        let driven = self.handle.settles.0.clone();
+        let mut sender = self.sender.clone();
+        let authority = self.authority.clone();
         async move {
-            // Declared first, dropped last: after the stream's handles and this handle on the
-            // connection (moved in below, so that it is dropped with them), however this ends.
-            let _settles = Settles(driven.clone());
-            let mut sender = sender;
             if let Err(e) = poll_fn(|cx| sender.poll_ready(cx)).await {
                 return Err(SendError::NotSent(Box::new(e)));
             }
@@ -288,21 +237,11 @@ impl H2Conn {
                     return Err(classify(e));
                 }
             }
-            driven.settle();
             match response.await {
-                Ok(response) => Ok(response.map(|stream| H2Body::new(stream, driven.clone()))),
+                Ok(response) => Ok(response.map(H2Body::new)),
                 Err(e) => Err(classify(e)),
             }
         }
-    }
-}
-
-/// Settles the connection when dropped (see [`Driven::settle`]).
-struct Settles(Arc<Driven>);
-
-impl Drop for Settles {
-    fn drop(&mut self) {
-        self.0.settle();
     }
 }
 
@@ -379,35 +318,16 @@ fn classify(e: h2::Error) -> SendError {
 /// A response body: DATA frames, then trailers. What is read is handed back to the flow-control
 /// window at once (the window bounds what is in flight, the reader's buffers what is kept).
 pub struct H2Body {
-    /// Taken only by the drop.
-    stream: Option<RecvStream>,
+    stream: RecvStream,
     /// The data frames are done; trailers (if any) next.
     data_done: bool,
-    /// The stream ended cleanly (its trailers, or their absence, were read).
-    ended: bool,
-    driven: Arc<Driven>,
 }
 
 impl H2Body {
-    fn new(stream: RecvStream, driven: Arc<Driven>) -> Self {
+    fn new(stream: RecvStream) -> Self {
         H2Body {
-            stream: Some(stream),
+            stream,
             data_done: false,
-            ended: false,
-            driven,
-        }
-    }
-}
-
-impl Drop for H2Body {
-    fn drop(&mut self) {
-        let stream = self.stream.take();
-        if self.ended {
-            quietly(stream);
-        } else {
-            // Dropped early: h2 resets the stream, which needs the connection polled.
-            drop(stream);
-            self.driven.settle();
         }
     }
 }
@@ -421,23 +341,17 @@ impl Body for H2Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
         let this = self.get_mut();
-        let Some(stream) = this.stream.as_mut() else {
-            return Poll::Ready(None);
-        };
         if !this.data_done {
-            match std::task::ready!(stream.poll_data(cx)) {
+            match std::task::ready!(this.stream.poll_data(cx)) {
                 Some(Ok(data)) => {
-                    let _ = stream.flow_control().release_capacity(data.len());
-                    this.driven.settle(); // a window update may be due
+                    let _ = this.stream.flow_control().release_capacity(data.len());
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Some(Err(e)) => return Poll::Ready(Some(Err(e))),
                 None => this.data_done = true,
             }
         }
-        let trailers = std::task::ready!(stream.poll_trailers(cx));
-        this.ended = trailers.is_ok();
-        match trailers {
+        match std::task::ready!(this.stream.poll_trailers(cx)) {
             Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
             Ok(None) => Poll::Ready(None),
             Err(e) => Poll::Ready(Some(Err(e))),
@@ -445,7 +359,7 @@ impl Body for H2Body {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.stream.as_ref().is_none_or(RecvStream::is_end_stream)
+        self.stream.is_end_stream()
     }
 }
 
@@ -617,51 +531,6 @@ mod tests {
                 call(&mut conn, post()).await,
                 "https://example.test/v1/chat/completions None"
             );
-        });
-    }
-
-    /// Each clean end holds back its connection wake; the next request, and the last handle's
-    /// drop, must still get the connection polled.
-    #[test]
-    fn calls_after_held_back_wakes_are_sent_and_the_last_handle_closes_the_connection() {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let (mut conn, _) = connect(&rt, &setup(Duration::from_secs(60)), true);
-        let driven = conn.handle.settles.0.clone();
-        rt.block_on(async {
-            for i in 0..200 {
-                let answer = tokio::time::timeout(Duration::from_secs(5), call(&mut conn, post()));
-                assert!(answer.await.is_ok(), "call {i} was not answered");
-            }
-        });
-        // Every call started on the calling thread too, as a lone call does.
-        for i in 0..50 {
-            let (done, answered) = tokio::sync::oneshot::channel();
-            let sending = conn.send(post());
-            crate::eager::spawn(rt.handle(), async move {
-                let answer = match sending.await {
-                    Ok(response) => response.into_body().collect().await.is_ok(),
-                    Err(_) => false,
-                };
-                let _ = done.send(answer);
-            });
-            let answered =
-                rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), answered).await });
-            assert!(matches!(answered, Ok(Ok(true))), "eager call {i}");
-        }
-        assert!(!driven.closed.load(Ordering::Acquire));
-        drop(conn);
-        rt.block_on(async {
-            for _ in 0..100 {
-                if driven.closed.load(Ordering::Acquire) {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            panic!("the connection is still open 1 s after its last handle went");
         });
     }
 
