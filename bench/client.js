@@ -31,6 +31,44 @@ async function pool(total, concurrency, task) {
   return durations
 }
 
+/**
+ * CPU time of the JS thread and of every other thread of the process (tokio's workers, libuv's
+ * pool, V8's helpers), user and system, in µs, from /proc (Linux; null elsewhere). It says which
+ * side of a hand-off a cost is on. /proc counts in 10 ms ticks: over S3's 2,000 calls one tick is
+ * 5 µs per call. A thread that exits inside the window takes its time along.
+ */
+function threadTimes() {
+  const fs = require('node:fs')
+  let tids
+  try {
+    tids = fs.readdirSync('/proc/self/task')
+  } catch {
+    return null
+  }
+  const tickUs = 10_000 // USER_HZ is 100 on Linux
+  const times = { jsUser: 0, jsSystem: 0, otherUser: 0, otherSystem: 0 }
+  for (const tid of tids) {
+    let stat
+    try {
+      stat = fs.readFileSync(`/proc/self/task/${tid}/stat`, 'utf8')
+    } catch {
+      continue // the thread ended
+    }
+    // Fields after the command name, which may hold spaces: utime and stime are the 12th and 13th.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    const side = Number(tid) === process.pid ? 'js' : 'other'
+    times[`${side}User`] += Number(fields[11]) * tickUs
+    times[`${side}System`] += Number(fields[12]) * tickUs
+  }
+  return times
+}
+
+/** `after - before` per unit, each field rounded to 0.1 µs. */
+function perUnit(before, after, units) {
+  if (!before || !after) return undefined
+  return Object.fromEntries(Object.keys(after).map((k) => [k, Math.round(((after[k] - before[k]) / units) * 10) / 10]))
+}
+
 async function acceptedSockets() {
   const res = await fetch(`${admin}/admin/connections`)
   return (await res.json()).accepted
@@ -130,11 +168,13 @@ async function main() {
   const rssBefore = process.memoryUsage().rss
   let rssPeak = rssBefore
   const sampler = setInterval(() => (rssPeak = Math.max(rssPeak, process.memoryUsage().rss)), 5)
+  const threads0 = threadTimes()
   const cpu0 = process.cpuUsage()
   const t0 = performance.now()
   const durations = await pool(s.run[0], s.run[1], task)
   const wallMs = performance.now() - t0
   const cpu = process.cpuUsage(cpu0)
+  const threads1 = threadTimes()
   clearInterval(sampler)
   rssPeak = Math.max(rssPeak, process.memoryUsage().rss)
   const sockets = s.sockets ? await acceptedSockets() : undefined
@@ -149,6 +189,8 @@ async function main() {
     perSecond: s.kind === 'chat' ? (s.run[0] / wallMs) * 1000 : (chunks / wallMs) * 1000,
     cpuUsPerUnit: s.kind === 'chat' ? cpuUs / s.run[0] : cpuUs / Math.max(chunks, 1),
     userShare: cpu.user / cpuUs,
+    // µs per unit on the JS thread and on the others (results.json only).
+    threadsUsPerUnit: perUnit(threads0, threads1, s.kind === 'chat' ? s.run[0] : Math.max(chunks, 1)),
     p50: durations[Math.floor(durations.length * 0.5)],
     p99: durations[Math.floor(durations.length * 0.99)],
     rssPeakMiB: rssPeak / 1048576,
