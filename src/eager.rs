@@ -147,20 +147,22 @@ where
     }
 }
 
+/// A runtime with one worker, for tests of futures started with [`spawn`] from a thread outside it.
+#[cfg(test)]
+pub(crate) fn test_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a test runtime")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::thread::ThreadId;
     use tokio::sync::oneshot;
-
-    fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap()
-    }
 
     /// Runs `work` with `spawn` from this (non-runtime) thread; returns the threads it ran on
     /// before and after its await of `waiting`.
@@ -179,7 +181,7 @@ mod tests {
 
     #[test]
     fn the_first_poll_runs_here_and_the_rest_on_the_runtime() {
-        let rt = runtime();
+        let rt = test_runtime();
         let (wake, woken) = oneshot::channel::<()>();
         let threads = threads_of(&rt, async move {
             let _ = woken.await;
@@ -192,7 +194,7 @@ mod tests {
 
     #[test]
     fn a_future_ready_at_once_completes_in_its_first_poll() {
-        let rt = runtime();
+        let rt = test_runtime();
         let mut threads = threads_of(&rt, async {});
         let (first, rest) = threads.try_recv().expect("done without the runtime");
         assert_eq!((first, rest), (std::thread::current().id(), first));
@@ -200,7 +202,7 @@ mod tests {
 
     #[test]
     fn a_wake_during_the_first_poll_is_not_lost() {
-        let rt = runtime();
+        let rt = test_runtime();
         // Wakes itself while being polled, then waits: the first poll's wake must move it.
         let threads = threads_of(&rt, tokio::task::yield_now());
         let (first, rest) = rt.block_on(threads).unwrap();
@@ -216,7 +218,7 @@ mod tests {
                 self.0.fetch_add(1, Ordering::SeqCst);
             }
         }
-        let rt = runtime();
+        let rt = test_runtime();
         let dropped = Arc::new(AtomicUsize::new(0));
         let (sender, receiver) = oneshot::channel::<()>();
         let counted = Counted(dropped.clone());

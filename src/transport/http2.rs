@@ -470,11 +470,7 @@ mod tests {
 
     #[test]
     fn a_lone_call_writes_its_headers_and_body_at_once_from_the_calling_thread() {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = crate::eager::test_runtime();
         let (mut conn, writes) = connect(&rt, &setup(Duration::from_secs(60)), true);
         // Let the handshake's own writes (preface, SETTINGS, their ACKs) settle.
         std::thread::sleep(Duration::from_millis(100));
@@ -505,11 +501,7 @@ mod tests {
 
     #[test]
     fn requests_name_their_target_in_pseudo_headers_not_host() {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = crate::eager::test_runtime();
         let (mut conn, _) = connect(&rt, &setup(Duration::from_secs(60)), true);
         let mut with_host = post();
         let host = HeaderValue::from_static("example.test");
@@ -536,11 +528,7 @@ mod tests {
 
     #[test]
     fn an_unanswered_ping_closes_the_connection() {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = crate::eager::test_runtime();
         let (conn, _) = connect(&rt, &setup(Duration::from_millis(50)), false);
         assert!(!conn.is_closed());
         rt.block_on(async {
